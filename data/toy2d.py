@@ -1,0 +1,91 @@
+"""Two-dimensional binary tasks for the lecture's hidden-unit experiments, generated from a seed.
+
+Every task returns x_Nx2 in [-1, 1]^2 and labels y_N in {-1, +1}. Points closer than `margin` to the true
+boundary are dropped and redrawn, so each task is exactly solvable by a net that can draw its boundary, and zero
+hinge loss is reachable: failing to fit is then a statement about the net, not the data. The seed also picks a
+random rotation of the pattern, so the tasks are not axis-aligned by accident.
+
+  corner   positives in one quadrant (an intersection of two half-planes): two hidden units suffice.
+  stripes  four alternating parallel bands (three parallel boundaries): two units cannot, ten can.
+  circle   positives inside a disc holding half the area: a closed boundary needs at least three units.
+  xor      the sign of x1 * x2 (two crossing boundaries).
+  spiral   two interleaved spirals: needs many units or depth.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_RADIUS = (2.0 / jnp.pi) ** 0.5  # a disc of half the area of [-1, 1]^2
+
+
+def _rotate(x_Nx2, angle):
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  return x_Nx2 @ jnp.array([[c, -s], [s, c]])
+
+
+def _corner(u_Nx2):
+  """Signed distance-like score to the quadrant {u1 > 0, u2 > 0}: positive inside."""
+  return jnp.minimum(u_Nx2[:, 0], u_Nx2[:, 1])
+
+
+def _stripes(u_Nx2):
+  s = u_Nx2[:, 0]
+  # boundaries at s = -0.5, 0, 0.5; score is the signed distance to the nearest one, positive on (-0.5, 0) and s > 0.5
+  d = jnp.min(jnp.abs(s[:, None] - jnp.array([-0.5, 0.0, 0.5])[None, :]), axis=1)
+  sign = jnp.where((s > 0.5) | ((s > -0.5) & (s < 0.0)), 1.0, -1.0)
+  return sign * d
+
+
+def _circle(u_Nx2):
+  return _RADIUS - jnp.linalg.norm(u_Nx2, axis=1)
+
+
+def _xor(u_Nx2):
+  return jnp.sign(u_Nx2[:, 0] * u_Nx2[:, 1]) * jnp.minimum(jnp.abs(u_Nx2[:, 0]), jnp.abs(u_Nx2[:, 1]))
+
+
+SCORES = {'corner': _corner, 'stripes': _stripes, 'circle': _circle, 'xor': _xor}
+TASKS = ('corner', 'stripes', 'circle', 'xor', 'spiral')
+
+
+def _spiral(key, n, noise=0.04):
+  """Two spirals of 1.5 turns each, one per class, with Gaussian noise."""
+  k_t, k_c, k_n = jax.random.split(key, 3)
+  t = jnp.sqrt(jax.random.uniform(k_t, (n,)))  # denser towards the outside, as in the classic task
+  cls = jax.random.bernoulli(k_c, 0.5, (n,))
+  angle = 3.0 * jnp.pi * t + jnp.where(cls, jnp.pi, 0.0)
+  r = 0.95 * t
+  x = jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)], axis=1) + noise * jax.random.normal(k_n, (n, 2))
+  return jnp.clip(x, -1.0, 1.0), jnp.where(cls, 1.0, -1.0)
+
+
+@functools.partial(jax.jit, static_argnames=('task', 'n'))
+def sample(pattern_key, points_key, task, n, margin=0.05):
+  """n points of `task`: (x_Nx2 float32, y_N in {-1., +1.}).
+
+  `pattern_key` fixes the task's rotation, `points_key` the points: a training and a test set share the first.
+  """
+  if task not in TASKS:
+    raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
+  angle = jax.random.uniform(pattern_key, (), minval=0.0, maxval=2 * jnp.pi)
+  if task == 'spiral':
+    x, y = _spiral(points_key, n)
+    return _rotate(x, angle), y
+  # Rejection sampling with a fixed budget: draw 8n candidates and keep the first n outside the margin band
+  # (the band holds under 25% of the square for every task at margin <= 0.05, so 8n is never short in practice).
+  cand = jax.random.uniform(points_key, (8 * n, 2), minval=-1.0, maxval=1.0)
+  score = SCORES[task](_rotate(cand, -angle))
+  keep = jnp.abs(score) >= margin
+  order = jnp.argsort(~keep, stable=True)[:n]  # kept candidates first, in draw order
+  return cand[order], jnp.where(score[order] > 0, 1.0, -1.0)
+
+
+def train_test(seed, task, num_train, num_test, margin=0.05):
+  """Training and test sets of `task` for data seed `seed`: independent draws of the same pattern."""
+  if task not in TASKS:
+    raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
+  pattern = jax.random.fold_in(jax.random.PRNGKey(seed), TASKS.index(task))
+  train = sample(pattern, jax.random.fold_in(pattern, 1), task, num_train, margin)
+  test = sample(pattern, jax.random.fold_in(pattern, 2), task, num_test, margin)
+  return train, test

@@ -1,0 +1,1 @@
+"""Experiment configs (`get_config(arg)`) and the code that turns their results into tables and figures."""

@@ -1,0 +1,310 @@
+"""Turns a hidden-units sweep into records, the lecture's claims with measured numbers, results.md and figures.
+
+Nothing here trains: every number comes from the runs `experiments/hidden_units.py` passes in.
+"""
+import os
+import sys
+
+import jax
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nets import mlp  # noqa: E402
+
+
+def _model_params(tree, i):
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def _weights_moved(run, i):
+  """max |W - W_init| and |V - V_init| of model i (offsets excluded)."""
+  p, p0 = _model_params(run['params'], i), _model_params(run['params0'], i)
+  diffs = [np.abs(p['V'] - p0['V']).max()]
+  diffs += [np.abs(l['W'] - l0['W']).max() for l, l0 in zip(p['layers'], p0['layers'])]
+  return float(max(diffs))
+
+
+def records(runs, config):
+  """One dict per trained model, in the order of the runs (experiments.hidden_units.models_for)."""
+  at = config.claims.at_epoch
+  out = []
+  for run in runs:
+    depth = run['depth']
+    c, test = run['curves'], run['test'][config.train.epochs]
+    for i, m in enumerate(run['models']):
+      out.append({
+          'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
+          'seed': m.seed, 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
+          'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
+          'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
+          f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
+          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': _weights_moved(run, i)})
+  return out
+
+
+def _select(recs, **kw):
+  return [r for r in recs if all(r[k] == v for k, v in kw.items())]
+
+
+def _median(recs, key):
+  return float(np.median([r[key] for r in recs]))
+
+
+def counted_params(depth, width):
+  """Parameters of a real (unpadded) net, counted from its initialised arrays."""
+  params = mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))
+  return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def claims(recs, runs, config, datasets):
+  """The lecture's claims, each with the setting, the measured numbers and whether they bear it out."""
+  cl, init, at = config.claims, config.model.weight_init, config.claims.at_epoch
+  n = config.num_seeds
+  acc_at = f'train_accuracy_epoch{at}'
+  out = []
+
+  def add(claim, setting, measured, holds):
+    out.append({'claim': claim, 'setting': setting, 'measured': measured, 'holds': bool(holds)})
+
+  for units, claim in ((cl.few_units, f'{cl.few_units} tanh hidden units solve the task after about {at} epochs'),
+                       (cl.many_units, f'{cl.many_units} hidden units are arranged sufficiently for the task '
+                                       f'after about {at} epochs')):
+    s = _select(recs, task=cl.easy_task, depth=1, hidden_units=units, init=init)
+    solved_by = [r for r in s if r['solved'] and r['epochs'] <= at]
+    solved_epochs = [r['epochs'] for r in s if r['solved']]
+    add(claim, f'{cl.easy_task}, {units} units, {init} init, zero offsets',
+        f'median training accuracy at epoch {at}: {_median(s, acc_at):.3f}; zero training loss by epoch {at}: '
+        f'{len(solved_by)}/{n} seeds; median epoch reaching it: '
+        + (f'{np.median(solved_epochs):.0f}' if solved_epochs else 'never'),
+        _median(s, acc_at) >= 0.99)
+
+  s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.few_units, init=init)
+  add(f'on a harder task {cl.few_units} hidden units can no longer solve it',
+      f'{cl.hard_task}, {cl.few_units} units, {config.train.epochs} epochs',
+      f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, best '
+      f'{max(r["train_accuracy"] for r in s):.3f}; seeds reaching zero loss: {sum(r["solved"] for r in s)}/{n}',
+      not any(r['solved'] for r in s))
+  s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.many_units, init=init)
+  add(f'... while {cl.many_units} hidden units fit it', f'{cl.hard_task}, {cl.many_units} units',
+      f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, at epoch {at}: '
+      f'{_median(s, acc_at):.3f}; seeds reaching zero loss: {sum(r["solved"] for r in s)}/{n}',
+      _median(s, 'train_accuracy') >= 0.99)
+
+  lo, hi = min(config.model.hidden_units), max(config.model.hidden_units)
+  parts, rises = [], []
+  for t in config.data.tasks:
+    a_lo = _median(_select(recs, task=t, depth=1, hidden_units=lo, init=init), 'train_accuracy')
+    a_hi = _median(_select(recs, task=t, depth=1, hidden_units=hi, init=init), 'train_accuracy')
+    parts.append(f'{t} {a_lo:.3f} -> {a_hi:.3f}')
+    rises.append(a_hi >= a_lo and (a_hi > a_lo or a_hi == 1.0))
+  add('more hidden units give a more powerful decision boundary and fit the data more easily',
+      f'depth 1, median final training accuracy, {lo} -> {hi} units', '; '.join(parts), all(rises))
+
+  if any(r['depth'] == 0 for r in runs):
+    best = {t: max(r['train_accuracy'] for r in _select(recs, task=t, depth=0)) for t in config.data.tasks}
+    add('a single layer gives a linear decision surface (it cannot fit these tasks)', 'no hidden layer',
+        'best final training accuracy over seeds: ' + '; '.join(f'{t} {a:.3f}' for t, a in best.items()),
+        all(a < 1.0 for a in best.values()))
+
+  zero = _select(recs, init='zeros')
+  if zero:
+    majority = {t: float(max(np.mean(datasets[t][0][1] > 0), np.mean(datasets[t][0][1] < 0)))
+                for t in {r['task'] for r in zero}}
+    add('with all weights zero, the updates leave W and V unchanged (training is stuck)',
+        f'all-zero init, {cl.easy_task} and {cl.hard_task}, {cl.few_units} and {cl.many_units} units',
+        f'largest change of any W or V entry: {max(r["weights_moved"] for r in zero):.1e}; final training '
+        'accuracy: ' + '; '.join(f'{t} {_median(_select(zero, task=t), "train_accuracy"):.3f} (majority class '
+                                 f'{majority[t]:.3f})' for t in sorted(majority)),
+        max(r['weights_moved'] for r in zero) == 0.0)
+
+  widths = sorted(config.model.hidden_units)
+  if len(widths) >= 2 and max(config.model.depths) >= 2:  # the claim is about layer-to-layer weights
+    d = max(config.model.depths)
+    m1, m2 = widths[-2], widths[-1]
+    p1, p2 = counted_params(d, m1), counted_params(d, m2)
+    expected = (m2 / m1) ** 2
+    add('parameters grow with (units per layer)^2', f'depth {d}, {m1} -> {m2} units per layer',
+        f'{p1} -> {p2} parameters, x{p2 / p1:.2f} (units ratio squared: x{(m2 / m1) ** 2:.2f})',
+        abs(p2 / p1 - expected) / expected < 0.25)
+  return out
+
+
+def markdown(results, config):
+  """results.md: the claims table, accuracy by task/depth/width, parameter counts, and the figures."""
+  recs = results['records']
+  lines = ['# Hidden units: measured results', '',
+           f'Command: `{" ".join(["python", *sys.argv]) if sys.argv and sys.argv[0] else "(library call)"}`  ',
+           f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
+           f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
+           f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',
+           '| claim | setting | measured | holds |', '|---|---|---|---|']
+  for c in results['claims']:
+    lines.append(f'| {c["claim"]} | {c["setting"]} | {c["measured"]} | {"yes" if c["holds"] else "**no**"} |')
+  widths = sorted(config.model.hidden_units)
+  lines += ['', f'## Final training accuracy, median over seeds (test accuracy in brackets), '
+                f'{config.model.weight_init} init', '',
+            '| task | depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |',
+            '|---|---|' + '---|' * len(widths)]
+  for t in config.data.tasks:
+    lin = _select(recs, task=t, depth=0)
+    if lin:
+      lines.append(f'| {t} | 0 (linear) | {_median(lin, "train_accuracy"):.3f} '
+                   f'({_median(lin, "test_accuracy"):.3f}) |' + ' |' * (len(widths) - 1))
+    for d in config.model.depths:
+      cells = []
+      for w in widths:
+        s = _select(recs, task=t, depth=d, hidden_units=w, init=config.model.weight_init)
+        cells.append(f'{_median(s, "train_accuracy"):.3f} ({_median(s, "test_accuracy"):.3f})')
+      lines.append(f'| {t} | {d} | ' + ' | '.join(cells) + ' |')
+  lines += ['', '## Parameters per net (counted from the initialised arrays)', '',
+            '| depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |', '|---|' + '---|' * len(widths)]
+  for d in config.model.depths:
+    lines.append(f'| {d} | ' + ' | '.join(str(counted_params(d, w)) for w in widths) + ' |')
+  lines += ['', '## Figures', '']
+  for f in results['figures']:
+    lines.append(f'![{f}](figures/{f})')
+  return '\n'.join(lines) + '\n'
+
+
+def summary(results):
+  """A few lines for the terminal."""
+  out = [f'{results["num_models"]} models in {results["wall_time_s"]} s']
+  out += [f'[{"yes" if c["holds"] else "NO "}] {c["claim"]}: {c["measured"]}' for c in results['claims']]
+  return '\n'.join(out)
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+
+def _decision(params, width, activation, grid_GxG2):
+  masks = None if width == 0 else [np.asarray(m) for m in mlp.unit_masks_for(
+      (width,) * len(params['layers']), [l['W'].shape[1] for l in params['layers']])]
+  return np.asarray(mlp.apply(params, grid_GxG2, activation=activation, unit_masks=masks)[:, 0])
+
+
+def _panel(ax, params, width, activation, x, y, title, hidden_lines=True):
+  g = np.linspace(-1.1, 1.1, 161)
+  gx, gy = np.meshgrid(g, g)
+  z = _decision(params, width, activation, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))
+  z = z.reshape(gx.shape)
+  ax.contourf(gx, gy, z > 0, levels=[-0.5, 0.5, 1.5], colors=['#f4c7c3', '#c6dbef'], alpha=0.8)
+  if z.min() < 0 < z.max():
+    ax.contour(gx, gy, z, levels=[0.0], colors='k', linewidths=1.5)
+  if hidden_lines and params['layers']:
+    W, W0 = params['layers'][0]['W'], params['layers'][0]['W0']
+    for j in range(width):  # hidden unit j's line z_j = W[0, j] x1 + W[1, j] x2 + W0[j] = 0
+      w1, w2, b = W[0, j], W[1, j], W0[j]
+      if abs(w2) > abs(w1):
+        ax.plot(g, -(w1 * g + b) / w2, '--', color='0.35', lw=0.8)
+      elif abs(w1) > 0:
+        ax.plot(-(w2 * g + b) / w1, g, '--', color='0.35', lw=0.8)
+  ax.scatter(x[y > 0, 0], x[y > 0, 1], s=9, c='#08519c', marker='+', lw=0.8)
+  ax.scatter(x[y < 0, 0], x[y < 0, 1], s=7, c='#a50f15', marker='_', lw=0.8)
+  ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xticks=[], yticks=[], aspect='equal')
+  ax.set_title(title, fontsize=9)
+
+
+def _find(runs, **kw):
+  """(run, index) of the first model whose fields match kw."""
+  for run in runs:
+    for i, m in enumerate(run['models']):
+      if all(getattr(m, k) == v for k, v in kw.items()):
+        return run, i
+  raise KeyError(kw)
+
+
+def _final_accuracy(runs, **kw):
+  run, i = _find(runs, **kw)
+  return run['curves']['train_accuracy'][i, -1]
+
+
+def _band(ax, x, values_SxX, label, **style):
+  med = np.median(values_SxX, axis=0)
+  lo, hi = np.percentile(values_SxX, [25, 75], axis=0)
+  (line,) = ax.plot(x, med, label=label, **style)
+  ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def figures(runs, datasets, config, outdir):
+  """Writes the PNG figures into outdir; returns their file names."""
+  names = []
+  cl, act, seed, init = config.claims, config.model.activation, config.seed, config.model.weight_init
+  at = cl.at_epoch
+  seeds = range(config.seed, config.seed + config.num_seeds)
+
+  def save(fig, name):
+    fig.savefig(os.path.join(outdir, name), dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    names.append(name)
+
+  # 1. The lecture's pictures: points, boundary and each hidden unit's line, before and after ~10 epochs.
+  for task in (cl.easy_task, cl.hard_task):
+    (x, y), _ = datasets[task]
+    x, y = np.asarray(x), np.asarray(y)
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6.2))
+    for row, w in enumerate((cl.few_units, cl.many_units)):
+      run1, i = _find(runs, task=task, hidden=(w,), init=init, seed=seed)
+      for col, (e, label) in enumerate(((0, 'before training'), (at, f'after {at} epochs'),
+                                        (config.train.epochs, 'final'))):
+        p = _model_params(run1['snapshots'][e] if e in run1['snapshots'] else run1['params'], i)
+        acc = run1['curves']['train_accuracy'][i, e]
+        _panel(axes[row, col], p, w, act, x, y, f'{w} units, {label}: acc {acc:.2f}')
+    fig.suptitle(f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}')
+    save(fig, f'boundaries_{task}.png')
+
+  # 2. Every task: the linear net and growing nets, final boundaries.
+  has_linear = any(r['depth'] == 0 for r in runs)
+  cols = [('linear', 0, 0)] if has_linear else []
+  cols += [(f'depth 1, {cl.few_units} units', 1, cl.few_units), (f'depth 1, {cl.many_units} units', 1,
+                                                                 cl.many_units)]
+  dmax, wmax = max(config.model.depths), max(config.model.hidden_units)
+  if (dmax, wmax) != (1, cl.many_units):
+    cols.append((f'depth {dmax}, {wmax} units', dmax, wmax))
+  fig, axes = plt.subplots(len(config.data.tasks), len(cols), figsize=(2.6 * len(cols), 2.6 * len(config.data.tasks)),
+                           squeeze=False)
+  for r, task in enumerate(config.data.tasks):
+    (x, y), _ = datasets[task]
+    for c, (label, d, w) in enumerate(cols):
+      run, i = _find(runs, task=task, hidden=(w,) * d, init=init, seed=seed)
+      _panel(axes[r, c], _model_params(run['params'], i), w, act, np.asarray(x), np.asarray(y),
+             f'{task}: {label}\nacc {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
+  save(fig, 'boundaries_all_tasks.png')
+
+  # 3. Accuracy against hidden units, spread over seeds, one line per depth.
+  widths = sorted(config.model.hidden_units)
+  fig, axes = plt.subplots(1, len(config.data.tasks), figsize=(3.2 * len(config.data.tasks), 3.2), squeeze=False)
+  for ax, task in zip(axes[0], config.data.tasks):
+    for d in config.model.depths:
+      acc = np.array([[_final_accuracy(runs, task=task, hidden=(w,) * d, init=init, seed=s) for w in widths]
+                      for s in seeds])
+      _band(ax, widths, acc, f'depth {d}', marker='o', ms=3)
+    if has_linear:
+      lin = np.array([_final_accuracy(runs, task=task, hidden=(), seed=s) for s in seeds])
+      ax.axhline(np.median(lin), color='0.4', ls=':', label='linear')
+    ax.set(xscale='log', xticks=widths, xticklabels=[str(w) for w in widths], xlabel='hidden units per layer',
+           ylim=(0.45, 1.02), title=task)
+    ax.tick_params(axis='x', labelsize=7)
+  axes[0, 0].set_ylabel('final training accuracy')
+  axes[0, -1].legend(fontsize=8, loc='lower right')
+  fig.suptitle(f'Accuracy vs hidden units: median and 25-75% over {config.num_seeds} seeds')
+  save(fig, 'accuracy_vs_units.png')
+
+  # 4. Training curves: few vs many units, random vs zero init.
+  epochs = np.arange(config.train.epochs + 1)
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  for ax, task in zip(axes, (cl.easy_task, cl.hard_task)):
+    for w in (cl.few_units, cl.many_units):
+      for scheme, ls in ((init, '-'), ('zeros', ':')):
+        found = [_find(runs, task=task, hidden=(w,), init=scheme, seed=s) for s in seeds
+                 if any(m.init == scheme for r in runs for m in r['models'])]
+        if found:
+          curves = np.stack([run['curves']['train_accuracy'][i] for run, i in found])
+          _band(ax, epochs, curves, f'{w} units, {scheme} init', ls=ls)
+    ax.axvline(at, color='0.6', lw=0.8)
+    ax.set(xlabel='epoch', ylabel='training accuracy', title=task, ylim=(0.45, 1.02))
+    ax.legend(fontsize=8, loc='lower right')
+  fig.suptitle(f'Training curves: median and 25-75% over {config.num_seeds} seeds')
+  save(fig, 'training_curves.png')
+  return names

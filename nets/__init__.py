@@ -1,0 +1,1 @@
+"""Models as pure functions: `init(key, ...) -> params` and `apply(params, x, ...)`."""

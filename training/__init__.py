@@ -1,0 +1,1 @@
+"""Training machinery shared by the experiments: optimisers, compiled steps, workdirs, metrics, errors."""

@@ -1,0 +1,87 @@
+"""The workdir a run writes into, and the rules that keep an existing one safe.
+
+A workdir belongs to one experiment and one resolved config, recorded in its `config.json`. Running again with
+the same config is allowed (and, for checkpointed trainers, resumes); a workdir whose `config.json` records
+another experiment or other values is refused before anything is written, so no result is ever overwritten by a
+different run. Every file is written to a temporary name and renamed into place, so an interrupted write never
+leaves half a file behind.
+"""
+import json
+import os
+import tempfile
+
+from training.errors import WorkdirError
+
+CONFIG_FILE = 'config.json'
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def config_to_dict(config):
+  """A JSON-ready dict of an ml_collections config (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+def prepare(workdir, config):
+  """Creates `workdir` (or checks the existing one) for `config`; raises WorkdirError with the fix."""
+  if not workdir:
+    raise WorkdirError('no --workdir given; pass --workdir=DIR, a directory for this run\'s results')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir={workdir} is a file, not a directory; pass a directory path')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-', delete=True)
+    probe.close()
+  except OSError as e:
+    raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write to')
+  new = config_to_dict(config)
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir')
+    if old.get('experiment') != new.get('experiment'):
+      raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
+                         f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
+    a, b = _flatten(old), _flatten(new)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if diff:
+      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
+      more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
+      raise WorkdirError(f'--workdir={workdir} holds a run with another config ({shown}{more}); pass a new '
+                         '--workdir so its results are not overwritten')
+  write_json(path, new)
+  os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
+
+
+def write_text(path, text):
+  """Writes `text` to `path` atomically (temporary file, then rename)."""
+  d = os.path.dirname(path) or '.'
+  fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_json(path, obj):
+  write_text(path, json.dumps(obj, indent=1, sort_keys=False) + '\n')
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
