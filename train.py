@@ -4,12 +4,15 @@ The config names its trainer; the trainer writes config.json, metrics.jsonl, res
 figures/ into the workdir. See README.md for every experiment's command.
 """
 import importlib
-
-from absl import flags
-from ml_collections import config_flags
+import os
 
 from training import cli
-from training.errors import ConfigError
+
+os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+from training.errors import ConfigError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. experiments/hidden_units.py:quick',
                                           lock_config=True)

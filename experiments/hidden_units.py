@@ -7,7 +7,7 @@ Command (the README's `make reproduce` runs exactly this):
 Runtime: about 40 s on 2 CPU cores (compilation included); `quick` about 10 s.
 
 What it trains: tanh nets with per-example SGD on the hinge loss (the lecture's algorithm: a random example each
-step, eta_k = eta_0 / (1 + k / 2000)), on the 2-D tasks of data/toy2d.py, 16 seeds per setting, for
+step, eta_k = eta_0 / (1 + k / 2000), eta_0 = 1 for one hidden layer and 0.3 for deeper nets), on the 2-D tasks of data/toy2d.py, 16 seeds per setting, for
 hidden units 1..32 at depths 1..3, the single-layer (linear) net, and all-zero initialisation. Every setting of
 one depth is one compiled program (vmap over models, scan over examples).
 
@@ -73,7 +73,11 @@ def get_config(arg=None):
   c.train.sampling = 'uniform'  # 'uniform': a random example each step; 'permutation': shuffled passes
   c.train.epochs = 100  # an epoch is num_train / batch_size steps
   c.train.stop_at_zero_loss = True
-  c.train.learning_rate = 1.0
+  c.train.learning_rate = 1.0  # eta_0 for the linear and one-hidden-layer nets
+  # eta_0 for nets of 2+ hidden layers: per-example steps of 1.0 make them diverge (measured: median accuracy
+  # falls to the majority class at depth 3), 0.3 trains them; 0.3 in turn is too slow for depth 1 within 100
+  # epochs. One step size for every depth would hide what depth does behind a badly tuned rate.
+  c.train.deep_learning_rate = 0.3
   c.train.lr_schedule = 'inverse_time'
   c.train.lr_decay_steps = 2000
   c.train.momentum = 0.0
@@ -135,6 +139,7 @@ def validate(c):
   need(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
   need(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
   need(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')
+  need(c.train.deep_learning_rate > 0, f'train.deep_learning_rate must be > 0, got {c.train.deep_learning_rate}')
   optim.optimizer(c.train)  # checks learning rate, schedule and momentum
   need(c.claims.easy_task in c.data.tasks and c.claims.hard_task in c.data.tasks,
        f'claims.easy_task and claims.hard_task must be among data.tasks {tuple(c.data.tasks)}')
@@ -143,6 +148,14 @@ def validate(c):
        'and model.depths must include 1')
   need(1 <= c.claims.at_epoch <= c.train.epochs,
        f'claims.at_epoch must be in [1, train.epochs={c.train.epochs}], got {c.claims.at_epoch}')
+
+
+def train_config_for_depth(c, depth):
+  """config.train with the step size of nets of `depth` hidden layers (deep_learning_rate from depth 2)."""
+  t = ml_collections.ConfigDict(c.train.to_dict())
+  if depth >= 2:
+    t.learning_rate = c.train.deep_learning_rate
+  return t
 
 
 def models_for(c):
@@ -171,7 +184,6 @@ def train_and_evaluate(config, workdir):
   start = time.time()
   datasets = {t: toy2d.train_test(config.data.seed, t, config.data.num_train, config.data.num_test,
                                   config.data.margin) for t in config.data.tasks}
-  tx = optim.optimizer(config.train)
   groups = models_for(config)
   writer = metrics_lib.MetricsWriter(workdir)
   snapshot_epochs = (0, config.claims.at_epoch)
@@ -187,8 +199,9 @@ def train_and_evaluate(config, workdir):
                    train_accuracy_mean=float(m['train_accuracy'].mean()))
       bar.update(1)
 
-    run = vmap_sweep.train(models, datasets, config.model, config.train, tx, snapshot_epochs=snapshot_epochs,
-                           on_epoch=on_epoch)
+    train_cfg = train_config_for_depth(config, depth)
+    run = vmap_sweep.train(models, datasets, config.model, train_cfg, optim.optimizer(train_cfg),
+                           snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
     runs.append({**run, 'models': models, 'depth': depth})
     bar.update(config.train.epochs - (bar.n - done_epochs))  # epochs skipped by an early stop
     done_epochs += config.train.epochs

@@ -49,10 +49,10 @@ def apply(params, x_BxD, *, activation='tanh', unit_masks=None):
   f = activations.get(activation)
   a = x_BxD
   for l, layer in enumerate(params['layers']):
-    a = f(a @ layer['W'] + layer['W0'])
+    a = f(a @ layer['W'] + layer['W0'][None, :])
     if unit_masks is not None:
-      a = a * unit_masks[l]
-  return a @ params['V'] + params['V0']
+      a = a * unit_masks[l][None, :]
+  return a @ params['V'] + params['V0'][None, :]
 
 
 def num_params(sizes):

@@ -4,17 +4,34 @@
 becomes `error: <message>` on stderr and exit status 2, with no traceback; any other exception is a bug and keeps
 its traceback.
 """
+import os
 import sys
 
 from absl import app
 from absl import logging
 from absl import flags
 import ml_collections
+from ml_collections import config_flags
 
 from training.errors import ConfigError
 from training.errors import UserError
 
 EXIT_USER_ERROR = 2
+COUNT_FLAG = '--xla_force_host_platform_device_count'
+
+
+def cpu_devices_flag(environ=os.environ, cores=None):
+  """XLA_FLAGS that split the CPU into one JAX device per core, unless the user already chose a count.
+
+  XLA's CPU backend runs a program's small loops on one core, so a sweep of models sharded over two CPU devices
+  on a 2-core machine runs twice as fast (benchmarks/toy_sgd.py). It must be set before JAX starts, which is why
+  it lives here, in a module that does not import JAX; on GPUs and TPUs, which JAX uses when present, it changes
+  nothing.
+  """
+  flags_now = environ.get('XLA_FLAGS', '')
+  if COUNT_FLAG in flags_now:
+    return flags_now
+  return f'{flags_now} {COUNT_FLAG}={cores or os.cpu_count() or 1}'.strip()
 
 
 def fail(message):
@@ -26,10 +43,16 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e).replace('\n', ' '))
+    text = str(e)
+    if 'Traceback (most recent call last)' in text:  # get_config raised: keep the flag and the exception line
+      last = [l for l in text.splitlines() if l.strip()][-1].strip()
+      text = f'{text.split(": ")[0]}: {last}'
+    fail(text.replace('\n', ' '))
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
     inner = e.args[0] if e.args else e
-    text = str(inner.args[0] if isinstance(inner, KeyError) and inner.args else inner)
+    if not isinstance(inner, KeyError):  # e.g. the config file has no get_config
+      fail(f'the --config file could not be loaded ({inner}); it must define get_config(arg)')
+    text = str(inner.args[0] if inner.args else inner)
     key, _, hint = text.partition('\n')
     overrides = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
     fail(f'unknown config key {key} in {overrides or "the overrides"}' + (f' ({hint.strip()})' if hint else '')
@@ -42,9 +65,15 @@ def config_from_flag(config_flag):
   if value is None:
     raise ConfigError('no --config given; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
   if not isinstance(value, ml_collections.ConfigDict):
-    error = object.__getattribute__(value, '_error')
-    raise ConfigError(f'--config could not be loaded ({str(error).splitlines()[0]}); pass an existing file such '
-                      'as --config=experiments/hidden_units.py')
+    path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
+    if not os.path.isfile(path):
+      here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments')
+      names = sorted(f for f in os.listdir(here) if f.endswith('.py') and not f.startswith('_')
+                     and 'get_config' in open(os.path.join(here, f)).read())
+      raise ConfigError(f'experiment file {path} does not exist; pass one of ' +
+                        ', '.join(f'experiments/{n}' for n in names))
+    error = str(object.__getattribute__(value, '_error')).splitlines()[0]
+    raise ConfigError(f'--config={path} could not be loaded ({error}); it must define get_config(arg)')
   return value
 
 

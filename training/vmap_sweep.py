@@ -21,6 +21,7 @@ import optax
 
 from nets import losses
 from nets import mlp
+from training import sharding
 
 SAMPLINGS = ('uniform', 'permutation')
 
@@ -115,7 +116,7 @@ def init_models(models, padded, weight_std, offset_init, offset_std):
   return out
 
 
-def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None):
+def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None):
   """Trains `models` (all of one depth) on `datasets` {task: ((x, y), (x_test, y_test))}.
 
   Returns a dict of numpy arrays with leading axis M:
@@ -126,10 +127,16 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
     params      final parameters; snapshots {epoch: parameters} for each of `snapshot_epochs` reached
     params0     initial parameters
   `on_epoch(epoch, metrics, active)` is called after every epoch.
+
+  The model axis is sharded over `mesh` (default: all devices); the model list is padded with copies of its
+  last model to a multiple of the device count, and the copies are dropped from every output.
   """
   depths = {m.depth for m in models}
   if len(depths) != 1:
     raise ValueError(f'models of one depth per call, got depths {sorted(depths)}')
+  mesh = mesh or sharding.model_mesh()
+  num_models = len(models)
+  models = list(models) + [models[-1]] * (sharding.padded_count(num_models, mesh) - num_models)
   (depth,) = depths
   padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
   n_train = len(datasets[models[0].task][0][1])
@@ -138,14 +145,15 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   splits = {name: np.stack([np.asarray(datasets[t][s][a]) for t in sorted(datasets)])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
   widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), depth)
-  data = jax.tree.map(jnp.asarray, {
+  data = {
       **splits,
       'masks': [(np.arange(padded[l])[None, :] < widths_MxL[:, l:l + 1]).astype(np.float32) for l in range(depth)],
-  })
+  }
   params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
-  params = jax.tree.map(jnp.asarray, params0)
-  opt_state = jax.vmap(tx.init)(params)
-  keys = _seed_keys(models, 1)
+  params = sharding.shard_models(params0, mesh)
+  opt_state = jax.jit(jax.vmap(tx.init))(params)
+  keys = sharding.shard_models(_seed_keys(models, 1), mesh)
+  data = sharding.shard_models(data, mesh)
   epoch_fn, evaluate = make_epoch_fn(
       tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
       sampling=train_cfg.sampling, unroll=train_cfg.unroll)
@@ -159,10 +167,12 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   if 0 in snapshot_epochs:
     evaluate_test(0)
   active = np.ones(len(models), bool)
+  active[num_models:] = False  # padding copies: computed alongside, never reported
   stopped_at = np.full(len(models), train_cfg.epochs)
   snapshots = {0: params0} if 0 in snapshot_epochs else {}
   for epoch in range(1, train_cfg.epochs + 1):
-    params, opt_state, metrics = epoch_fn(params, opt_state, keys, jnp.asarray(active), epoch, data)
+    params, opt_state, metrics = epoch_fn(params, opt_state, keys, sharding.shard_models(active, mesh), epoch,
+                                          data)
     metrics = jax.tree.map(np.asarray, metrics)
     history.append(metrics)
     if epoch in snapshot_epochs:
@@ -173,7 +183,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
       stopped_at[newly] = epoch
       active &= ~newly
     if on_epoch is not None:
-      on_epoch(epoch, metrics, active)
+      on_epoch(epoch, jax.tree.map(lambda a: a[:num_models], metrics), active[:num_models])
     if not active.any():  # every model is stopped: the remaining epochs would change nothing
       history += [metrics] * (train_cfg.epochs - epoch)
       break
@@ -183,5 +193,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
     snapshots.setdefault(e, final)
     test.setdefault(e, test[train_cfg.epochs])
   curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
-  return {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': params0,
-          'snapshots': snapshots, 'padded': padded}
+  out = {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': params0,
+         'snapshots': snapshots}
+  out = jax.tree.map(lambda a: a[:num_models], out)  # drop the padding copies
+  return {**out, 'padded': padded}

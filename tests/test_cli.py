@@ -1,0 +1,140 @@
+"""The command line, end to end: the quick config's outputs, and one clear line for every bad input."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = 'experiments/hidden_units.py:quick'
+
+
+def train(*args, timeout=300):
+  return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def snapshot(d):
+  """{relative path: sha256} of every file under d."""
+  out = {}
+  for base, _, files in os.walk(d):
+    for f in files:
+      p = os.path.join(base, f)
+      with open(p, 'rb') as fh:
+        out[os.path.relpath(p, d)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('quick') / 'run')
+  proc = train(f'--config={QUICK}', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_quick_run_writes_every_artefact(quick_run):
+  workdir, proc = quick_run
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.md', 'curves.npz'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  figures = os.listdir(os.path.join(workdir, 'figures'))
+  assert {'boundaries_corner.png', 'boundaries_stripes.png', 'accuracy_vs_units.png',
+          'training_curves.png', 'boundaries_all_tasks.png'} <= set(figures)
+  for f in figures:
+    with open(os.path.join(workdir, 'figures', f), 'rb') as fh:
+      assert fh.read(8) == b'\x89PNG\r\n\x1a\n', f
+  config = json.load(open(os.path.join(workdir, 'config.json')))
+  assert config['experiment'] == 'hidden_units' and config['model']['hidden_units'] == [2, 10]
+  lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert lines and all({'step', 'epoch', 'depth', 'train_loss_mean'} <= set(l) for l in lines)
+  assert 'claims' in proc.stdout or 'models in' in proc.stdout
+
+
+def test_quick_run_results_records(quick_run):
+  workdir, _ = quick_run
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  records = results['records']
+  # 2 tasks x 4 seeds x (linear + 2 widths) + zero-init 2 tasks x 2 widths x 4 seeds
+  assert len(records) == 2 * 4 * 3 + 16 == results['num_models']
+  required = {'task', 'hidden_units', 'depth', 'init', 'seed', 'epochs', 'train_accuracy', 'test_accuracy'}
+  assert all(required <= set(r) for r in records)
+  assert {r['init'] for r in records} == {'lecture', 'zeros'}
+  assert all(0.0 <= r['train_accuracy'] <= 1.0 and 1 <= r['epochs'] <= 12 for r in records)
+  assert [c['claim'] for c in results['claims']], 'results.json lists the measured claims'
+  md = open(os.path.join(workdir, 'results.md')).read()
+  assert '| claim | setting | measured | holds |' in md and 'figures/accuracy_vs_units.png' in md
+
+
+def test_rerun_with_the_same_config_is_allowed(quick_run):
+  workdir, _ = quick_run
+  before = json.load(open(os.path.join(workdir, 'results.json')))['records']
+  proc = train(f'--config={QUICK}', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  after = json.load(open(os.path.join(workdir, 'results.json')))['records']
+  assert before == after, 'the same seed and config must give the same numbers'
+
+
+def assert_one_line_error(proc, *fragments):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1, f'expected one line, got:\n{proc.stderr}'
+  assert lines[0].startswith('error: ') and 'Traceback' not in proc.stderr
+  for f in fragments:
+    assert f in lines[0], (f, lines[0])
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (['--config.model.widht=3'], ['unknown config key', 'widht', '--show_config']),
+    (['--config.train.learning_rate=fast'], ['learning_rate', 'fast']),
+    (['--config.model.hidden_units=2,-4'], ['hidden_units', '>= 1']),
+    (['--config.train.learning_rate=-0.1'], ['learning_rate must be > 0']),
+    (['--config.train.epochs=0'], ['train.epochs must be >= 1']),
+    (['--config.model.activation=swish'], ['activation', 'swish', 'relu']),
+])
+def test_bad_overrides(tmp_path, args, fragments):
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', *args)
+  assert_one_line_error(proc, *fragments)
+  assert not os.path.exists(f'{tmp_path}/w/results.json')
+
+
+def test_missing_experiment_file(tmp_path):
+  assert_one_line_error(train('--config=experiments/nope.py', f'--workdir={tmp_path}/w'),
+                        'experiments/nope.py does not exist', 'experiments/hidden_units.py')
+
+
+def test_unknown_experiment_argument(tmp_path):
+  assert_one_line_error(train('--config=experiments/hidden_units.py:quik', f'--workdir={tmp_path}/w'), 'quik')
+
+
+def test_missing_workdir():
+  assert_one_line_error(train(f'--config={QUICK}'), '--workdir')
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  assert_one_line_error(train(f'--config={QUICK}', f'--workdir={blocker}/run'), 'cannot write')
+  assert blocker.read_text() == 'not a directory'
+
+
+@pytest.mark.parametrize('config_json,fragment', [
+    ({'experiment': 'fashion_mnist'}, "holds results of experiment 'fashion_mnist'"),
+    (None, 'another config (train.epochs: 12 -> 13)'),
+])
+def test_workdir_of_another_run_is_left_alone(quick_run, tmp_path, config_json, fragment):
+  src, _ = quick_run
+  workdir = tmp_path / 'other'
+  subprocess.run(['cp', '-r', src, str(workdir)], check=True)
+  if config_json is not None:
+    (workdir / 'config.json').write_text(json.dumps(config_json))
+  before = snapshot(workdir)
+  proc = train(f'--config={QUICK}', f'--workdir={workdir}', '--config.train.epochs=13')
+  assert_one_line_error(proc, fragment, 'new --workdir')
+  assert snapshot(workdir) == before, 'nothing in the existing workdir may change'
+
+
+def test_show_config_lists_keys():
+  proc = train(f'--config={QUICK}', '--show_config')
+  assert proc.returncode == 0 and 'hidden_units' in proc.stdout and 'learning_rate' in proc.stdout

@@ -1,0 +1,35 @@
+"""The 2-D tasks: shapes, labels, the margin band, and determinism from the seed."""
+import jax
+import numpy as np
+import pytest
+
+from data import toy2d
+
+
+@pytest.mark.parametrize('task', toy2d.TASKS)
+def test_task_shapes_labels_and_determinism(task):
+  (x, y), (xt, yt) = toy2d.train_test(3, task, 150, 80)
+  assert x.shape == (150, 2) and xt.shape == (80, 2) and y.shape == (150,)
+  assert set(np.unique(y)) == {-1.0, 1.0}
+  assert 0.15 < float((y > 0).mean()) < 0.85
+  (x2, y2), _ = toy2d.train_test(3, task, 150, 80)
+  np.testing.assert_array_equal(x, x2)
+  np.testing.assert_array_equal(y, y2)
+  (x3, _), _ = toy2d.train_test(4, task, 150, 80)
+  assert not np.allclose(x, x3), 'another data seed must give other points'
+  assert not np.allclose(x[:80], xt), 'train and test are independent draws'
+
+
+@pytest.mark.parametrize('task', ['corner', 'stripes', 'circle', 'xor'])
+def test_margin_band_is_empty_and_labels_follow_the_pattern(task):
+  pattern = jax.random.fold_in(jax.random.PRNGKey(0), toy2d.TASKS.index(task))
+  x, y = toy2d.sample(pattern, jax.random.PRNGKey(7), task, 400, 0.05)
+  angle = jax.random.uniform(pattern, (), minval=0.0, maxval=2 * np.pi)
+  score = np.asarray(toy2d.SCORES[task](toy2d._rotate(x, -angle)))
+  assert np.abs(score).min() >= 0.05
+  np.testing.assert_array_equal(np.where(score > 0, 1.0, -1.0), y)
+
+
+def test_unknown_task():
+  with pytest.raises(ValueError, match='unknown task'):
+    toy2d.train_test(0, 'moons', 10, 10)

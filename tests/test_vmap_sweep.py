@@ -1,0 +1,94 @@
+"""Behaviour of the vmapped sweep trainer: what the lecture says training does, and what the code promises."""
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from data import toy2d
+from training import optim
+from training import vmap_sweep
+from training.vmap_sweep import Model
+
+
+def cfgs(**train):
+  model = ml_collections.ConfigDict(dict(activation='tanh', weight_std=0.1, offset_init='zeros', offset_std=0.1))
+  t = dict(loss='hinge', batch_size=1, sampling='uniform', epochs=10, stop_at_zero_loss=True, unroll=1,
+           learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000, momentum=0.0)
+  t.update(train)
+  t = ml_collections.ConfigDict(t)
+  return model, t, optim.optimizer(t)
+
+
+@pytest.fixture(scope='module')
+def data():
+  return {t: toy2d.train_test(0, t, 100, 100) for t in ('corner', 'stripes')}
+
+
+def test_zero_init_is_stuck(data):
+  """The lecture: with all weights zero, W and V never change; only the output offset V0 moves."""
+  model, train, tx = cfgs(epochs=3)
+  run = vmap_sweep.train([Model('corner', (4,), 'zeros', s) for s in range(3)], data, model, train, tx)
+  for key in ('W', 'W0'):
+    assert np.abs(run['params']['layers'][0][key]).max() == 0
+  assert np.abs(run['params']['V']).max() == 0
+  assert np.abs(run['params']['V0']).max() > 0, 'the offset V0 does receive updates'
+
+
+def test_ten_units_beat_two_on_the_hard_task(data):
+  """The lecture: on a harder task 2 hidden units can no longer solve it; more units fit it. Seeded, can fail."""
+  model, train, tx = cfgs(epochs=30)
+  models = [Model('stripes', (w,), 'lecture', s) for w in (2, 10) for s in range(4)]
+  acc = vmap_sweep.train(models, data, model, train, tx)['curves']['train_accuracy'][:, -1]
+  two, ten = acc[:4], acc[4:]
+  assert two.max() < 0.95, f'2 units should not fit stripes, got {two}'
+  assert np.median(ten) > 0.97, f'10 units should fit stripes, got {ten}'
+  assert ten.min() > two.max()
+
+
+def test_same_seed_same_numbers_and_seeds_differ(data):
+  model, train, tx = cfgs(epochs=2, stop_at_zero_loss=False)
+  models = [Model('corner', (3,), 'lecture', s) for s in (0, 1, 0)]
+  run = vmap_sweep.train(models, data, model, train, tx)
+  again = vmap_sweep.train(models, data, model, train, tx)
+  for a, b in zip(jax.tree.leaves(run['params']), jax.tree.leaves(again['params'])):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(run['params']['V'][0], run['params']['V'][2])
+  assert not np.allclose(run['params']['V'][0], run['params']['V'][1])
+
+
+def test_padding_does_not_change_training(data):
+  """A 2-unit net trained alone equals the same net padded to 10 units beside a 10-unit net."""
+  model, train, tx = cfgs(epochs=3, stop_at_zero_loss=False)
+  alone = vmap_sweep.train([Model('corner', (2,), 'lecture', 5)], data, model, train, tx)
+  padded = vmap_sweep.train([Model('corner', (2,), 'lecture', 5), Model('corner', (10,), 'lecture', 5)], data,
+                            model, train, tx)
+  np.testing.assert_allclose(padded['params']['layers'][0]['W'][0, :, :2], alone['params']['layers'][0]['W'][0],
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(padded['curves']['train_loss'][0], alone['curves']['train_loss'][0], rtol=1e-5)
+  assert np.abs(padded['params']['layers'][0]['W'][0, :, 2:]).max() == 0, 'masked units stay zero'
+
+
+def test_stopping_at_zero_loss_freezes_a_model(data):
+  model, train, tx = cfgs(epochs=40)
+  run = vmap_sweep.train([Model('corner', (10,), 'lecture', 0)], data, model, train, tx,
+                         snapshot_epochs=(0, 5))
+  (stop,) = run['epochs']
+  assert stop < 40, 'corner with 10 units reaches zero hinge loss well within 40 epochs'
+  curve = run['curves']['train_loss'][0]
+  assert curve[stop] == 0 and np.all(curve[stop:] == 0)
+  assert curve.shape == (41,)
+
+
+@pytest.mark.parametrize('batch_size,sampling', [(10, 'uniform'), (1, 'permutation'), (20, 'permutation')])
+def test_minibatch_and_permutation_train(data, batch_size, sampling):
+  model, train, tx = cfgs(epochs=15, batch_size=batch_size, sampling=sampling, learning_rate=0.5)
+  run = vmap_sweep.train([Model('corner', (10,), 'lecture', s) for s in range(2)], data, model, train, tx)
+  loss = run['curves']['train_loss']
+  assert np.all(loss[:, -1] < 0.5 * loss[:, 0]), f'training loss should fall, got {loss[:, [0, -1]]}'
+
+
+def test_one_depth_per_call(data):
+  model, train, tx = cfgs()
+  with pytest.raises(ValueError, match='one depth'):
+    vmap_sweep.train([Model('corner', (2,), 'lecture', 0), Model('corner', (2, 2), 'lecture', 0)], data, model,
+                     train, tx)
