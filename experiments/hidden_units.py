@@ -17,6 +17,9 @@ Expected results (written to results.md; the numbers are measured on every run):
   - accuracy rises with hidden units on every task; the linear net fits none of them.
   - all-zero init: W and V never move (only V0 does); accuracy stays at the majority-class rate.
 """
+import dataclasses
+import functools
+import json
 import os
 import time
 
@@ -35,6 +38,7 @@ from training import optim
 from training import vmap_sweep
 from training import workdir as workdir_lib
 from training.errors import ConfigError
+from training.errors import WorkdirError
 
 ARGS = ('quick',)
 
@@ -177,6 +181,86 @@ def models_for(c):
   return dict(sorted(groups.items()))
 
 
+PARAMS_FILE = 'params.npz'
+
+
+def save_params(path, runs):
+  """Every model's final parameters: per run k, its stacked leaves `k/i` in tree order and its models."""
+  arrays = {}
+  for k, run in enumerate(runs):
+    for i, leaf in enumerate(jax.tree.leaves(run['params'])):
+      arrays[f'{k}/{i}'] = leaf
+    arrays[f'{k}/models'] = np.asarray([json.dumps(dataclasses.asdict(m)) for m in run['models']])
+    arrays[f'{k}/padded'] = np.asarray(run['padded'], np.int32)
+  tmp = path + '.tmp.npz'
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def load_params(path):
+  """[(models, stacked params)] as save_params wrote them."""
+  with np.load(path) as f:
+    runs, k = [], 0
+    while f'{k}/models' in f:
+      models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
+      padded = tuple(int(p) for p in f[f'{k}/padded'])
+      template = jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2, *padded, 1)))
+      leaves = [f[f'{k}/{i}'] for i in range(len(jax.tree.leaves(template)))]
+      runs.append((models, padded, jax.tree.unflatten(jax.tree.structure(template), leaves)))
+      k += 1
+  return runs
+
+
+def evaluate(config, workdir, fresh_points=0):
+  """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
+
+  On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
+  generation changed since training, and is reported as an error.
+  """
+  path = os.path.join(workdir, PARAMS_FILE)
+  if not os.path.exists(path):
+    raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '
+                       f'--config=experiments/hidden_units.py --workdir={workdir}')
+  if fresh_points:
+    datasets = {}
+    for t in config.data.tasks:
+      pattern = jax.random.fold_in(jax.random.PRNGKey(config.data.seed), toy2d.TASKS.index(t))
+      datasets[t] = toy2d.sample(pattern, jax.random.fold_in(pattern, 3), t, fresh_points, config.data.margin)
+  else:
+    datasets = {t: toy2d.train_test(config.data.seed, t, config.data.num_train, config.data.num_test,
+                                    config.data.margin)[1] for t in config.data.tasks}
+  rows = []
+  for models, padded, params in load_params(path):
+    x = np.stack([datasets[m.task][0] for m in models])
+    y = np.stack([datasets[m.task][1] for m in models])
+    one = functools.partial(vmap_sweep.evaluate, activation=config.model.activation, loss=config.train.loss)
+    _, acc = jax.jit(jax.vmap(one))(params, x, y, vmap_sweep.masks_for(models, padded))
+    rows += [(m, float(a)) for m, a in zip(models, np.asarray(acc))]
+  split = f'{fresh_points} fresh points' if fresh_points else 'test split'
+  fields = ('task', 'hidden_units', 'depth', 'init', 'seed')
+  out = {'split': split, 'records': [
+      {'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': m.depth, 'init': m.init,
+       'seed': m.seed, 'test_accuracy': a} for m, a in rows]}
+  if not fresh_points:
+    saved = workdir_lib.read_json(os.path.join(workdir, 'results.json'))['records']
+    key = lambda r: tuple(r[f] for f in fields)
+    expected = {key(r): r['test_accuracy'] for r in saved}
+    got = {key(r): r['test_accuracy'] for r in out['records']}
+    worst = max(abs(expected[k] - got[k]) for k in got)
+    out['max_abs_diff_vs_results_json'] = worst
+    if worst > 1e-6:
+      raise WorkdirError(f'saved parameters give test accuracies up to {worst:.4f} away from results.json: the '
+                         'workdir was changed or the code changed since training; retrain into a new --workdir')
+  workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
+  by_setting = {}
+  for r in out['records']:
+    by_setting.setdefault(tuple(r[f] for f in fields[:4]), []).append(r['test_accuracy'])
+  print(f'median test accuracy over seeds on the {split} ({len(rows)} models):')
+  for (t, w, d, init), accs in sorted(by_setting.items()):
+    print(f'  {t:8s} depth {d} {w:3d} units {init:8s} {np.median(accs):.3f}')
+  return out
+
+
 def train_and_evaluate(config, workdir):
   """Runs the whole sweep and writes config.json, metrics.jsonl, results.json, results.md, figures/ to workdir."""
   validate(config)
@@ -220,6 +304,7 @@ def train_and_evaluate(config, workdir):
   np.savez_compressed(os.path.join(workdir, 'curves.npz'),
                       **{f'{k}_depth{r["depth"]}_width{r["padded"][0] if r["padded"] else 0}': v
                          for r in runs for k, v in r['curves'].items()})
+  save_params(os.path.join(workdir, PARAMS_FILE), runs)
   results['figures'] = report.figures(runs, datasets, config, os.path.join(workdir, 'figures'))
   results['wall_time_s'] = round(time.time() - start, 2)
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)

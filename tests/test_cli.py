@@ -37,7 +37,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_every_artefact(quick_run):
   workdir, proc = quick_run
-  for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.md', 'curves.npz'):
+  for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.md', 'curves.npz', 'params.npz'):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   figures = os.listdir(os.path.join(workdir, 'figures'))
   assert {'boundaries_corner.png', 'boundaries_stripes.png', 'accuracy_vs_units.png',
@@ -138,3 +138,38 @@ def test_workdir_of_another_run_is_left_alone(quick_run, tmp_path, config_json, 
 def test_show_config_lists_keys():
   proc = train(f'--config={QUICK}', '--show_config')
   assert proc.returncode == 0 and 'hidden_units' in proc.stdout and 'learning_rate' in proc.stdout
+
+
+def evaluate(*args):
+  return subprocess.run([sys.executable, 'eval.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_reproduces_results_json(quick_run):
+  workdir, _ = quick_run
+  proc = evaluate(f'--config={QUICK}', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.load(open(os.path.join(workdir, 'eval.json')))
+  assert out['max_abs_diff_vs_results_json'] == 0.0
+  assert len(out['records']) == json.load(open(os.path.join(workdir, 'results.json')))['num_models']
+  assert 'stripes  depth 1  10 units lecture' in proc.stdout
+
+
+def test_eval_on_fresh_points(quick_run):
+  workdir, _ = quick_run
+  proc = evaluate(f'--config={QUICK}', f'--workdir={workdir}', '--fresh_points=500')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.load(open(os.path.join(workdir, 'eval.json')))
+  assert out['split'] == '500 fresh points'
+  assert all(0 <= r['test_accuracy'] <= 1 for r in out['records'])
+
+
+def test_eval_bad_workdirs(quick_run, tmp_path):
+  assert_one_line_error(evaluate(f'--config={QUICK}', f'--workdir={tmp_path}/none'), 'missing or empty')
+  assert_one_line_error(evaluate('--config=experiments/hidden_units.py', f'--workdir={quick_run[0]}'),
+                        'another config')
+  tampered = tmp_path / 'tampered'
+  subprocess.run(['cp', '-r', quick_run[0], str(tampered)], check=True)
+  results = json.load(open(tampered / 'results.json'))
+  results['records'][0]['test_accuracy'] += 0.25
+  (tampered / 'results.json').write_text(json.dumps(results))
+  assert_one_line_error(evaluate(f'--config={QUICK}', f'--workdir={tampered}'), 'away from results.json')

@@ -42,6 +42,18 @@ def _scores(params, x_BxD, masks, activation):
   return mlp.apply(params, x_BxD, activation=activation, unit_masks=masks)[:, 0]
 
 
+def evaluate(params, x_NxD, y_N, masks, *, activation, loss):
+  """(mean loss, accuracy) of one model on (x, y); vmap it over models."""
+  z_N = _scores(params, x_NxD, masks, activation)
+  return losses.get_binary(loss)(z_N, y_N).mean(), (jnp.where(z_N > 0, 1.0, -1.0) == y_N).mean()
+
+
+def masks_for(models, padded):
+  """Per hidden layer, the [M, padded width] 0/1 masks of the models' real units."""
+  widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), len(padded))
+  return [(np.arange(p)[None, :] < widths_MxL[:, l:l + 1]).astype(np.float32) for l, p in enumerate(padded)]
+
+
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
   """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
   metrics) and evaluate(params_M, data, split) -> metrics of split 'train' or 'test'."""
@@ -66,12 +78,9 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
     (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), idx_SxB, unroll=unroll)
     return params, opt_state
 
-  def evaluate(params, x_NxD, y_N, masks):
-    z_N = _scores(params, x_NxD, masks, activation)
-    return loss_fn(z_N, y_N).mean(), (jnp.where(z_N > 0, 1.0, -1.0) == y_N).mean()
-
   def evaluate_split(params_M, data, split):
-    loss_M, acc_M = jax.vmap(evaluate)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
+    one = functools.partial(evaluate, activation=activation, loss=loss)
+    loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -144,11 +153,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   task_of = np.asarray([sorted(datasets).index(m.task) for m in models])
   splits = {name: np.stack([np.asarray(datasets[t][s][a]) for t in sorted(datasets)])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
-  widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), depth)
-  data = {
-      **splits,
-      'masks': [(np.arange(padded[l])[None, :] < widths_MxL[:, l:l + 1]).astype(np.float32) for l in range(depth)],
-  }
+  data = {**splits, 'masks': masks_for(models, padded)}
   params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
   params = sharding.shard_models(params0, mesh)
   opt_state = jax.jit(jax.vmap(tx.init))(params)

@@ -42,26 +42,33 @@ def prepare(workdir, config):
     probe.close()
   except OSError as e:
     raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write to')
+  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    check_matches(workdir, config)
+  write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
+  os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
+
+
+def check_matches(workdir, config):
+  """Raises WorkdirError unless `workdir`'s config.json records exactly `config`."""
   new = config_to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        old = json.load(f)
-    except (OSError, ValueError):
-      raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir')
-    if old.get('experiment') != new.get('experiment'):
-      raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
-                         f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
-    a, b = _flatten(old), _flatten(new)
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    if diff:
-      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
-      more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
-      raise WorkdirError(f'--workdir={workdir} holds a run with another config ({shown}{more}); pass a new '
-                         '--workdir so its results are not overwritten')
-  write_json(path, new)
-  os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
+  if not os.path.exists(path):
+    raise WorkdirError(f'{workdir} has no {CONFIG_FILE}, so it was not written by train.py; pass a workdir that was')
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir')
+  if old.get('experiment') != new.get('experiment'):
+    raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
+                       f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
+  a, b = _flatten(old), _flatten(new)
+  diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+  if diff:
+    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
+    more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
+    raise WorkdirError(f'--workdir={workdir} holds a run with another config ({shown}{more}); pass a new '
+                       '--workdir so its results are not overwritten, or the config it was trained with')
 
 
 def write_text(path, text):

@@ -1,0 +1,37 @@
+"""Evaluates a trained workdir: python eval.py --config=experiments/NAME.py[:ARGS] --workdir=DIR.
+
+The config must be the one the workdir was trained with (its config.json); the experiment's `evaluate` re-reads
+the saved parameters, evaluates them and writes eval.json into the workdir. For hidden_units, --fresh_points=N
+evaluates on N newly drawn points per task instead of the test split.
+"""
+import os
+
+from training import cli
+
+os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import experiments  # noqa: E402
+from training import workdir as workdir_lib  # noqa: E402
+from training.errors import WorkdirError  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
+_FRESH = flags.DEFINE_integer('fresh_points', 0, 'hidden_units: evaluate on this many new points per task.')
+
+
+def run(argv):
+  del argv
+  config = cli.config_from_flag(_CONFIG)
+  workdir = _WORKDIR.value
+  if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
+    raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')
+  workdir_lib.check_matches(workdir, config)
+  experiments.trainer_module(config).evaluate(config, workdir, fresh_points=_FRESH.value)
+
+
+if __name__ == '__main__':
+  cli.main(run)
