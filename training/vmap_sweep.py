@@ -1,8 +1,8 @@
-"""Train many small binary classifiers at once: one compiled program per depth, vmapped over models.
+"""Train many small binary classifiers at once: one compiled program per call, vmapped over models.
 
-A model is (task, hidden widths, weight init, seed). The models of one depth are padded to the largest width of
-each layer and masked (see nets/mlp.py), stacked along a leading model axis M, and trained together. One epoch is
-one jitted call: per-example (or minibatch) SGD as a `lax.scan` over steps, vmapped over the M models, with
+A model is (task, hidden widths, weight init, seed). The models of one call share a depth; they are padded to
+the largest width of each layer and masked (see nets/mlp.py), stacked along a leading model axis M, and trained
+together. One epoch is one jitted call: per-example (or minibatch) SGD as a `lax.scan` over steps, vmapped over the M models, with
 gradients from `jax.grad` handed to optax. Python only loops over epochs, to log, draw the progress bar and stop
 early once every model has reached zero training loss.
 
