@@ -1,0 +1,108 @@
+"""Fashion-MNIST through TFDS, prepared offline from the four original IDX files.
+
+TFDS's `fashion_mnist` builder downloads four .gz files and checks their checksums. Offline, this module finds
+the same four files locally, in order:
+  1. the config's `data.source_dir`,
+  2. $FASHION_MNIST_DIR,
+  3. /usr/share/datasets/fashion-mnist (Debian's package `dataset-fashion-mnist`),
+and prepares the very same TFDS dataset (`fashion_mnist` 3.0.1, same features and splits) into `data_dir`, after
+which TFDS loads it from there like any prepared dataset. Debian recompressed the files, so their .gz checksums
+differ from the ones TFDS registered although the contents are identical: each file is verified by the sha256 of
+its decompressed bytes instead, and a file whose content differs is refused. Verification is never switched off.
+"""
+import gzip
+import hashlib
+import os
+import tempfile
+
+from training.errors import DataError
+
+NAME = 'fashion_mnist'
+DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
+ENV_VAR = 'FASHION_MNIST_DIR'
+CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
+           'Ankle boot')
+# sha256 of the decompressed IDX files (header included), as Zalando published them.
+IDX_SHA256 = {
+    'train-images-idx3-ubyte': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
+    'train-labels-idx1-ubyte': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
+    't10k-images-idx3-ubyte': '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
+    't10k-labels-idx1-ubyte': '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34',
+}
+HOW_TO_GET = (f'install Debian\'s package (apt-get install dataset-fashion-mnist, files in {DEBIAN_DIR}), or put '
+              'the four files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
+              't10k-labels-idx1-ubyte.gz from github.com/zalandoresearch/fashion-mnist in a directory and pass '
+              f'--config.data.source_dir=DIR or set ${ENV_VAR}')
+
+
+def find_sources(source_dir=''):
+  """{IDX name: path of its .gz or decompressed file} from the first directory that has all four."""
+  candidates = [d for d in (source_dir, os.environ.get(ENV_VAR, ''), DEBIAN_DIR) if d]
+  for d in candidates:
+    found = {}
+    for name in IDX_SHA256:
+      for path in (os.path.join(d, name + '.gz'), os.path.join(d, name)):
+        if os.path.isfile(path):
+          found[name] = path
+          break
+    if len(found) == len(IDX_SHA256):
+      return found
+    if d == source_dir:
+      missing = sorted(set(IDX_SHA256) - set(found))
+      raise DataError(f'data.source_dir={d} lacks {", ".join(m + ".gz" for m in missing)}; {HOW_TO_GET}')
+  raise DataError(f'Fashion-MNIST is not prepared in the TFDS data_dir and its files were not found in '
+                  f'{", ".join(candidates)}; {HOW_TO_GET}')
+
+
+def verified_idx(path, name, out_dir):
+  """Decompresses `path` (if gzipped) into out_dir/name and checks its sha256; returns the new path."""
+  target = os.path.join(out_dir, name)
+  opener = gzip.open if path.endswith('.gz') else open
+  digest = hashlib.sha256()
+  with opener(path, 'rb') as src, open(target, 'wb') as dst:
+    for chunk in iter(lambda: src.read(1 << 20), b''):
+      digest.update(chunk)
+      dst.write(chunk)
+  if digest.hexdigest() != IDX_SHA256[name]:
+    raise DataError(f'{path} does not hold the original {name} (sha256 of its content is {digest.hexdigest()}, '
+                    f'expected {IDX_SHA256[name]}); replace it with the original file')
+  return target
+
+
+class _LocalFiles:
+  """Stands in for TFDS's download manager: serves the verified local files for the builder's URLs."""
+
+  def __init__(self, paths):
+    self._paths = paths
+
+  def download_and_extract(self, url_or_urls):
+    return {k: self._paths[os.path.basename(url).removesuffix('.gz')] for k, url in url_or_urls.items()}
+
+
+def builder(data_dir, source_dir=''):
+  """The TFDS builder of fashion_mnist in data_dir, prepared from local files first if it is not there yet."""
+  import tensorflow_datasets as tfds  # heavy: imported only by the experiments that need it
+
+  b = tfds.builder(NAME, data_dir=data_dir)
+  if b.is_prepared():
+    return b
+  sources = find_sources(source_dir)
+  from tensorflow_datasets.image_classification import mnist
+
+  with tempfile.TemporaryDirectory(prefix='fashion_mnist_idx_') as tmp:
+    paths = {name: verified_idx(path, name, tmp) for name, path in sources.items()}
+
+    with tfds.core.registered.skip_registration():
+
+      class OfflineFashionMNIST(mnist.FashionMNIST):
+        name = NAME  # the same dataset, so tfds.builder('fashion_mnist') loads what this prepares
+
+        def _split_generators(self, dl_manager):
+          del dl_manager
+          return super()._split_generators(_LocalFiles(paths))
+
+    OfflineFashionMNIST(data_dir=data_dir).download_and_prepare()
+  b = tfds.builder(NAME, data_dir=data_dir)
+  if not b.is_prepared():
+    raise DataError(f'preparing fashion_mnist in {data_dir} did not complete; remove {data_dir}/{NAME} and retry')
+  return b

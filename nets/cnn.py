@@ -1,0 +1,110 @@
+"""LeNet-style convolutional nets and image MLPs, built from nets/layers.py and described by an `Arch`.
+
+Each conv block is conv -> ReLU -> [max over feature groups] -> [contrast normalisation] -> [pooling]; then the
+feature maps are flattened and pass through dense ReLU layers with dropout, and a final dense layer gives the
+logits. An `Arch` with no conv blocks is an MLP on the flattened image ("MLP 256-128-100").
+
+Parameters: {'conv1': {'W', 'b'}, ..., 'fc1': {'W', 'b'}, ..., 'out': {'W', 'b'}}.
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nets import layers
+
+POOLS = ('max', 'sum', 'avg', 'none')
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  conv: tuple = ()  # ((features, kernel, stride), ...)
+  padding: str = 'SAME'
+  pool: str = 'max'  # one of POOLS, after every conv block
+  pool_window: int = 2
+  pool_stride: int = 2  # < pool_window: overlapping pooling
+  feature_groups: int = 1  # > 1: max over groups of this many adjacent channels after each conv
+  lrn: bool = False  # contrast normalisation across feature maps after each conv block
+  lrn_n: int = 5
+  lrn_k: float = 2.0
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  dense: tuple = (1024,)
+  dropout: float = 0.0  # on the dense layers' outputs
+  num_classes: int = 10
+
+  @classmethod
+  def from_config(cls, model_cfg):
+    """An Arch from a config's `model` section (its keys are the field names; lists become tuples)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in model_cfg.items() if k in fields}
+    kw['conv'] = tuple(tuple(int(v) for v in c) for c in kw.get('conv', ()))
+    kw['dense'] = tuple(int(v) for v in kw.get('dense', ()))
+    return cls(**kw)
+
+  def validate(self):
+    """A list of problems (empty if none), each naming the key and what is allowed."""
+    errors = []
+    if self.pool not in POOLS:
+      errors.append(f'model.pool {self.pool!r} is unknown; choose one of {POOLS}')
+    if any(len(c) != 3 or min(c) < 1 for c in self.conv):
+      errors.append(f'model.conv {self.conv} must be (features, kernel, stride) triples of positive integers')
+    if any(c[0] % self.feature_groups for c in self.conv):
+      errors.append(f'model.feature_groups={self.feature_groups} must divide every conv layer\'s features')
+    if any(d < 1 for d in self.dense) or self.num_classes < 2:
+      errors.append('model.dense widths must be >= 1 and model.num_classes >= 2')
+    if not 0 <= self.dropout < 1:
+      errors.append(f'model.dropout must be in [0, 1), got {self.dropout}')
+    if self.pool_window < 1 or self.pool_stride < 1:
+      errors.append('model.pool_window and model.pool_stride must be >= 1')
+    return errors
+
+
+def _pool(arch, x):
+  if arch.pool == 'none':
+    return x
+  fn = {'max': layers.max_pool, 'sum': layers.sum_pool, 'avg': layers.avg_pool}[arch.pool]
+  return fn(x, arch.pool_window, arch.pool_stride, 'SAME' if arch.pool == 'max' else 'VALID')
+
+
+def _features(params, x, arch):
+  for i, (_, _, stride) in enumerate(arch.conv):
+    x = jax.nn.relu(layers.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding))
+    if arch.feature_groups > 1:
+      x = layers.feature_group_max(x, arch.feature_groups)
+    if arch.lrn:
+      x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta)
+    x = _pool(arch, x)
+  return x.reshape(x.shape[0], -1)
+
+
+def init(key, arch, input_shape_HxWxC):
+  """Parameters for `arch` on images of shape (H, W, C); He-normal weights, zero biases."""
+  keys = iter(jax.random.split(key, len(arch.conv) + len(arch.dense) + 1))
+  params, channels = {}, input_shape_HxWxC[-1]
+  for i, (features, kernel, _) in enumerate(arch.conv):
+    params[f'conv{i + 1}'] = layers.conv_init(next(keys), kernel, channels, features)
+    channels = features // arch.feature_groups
+  # the flattened size follows from running the feature extractor on a dummy image's shape
+  shapes = jax.eval_shape(lambda p: _features(p, jnp.zeros((1, *input_shape_HxWxC)), arch), params)
+  width = shapes.shape[-1]
+  for i, d in enumerate(arch.dense):
+    params[f'fc{i + 1}'] = layers.dense_init(next(keys), width, d)
+    width = d
+  params['out'] = layers.dense_init(next(keys), width, arch.num_classes)
+  return params
+
+
+def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
+  """Logits (B, num_classes). In training, dropout needs `key`."""
+  h = _features(params, x_BxHxWxC, arch)
+  keys = jax.random.split(key, len(arch.dense)) if (train and arch.dropout > 0) else [None] * len(arch.dense)
+  for i in range(len(arch.dense)):
+    h = jax.nn.relu(layers.dense(params[f'fc{i + 1}'], h))
+    h = layers.dropout(h, arch.dropout, key=keys[i], train=train)
+  return layers.dense(params['out'], h)
+
+
+def num_params(params):
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

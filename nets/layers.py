@@ -1,0 +1,98 @@
+"""Building blocks of convolutional nets, as pure functions on NHWC arrays (batch, height, width, channels).
+
+Each layer with parameters has `<layer>_init(key, ...) -> params` and `<layer>(params, x, ...)`; the rest are
+plain functions. The lecture's components:
+  conv              tied filter weights over local windows, producing feature maps (stride, padding, groups)
+  max_pool, sum_pool, avg_pool
+                    spatial pooling over windows that may overlap (stride < window) or not (stride = window)
+  feature_group_max pooling across feature groups: the max over each group of adjacent channels ("maxout")
+  lrn               contrast normalisation across feature maps (local response normalisation)
+  dropout           the regulariser AlexNet used on its fully connected layers
+"""
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from nets import init as init_lib
+
+
+def conv_init(key, kernel, in_channels, out_channels, *, groups=1, weight_init='he', std=None, bias=0.0):
+  """{'W': (kh, kw, in/groups, out), 'b': (out,)}; fan-in is kh * kw * in / groups."""
+  kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+  if in_channels % groups or out_channels % groups:
+    raise ValueError(f'groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}')
+  fan_in = kh * kw * in_channels // groups
+  w = init_lib.weights(key, (fan_in, out_channels), weight_init, fan_in=fan_in, fan_out=out_channels, std=std)
+  return {'W': w.reshape(kh, kw, in_channels // groups, out_channels),
+          'b': jnp.full((out_channels,), bias, jnp.float32)}
+
+
+def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1):
+  """2-D convolution plus bias. padding: 'SAME', 'VALID' or an int (pixels on every side)."""
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  y = lax.conv_general_dilated(x_BxHxWxC, params['W'].astype(x_BxHxWxC.dtype), (stride, stride), padding,
+                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+  return y + params['b'].astype(y.dtype)[None, None, None, :]
+
+
+def dense_init(key, in_features, out_features, *, weight_init='he', std=None, bias=0.0):
+  return {'W': init_lib.weights(key, (in_features, out_features), weight_init, std=std),
+          'b': jnp.full((out_features,), bias, jnp.float32)}
+
+
+def dense(params, x_BxD):
+  return x_BxD @ params['W'].astype(x_BxD.dtype) + params['b'].astype(x_BxD.dtype)[None, :]
+
+
+def _pool(x, init, op, window, stride, padding):
+  return lax.reduce_window(x, init, op, (1, window, window, 1), (1, stride, stride, 1), padding)
+
+
+def max_pool(x_BxHxWxC, window, stride=None, padding='VALID'):
+  """Max over window x window regions every `stride` pixels (stride < window: overlapping, AlexNet's 3/2)."""
+  return _pool(x_BxHxWxC, -jnp.inf, lax.max, window, stride or window, padding)
+
+
+def sum_pool(x_BxHxWxC, window, stride=None, padding='VALID'):
+  return _pool(x_BxHxWxC, 0.0, lax.add, window, stride or window, padding)
+
+
+def avg_pool(x_BxHxWxC, window, stride=None, padding='VALID'):
+  """Mean over each window (padding 'VALID', so every window holds window^2 pixels)."""
+  return sum_pool(x_BxHxWxC, window, stride, padding) / (window * window)
+
+
+def feature_group_max(x_BxHxWxC, group_size):
+  """Max over groups of `group_size` adjacent channels: C channels become C / group_size."""
+  *lead, c = x_BxHxWxC.shape
+  if c % group_size:
+    raise ValueError(f'group_size={group_size} must divide the {c} channels')
+  return x_BxHxWxC.reshape(*lead, c // group_size, group_size).max(axis=-1)
+
+
+def lrn(x_BxHxWxC, *, n=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
+  """Local response normalisation across feature maps (Krizhevsky et al. 2012, section 3.3):
+
+    b_c = a_c / (k + alpha' * sum_{c' = max(0, c - n//2)}^{min(C-1, c + n//2)} a_{c'}^2) ** beta
+
+  with alpha' = alpha as the paper writes it, or alpha / n with alpha_over_n=True, as Caffe and PyTorch compute
+  it (the same constants then normalise n times more weakly). For odd n (the paper's n = 5) the sum covers n maps;
+  for even n the paper's bounds cover n + 1, where PyTorch's window covers n.
+  """
+  sq = jnp.square(x_BxHxWxC.astype(jnp.float32))
+  half = n // 2
+  window_sum = lax.reduce_window(sq, 0.0, lax.add, (1, 1, 1, 2 * half + 1), (1, 1, 1, 1),
+                                 ((0, 0), (0, 0), (0, 0), (half, half)))
+  a = alpha / n if alpha_over_n else alpha
+  return (x_BxHxWxC / jnp.power(k + a * window_sum, beta).astype(x_BxHxWxC.dtype))
+
+
+def dropout(x, rate, *, key=None, train=False):
+  """Inverted dropout: in training, zero each unit with probability `rate` and scale the rest by 1/(1-rate)."""
+  if not train or rate == 0.0:
+    return x
+  if key is None:
+    raise ValueError('dropout in training needs a PRNG key')
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
