@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= workdirs/hidden_units
 
-.PHONY: setup reproduce test bench clean
+.PHONY: setup data reproduce test bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0] + ": run make PYTHON=python3.11") if sys.version_info < (3, 11) else None'
@@ -14,7 +14,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# Fashion-MNIST's four original files from Debian's package, where this machine lets us (root and apt-get);
+# elsewhere, data/fashion_mnist.py says how to get them when an experiment needs them.
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+data:
+	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || \
+	  echo "note: could not install Debian's dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	else echo "note: not root or no apt-get: install Debian's dataset-fashion-mnist yourself, or see README.md"; fi
+
+setup: $(VENV)/.installed data
 
 reproduce: setup
 	$(BIN)/python train.py --config=experiments/hidden_units.py --workdir=$(WORKDIR)

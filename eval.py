@@ -2,13 +2,15 @@
 
 The config must be the one the workdir was trained with (its config.json); the experiment's `evaluate` re-reads
 the saved parameters, evaluates them and writes eval.json into the workdir. For hidden_units, --fresh_points=N
-evaluates on N newly drawn points per task instead of the test split.
+evaluates on N newly drawn points per task instead of the test split; for checkpointed experiments --step=N picks
+the checkpoint (default: the latest).
 """
 import os
 
 from training import cli
 
 os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
+cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -21,6 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
 _FRESH = flags.DEFINE_integer('fresh_points', 0, 'hidden_units: evaluate on this many new points per task.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpointed experiments: the step to evaluate (default: the latest).')
 
 
 def run(argv):
@@ -30,7 +33,7 @@ def run(argv):
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')
   workdir_lib.check_matches(workdir, config)
-  experiments.trainer_module(config).evaluate(config, workdir, fresh_points=_FRESH.value)
+  experiments.trainer_module(config).evaluate(config, workdir, step=_STEP.value, fresh_points=_FRESH.value)
 
 
 if __name__ == '__main__':

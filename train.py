@@ -8,6 +8,7 @@ import os
 from training import cli
 
 os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
+cli.quiet_tensorflow()
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 
+from data import pipeline
 from training.errors import DataError
 
 NAME = 'fashion_mnist'
@@ -106,3 +107,51 @@ def builder(data_dir, source_dir=''):
   if not b.is_prepared():
     raise DataError(f'preparing fashion_mnist in {data_dir} did not complete; remove {data_dir}/{NAME} and retry')
   return b
+
+
+MEAN, STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
+
+
+class Dataset:
+  """Fashion-MNIST for the classifier trainer: the TFDS dataset cached in memory, and its pipelines."""
+
+  image_shape = (28, 28, 1)
+  num_classes = len(CLASSES)
+  class_names = CLASSES
+
+  def __init__(self, data_cfg):
+    b = builder(os.path.expanduser(data_cfg.tfds_dir), data_cfg.source_dir)
+    self.num_train = min(data_cfg.num_train or b.info.splits['train'].num_examples,
+                         b.info.splits['train'].num_examples)
+    self.num_test = min(data_cfg.num_test or b.info.splits['test'].num_examples,
+                        b.info.splits['test'].num_examples)
+    self._random_flip = data_cfg.random_flip
+    self._train = self._in_memory(b, 'train', self.num_train)
+    self._test = self._in_memory(b, 'test', self.num_test)
+
+  @staticmethod
+  def _in_memory(b, split, n):
+    """The first n examples of a split as an in-memory tf.data source (47 MB for all training images)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    arrays = tfds.as_numpy(b.as_dataset(split=f'{split}[:{n}]', shuffle_files=False, batch_size=-1))
+    return pipeline.tf().data.Dataset.from_tensor_slices(arrays)
+
+  @staticmethod
+  def _preprocess(x):
+    t = pipeline.tf()
+    image = (t.cast(x['image'], t.float32) / 255.0 - MEAN) / STD
+    return {'image': image, 'label': t.cast(x['label'], t.int32)}
+
+  @staticmethod
+  def _flip(x, seed):
+    """Mirror left-right with probability 1/2: clothes stay the same class."""
+    return {**x, 'image': pipeline.tf().image.stateless_random_flip_left_right(x['image'], seed)}
+
+  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0):
+    return pipeline.train_batches(self._train, num_examples=self.num_train, batch_size=batch_size, seed=seed,
+                                  epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
+                                  augment=self._flip if self._random_flip else None)
+
+  def test_batches(self, *, batch_size):
+    return pipeline.eval_batches(self._test, batch_size=batch_size, preprocess=self._preprocess)

@@ -8,7 +8,7 @@ import importlib
 
 from training.errors import ConfigError
 
-TRAINERS = {'hidden_units': 'experiments.hidden_units'}
+TRAINERS = {'hidden_units': 'experiments.hidden_units', 'classifier': 'training.classifier'}
 
 
 def trainer_module(config):

@@ -211,12 +211,14 @@ def load_params(path):
   return runs
 
 
-def evaluate(config, workdir, fresh_points=0):
+def evaluate(config, workdir, step=None, fresh_points=0):
   """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
 
   On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
   generation changed since training, and is reported as an error.
   """
+  if step is not None:
+    raise ConfigError('--step applies to checkpointed experiments; hidden_units keeps only final parameters')
   path = os.path.join(workdir, PARAMS_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '

@@ -9,6 +9,8 @@ plain functions. The lecture's components:
   lrn               contrast normalisation across feature maps (local response normalisation)
   dropout           the regulariser AlexNet used on its fully connected layers
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -27,12 +29,95 @@ def conv_init(key, kernel, in_channels, out_channels, *, groups=1, weight_init='
           'b': jnp.full((out_channels,), bias, jnp.float32)}
 
 
+# Below this many inputs per output (kh * kw * in_channels), a stride-1 convolution is computed as one matrix
+# product over explicit patches (im2col): XLA's CPU convolution is slow for thin inputs such as a first layer on
+# grey images (measured on 2 cores: 5x5 on 1 channel, 7.1 ms forward and 9.3 ms weight gradient at batch 128,
+# against 3.3 ms and 6.5 ms as patches).
+IM2COL_MAX_INPUTS = 64
+
+
+def _im2col_conv(w, x, padding):
+  kh, kw, cin, cout = w.shape
+  if padding == 'SAME':
+    padding = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))  # as XLA: the extra pixel at the end
+  elif padding == 'VALID':
+    padding = ((0, 0), (0, 0))
+  xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  patches = jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
+  return patches @ w.reshape(kh * kw * cin, cout)
+
+
+# On the CPU, XLA's convolutions run faster on slices of the batch than on the whole of it: the weight gradient
+# of a 5x5, 32->64 convolution on 14x14 maps, batch 128, takes 48 ms in one piece and 18 ms as 16 slices of 8
+# images (Eigen does not split its long contraction over the cores); the forward pass and the input gradient
+# take 18-19 ms in one piece and 15 ms as 4 slices of 32. Images per slice, for each:
+CPU_SLICE = {'forward': 32, 'input_grad': 32, 'weight_grad': 8}
+
+
+def _slices(batch, size):
+  """How many interleaved slices of about `size` images to cut a batch into (1: do not slice)."""
+  n = batch // size
+  return n if n > 1 and batch % n == 0 else 1
+
+
+def _interleaved(a, n):
+  """The n interleaved slices of a's batch: slice c holds images c, c + n, c + 2n, ... With the batch sharded
+  over devices in contiguous blocks, every slice has an equal part on every device: nothing crosses devices."""
+  parts = a.reshape(a.shape[0] // n, n, *a.shape[1:])
+  return [parts[:, c] for c in range(n)]
+
+
+def _uninterleave(slices):
+  return jnp.stack(slices, axis=1).reshape(-1, *slices[0].shape[1:])
+
+
+def _xla_conv(x, w, stride, padding, groups):
+  return lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                  feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _sliced_conv(x, w, stride, padding, groups):
+  n = _slices(x.shape[0], CPU_SLICE['forward'])
+  return _uninterleave([_xla_conv(xs, w, stride, padding, groups) for xs in _interleaved(x, n)])
+
+
+def _sliced_conv_fwd(x, w, stride, padding, groups):
+  return _sliced_conv(x, w, stride, padding, groups), (x, w)
+
+
+def _sliced_conv_bwd(stride, padding, groups, res, dy):
+  x, w = res
+  conv_of = lambda xs, ws: _xla_conv(xs, ws, stride, padding, groups)
+  n = _slices(x.shape[0], CPU_SLICE['input_grad'])
+  dx = _uninterleave([jax.vjp(lambda xs: conv_of(xs, w), xs)[1](dys)[0]
+                      for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n))])
+  n = _slices(x.shape[0], CPU_SLICE['weight_grad'])
+  dw = sum(jax.vjp(lambda ws: conv_of(xs, ws), w)[1](dys)[0]
+           for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n)))
+  return dx, dw
+
+
+_sliced_conv.defvjp(_sliced_conv_fwd, _sliced_conv_bwd)
+
+
 def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1):
-  """2-D convolution plus bias. padding: 'SAME', 'VALID' or an int (pixels on every side)."""
+  """2-D convolution plus bias. padding: 'SAME', 'VALID' or an int (pixels on every side).
+
+  The arithmetic is XLA's convolution; on the CPU it is arranged for speed (im2col for thin inputs, batch slices
+  otherwise); tests check every arrangement against XLA's plain convolution.
+  """
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
-  y = lax.conv_general_dilated(x_BxHxWxC, params['W'].astype(x_BxHxWxC.dtype), (stride, stride), padding,
-                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups)
+  w = params['W'].astype(x_BxHxWxC.dtype)
+  kh, kw, cin, _ = w.shape
+  if stride == 1 and groups == 1 and kh * kw * cin <= IM2COL_MAX_INPUTS:
+    y = _im2col_conv(w, x_BxHxWxC, padding)
+  elif jax.default_backend() == 'cpu':
+    y = _sliced_conv(x_BxHxWxC, w, stride, padding, groups)
+  else:
+    y = _xla_conv(x_BxHxWxC, w, stride, padding, groups)
   return y + params['b'].astype(y.dtype)[None, None, None, :]
 
 
@@ -50,8 +135,17 @@ def _pool(x, init, op, window, stride, padding):
 
 
 def max_pool(x_BxHxWxC, window, stride=None, padding='VALID'):
-  """Max over window x window regions every `stride` pixels (stride < window: overlapping, AlexNet's 3/2)."""
-  return _pool(x_BxHxWxC, -jnp.inf, lax.max, window, stride or window, padding)
+  """Max over window x window regions every `stride` pixels (stride < window: overlapping, AlexNet's 3/2).
+
+  Disjoint windows that tile the image exactly are computed as a reshape and a max, whose gradient XLA's CPU
+  backend runs about 2.5x faster than reduce_window's select-and-scatter; the results are the same.
+  """
+  stride = stride or window
+  _, h, w, _ = x_BxHxWxC.shape
+  if stride == window and h % window == 0 and w % window == 0:
+    b, _, _, c = x_BxHxWxC.shape
+    return x_BxHxWxC.reshape(b, h // window, window, w // window, window, c).max(axis=(2, 4))
+  return _pool(x_BxHxWxC, -jnp.inf, lax.max, window, stride, padding)
 
 
 def sum_pool(x_BxHxWxC, window, stride=None, padding='VALID'):

@@ -13,3 +13,21 @@ os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=8)
 import jax  # noqa: E402
 
 jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist_tfds(tmp_path_factory):
+  """A TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist."""
+  from data import fashion_mnist  # noqa: PLC0415
+  from training.errors import DataError  # noqa: PLC0415
+
+  try:
+    fashion_mnist.find_sources()
+  except DataError as e:
+    pytest.skip(f'the Fashion-MNIST files are not on this machine ({e}); `make setup` installs them as root')
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  fashion_mnist.builder(data_dir)
+  return data_dir

@@ -52,6 +52,43 @@ def test_conv_matches_a_direct_loop(stride, pad):
                              conv_loop(x, np.asarray(p['W']), np.asarray(p['b']), stride, pad), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('kernel,cin,padding', [(5, 1, 'SAME'), (3, 2, 'VALID'), (4, 3, 'SAME'), (3, 1, 1)])
+def test_im2col_path_equals_xla_convolution(kernel, cin, padding):
+  p = layers.conv_init(KEY, kernel, cin, 6)
+  assert kernel * kernel * cin <= layers.IM2COL_MAX_INPUTS
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 9, 10, cin))
+  pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
+  expected = jax.lax.conv_general_dilated(x, p['W'], (1, 1), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(layers.conv(p, x, padding=padding), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_fast_path_matches_reduce_window():
+  x = jax.random.normal(KEY, (2, 8, 6, 3))
+  general = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+  np.testing.assert_array_equal(layers.max_pool(x, 2, 2), general)
+  g = jax.grad(lambda x: (layers.max_pool(x, 2, 2) * jnp.arange(36.0).reshape(1, 4, 3, 3)).sum())(x)
+  g_ref = jax.grad(lambda x: (jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+                              * jnp.arange(36.0).reshape(1, 4, 3, 3)).sum())(x)
+  np.testing.assert_array_equal(g, g_ref)
+
+
+@pytest.mark.parametrize('batch,stride,padding,groups', [(128, 1, 'SAME', 1), (48, 2, 1, 1), (64, 1, 'VALID', 2),
+                                                         (6, 1, 'SAME', 1)])
+def test_sliced_cpu_convolution_and_its_gradients_equal_xla(batch, stride, padding, groups):
+  p = layers.conv_init(KEY, 3, 8, 16, groups=groups)
+  x = jax.random.normal(jax.random.PRNGKey(4), (batch, 7, 7, 8))
+  pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
+  plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), pad, feature_group_count=groups,
+                                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = lambda x, w: layers.conv({'W': w, 'b': jnp.zeros(16)}, x, stride=stride, padding=padding, groups=groups)
+  np.testing.assert_allclose(ours(x, p['W']), plain(x, p['W']), rtol=1e-5, atol=1e-5)
+  probe = jax.random.normal(jax.random.PRNGKey(5), plain(x, p['W']).shape)
+  g_ours = jax.grad(lambda x, w: (ours(x, w) * probe).sum(), argnums=(0, 1))(x, p['W'])
+  g_plain = jax.grad(lambda x, w: (plain(x, w) * probe).sum(), argnums=(0, 1))(x, p['W'])
+  for a, b in zip(g_ours, g_plain):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_grouped_conv_is_two_towers():
   p = layers.conv_init(KEY, 3, 4, 6, groups=2)
   assert p['W'].shape == (3, 3, 2, 6)

@@ -34,6 +34,15 @@ def cpu_devices_flag(environ=os.environ, cores=None):
   return f'{flags_now} {COUNT_FLAG}={cores or os.cpu_count() or 1}'.strip()
 
 
+def quiet_tensorflow(environ=os.environ):
+  """TensorFlow's C++ INFO and WARNING lines off, errors kept, unless the user set these variables: a user error
+  must stay one line. TensorFlow prints its oneDNN notice at any log level unless TF_ENABLE_ONEDNN_OPTS=0; here
+  TF only reads and augments data, and its oneDNN kernels serve model arithmetic this project never runs in TF.
+  Must run before TensorFlow is imported."""
+  environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+
 def fail(message):
   print(f'error: {message}', file=sys.stderr)
   sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,143 @@
+"""CNN training throughput on the CPU: this codebase against the same network in PyTorch, in one run.
+
+  python benchmarks/fashion_mnist_cnn.py [--repeats=5] [--steps=20] [--to_accuracy=0.92]
+
+The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> ReLU -> 2x2 max pool -> conv 5x5
+64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
+train on the same synthetic batches (throughput does not depend on the pixels):
+  - this codebase: training/classifier.py's jitted, sharded step (the batch split over one JAX device per core),
+    the step `train.py` runs;
+  - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
+Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
+also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
+accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
+Needs torch (requirements-bench.txt, installed by `make bench`).
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from training import cli  # noqa: E402
+
+os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # one JAX device per core, as train.py does
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nets import cnn  # noqa: E402
+from training import classifier  # noqa: E402
+from training import optim  # noqa: E402
+from training import sharding  # noqa: E402
+
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Training steps per timing.')
+_TO_ACCURACY = flags.DEFINE_float('to_accuracy', 0.0, 'If > 0, also time a real run to this test accuracy.')
+
+BATCH = 128
+ARCH = cnn.Arch(conv=((32, 5, 1), (64, 5, 1)), dense=(1024,), dropout=0.5)
+
+
+def median_images_per_s(run_steps, repeats, steps):
+  run_steps(2)  # warm-up: compilation, allocator, thread pools
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    run_steps(steps)
+    times.append(time.perf_counter() - t)
+  return BATCH * steps / statistics.median(times)
+
+
+def jax_images_per_s(images, labels, repeats, steps):
+  import ml_collections  # noqa: PLC0415
+
+  mesh = sharding.data_mesh()
+  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, ARCH, train=train, key=key)
+  tx = optim.classifier_optimizer(ml_collections.ConfigDict(dict(
+      optimizer='adam', learning_rate=1e-3, lr_schedule='constant', weight_decay=0.0, momentum=0.0)), 1)
+  params = cnn.init(jax.random.PRNGKey(0), ARCH, (28, 28, 1))
+  state = jax.device_put({'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
+                          'rng': jax.random.PRNGKey(1)}, sharding.replicated(mesh))
+  step = classifier.make_train_step(apply, tx, mesh)
+  batches = [jax.device_put({'image': images[i], 'label': labels[i]}, sharding.batch_sharding(mesh))
+             for i in range(len(images))]
+  box = {'state': state}
+
+  def run_steps(n):
+    for i in range(n):
+      box['state'], m = step(box['state'], batches[i % len(batches)])
+    jax.block_until_ready(m['loss'])
+
+  return median_images_per_s(run_steps, repeats, steps)
+
+
+def torch_images_per_s(images, labels, repeats, steps):
+  import torch  # noqa: PLC0415
+  from torch import nn  # noqa: PLC0415
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  model = nn.Sequential(
+      nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  loss_fn = nn.CrossEntropyLoss()
+  xs = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in images]  # NCHW
+  ys = [torch.from_numpy(y.astype(np.int64)) for y in labels]
+
+  def run_steps(n):
+    for i in range(n):
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(model(xs[i % len(xs)]), ys[i % len(ys)])
+      loss.backward()
+      opt.step()
+
+  return median_images_per_s(run_steps, repeats, steps), torch.__version__
+
+
+def time_to_accuracy(target):
+  """Seconds from the start of a real `cnn` run to the end of the first epoch at >= target test accuracy."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with tempfile.TemporaryDirectory() as d:
+    subprocess.run([sys.executable, 'train.py', '--config=experiments/fashion_mnist.py:cnn', f'--workdir={d}/run'],
+                   cwd=root, check=True, stdout=subprocess.DEVNULL)
+    with open(f'{d}/run/metrics.jsonl') as f:
+      evals = [json.loads(l) for l in f if 'test_accuracy' in l]
+  hit = next((e for e in evals if e['test_accuracy'] >= target), None)
+  return (hit['wall_s'], hit['epoch']) if hit else (None, None), max(e['test_accuracy'] for e in evals)
+
+
+def main(argv):
+  del argv
+  rng = np.random.default_rng(0)
+  images = [rng.standard_normal((BATCH, 28, 28, 1), dtype=np.float32) for _ in range(4)]
+  labels = [rng.integers(0, 10, BATCH).astype(np.int32) for _ in range(4)]
+  jax_ips = jax_images_per_s(images, labels, _REPEATS.value, _STEPS.value)
+  print(f'this codebase (JAX {jax.__version__}, {len(jax.devices())} devices): {jax_ips:8.0f} images/s', flush=True)
+  torch_ips, torch_version = torch_images_per_s(images, labels, _REPEATS.value, _STEPS.value)
+  print(f'PyTorch {torch_version} ({os.cpu_count()} threads):        {torch_ips:8.0f} images/s', flush=True)
+  print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
+  result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
+            'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'repeats': _REPEATS.value,
+            'steps': _STEPS.value, 'jax': jax.__version__, 'torch': torch_version,
+            'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
+            'machine': platform.machine(), 'python': platform.python_version()}
+  if _TO_ACCURACY.value > 0:
+    (seconds, epoch), best = time_to_accuracy(_TO_ACCURACY.value)
+    result.update({'to_accuracy': _TO_ACCURACY.value, 'seconds_to_accuracy': seconds, 'epoch_reached': epoch,
+                   'best_test_accuracy': best})
+    print(f'time to {_TO_ACCURACY.value} test accuracy: {seconds} s (epoch {epoch}); best {best:.4f}')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,182 @@
+"""The classifier trainer end to end: artefacts, bitwise resume after SIGKILL, SIGTERM, divergence, eval.py,
+corrupt checkpoints, and the sharded step on 8 devices against 1 device."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nets import cnn
+from training import classifier
+from training import sharding
+from tests.test_cli import ROOT
+from tests.test_cli import assert_one_line_error
+
+MLP = 'experiments/fashion_mnist.py:mlp,quick'
+
+
+def command(workdir, tfds_dir, *extra, config=MLP, script='train.py'):
+  return [sys.executable, script, f'--config={config}', f'--workdir={workdir}', f'--config.data.tfds_dir={tfds_dir}',
+          '--config.data.num_train=512', '--config.data.num_test=200', '--config.train.batch_size=64',
+          '--config.train.epochs=3', '--config.train.checkpoint_every=4', '--config.train.log_every=1', *extra]
+
+
+def run(*args, **kw):
+  return subprocess.run(command(*args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def logged_step(workdir):
+  try:
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      return max([json.loads(l)['step'] for l in f if l.strip()], default=0)
+  except (OSError, ValueError):
+    return 0
+
+
+def start_and_signal(workdir, tfds_dir, at_step, sig):
+  """Starts a run, sends `sig` once it has logged step `at_step`, and returns the finished process."""
+  proc = subprocess.Popen(command(workdir, tfds_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 240
+  while logged_step(workdir) < at_step and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, f'the run ended before step {at_step}: {proc.communicate()[1][-2000:]}'
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=120)
+  return proc.returncode, out, err
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(fashion_mnist_tfds, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('clf') / 'uninterrupted')
+  proc = run(workdir, fashion_mnist_tfds)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
+  r = results(uninterrupted)
+  for key in ('final_loss', 'test_accuracy', 'num_params', 'steps', 'wall_time_s', 'params_sha256'):
+    assert key in r, key
+  assert r['steps'] == 3 * (512 // 64) and len(r['per_epoch']) == 3
+  assert r['num_params'] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 100 * 10 + 10
+  assert r['test_accuracy'] > 0.5, 'three short epochs of an MLP still learn something'
+  assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(os.path.join(uninterrupted, 'tensorboard')))
+  assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0
+  steps = [json.loads(l)['step'] for l in open(os.path.join(uninterrupted, 'metrics.jsonl'))]
+  assert steps == sorted(steps) and steps[-1] == 24
+
+
+def test_sigkill_at_any_moment_then_resume_is_bitwise_equal(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = str(tmp_path / 'killed')
+  for at in (6, 17):  # mid-epoch before the first checkpoint's epoch ends, and in the last epoch
+    code, _, _ = start_and_signal(workdir, fashion_mnist_tfds, at, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+  proc = run(workdir, fashion_mnist_tfds)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resuming from the checkpoint at step' in proc.stdout
+  assert results(workdir)['params_sha256'] == results(uninterrupted)['params_sha256']
+  steps = [json.loads(l)['step'] for l in open(os.path.join(workdir, 'metrics.jsonl')) if 'train_loss' in l]
+  assert steps == list(range(1, 25)), 'metrics.jsonl holds each step once, as an uninterrupted run writes it'
+
+
+def test_sigterm_saves_and_exits_cleanly(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = str(tmp_path / 'terminated')
+  code, out, err = start_and_signal(workdir, fashion_mnist_tfds, 5, signal.SIGTERM)
+  assert code == 0, err[-2000:]
+  saved = int(out.split('saved the checkpoint at step ')[1].split()[0])
+  assert saved >= 5 and str(saved) in os.listdir(os.path.join(workdir, 'checkpoints')), err[-3000:]
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+  proc = run(workdir, fashion_mnist_tfds)
+  assert proc.returncode == 0 and f'resuming from the checkpoint at step {saved}' in proc.stdout
+  assert results(workdir)['params_sha256'] == results(uninterrupted)['params_sha256']
+
+
+def test_divergence_stops_with_the_step_and_keeps_good_checkpoints(fashion_mnist_tfds, tmp_path):
+  workdir = str(tmp_path / 'diverged')
+  proc = run(workdir, fashion_mnist_tfds, '--config.train.learning_rate=1e30', '--config.train.optimizer=sgd')
+  assert_one_line_error(proc, 'diverged at step', 'learning_rate')
+  diverged_at = int(proc.stderr.split('at step ')[1].split()[0])
+  for step in os.listdir(os.path.join(workdir, 'checkpoints')):
+    assert int(step) < diverged_at
+
+
+def test_eval_latest_and_given_step(uninterrupted, fashion_mnist_tfds):
+  proc = run(uninterrupted, fashion_mnist_tfds, script='eval.py')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.load(open(os.path.join(uninterrupted, 'eval.json')))
+  assert out['step'] == 24 and out['test_accuracy'] == pytest.approx(results(uninterrupted)['test_accuracy'])
+  assert out['params_sha256'] == results(uninterrupted)['params_sha256']
+  assert set(out['per_class_accuracy']) == {'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                                            'Sneaker', 'Bag', 'Ankle boot'}
+  assert np.asarray(out['confusion']).sum() == 200
+  assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'confusion_matrix.png')) > 0
+  assert 'Trouser' in proc.stdout
+  proc = run(uninterrupted, fashion_mnist_tfds, '--step=16', script='eval.py')
+  assert proc.returncode == 0 and json.load(open(os.path.join(uninterrupted, 'eval.json')))['step'] == 16
+  assert_one_line_error(run(uninterrupted, fashion_mnist_tfds, '--step=3', script='eval.py'), 'no checkpoint at step 3')
+
+
+def test_eval_of_a_missing_or_empty_workdir(fashion_mnist_tfds, tmp_path):
+  assert_one_line_error(run(str(tmp_path / 'none'), fashion_mnist_tfds, script='eval.py'), 'missing or empty')
+  os.makedirs(tmp_path / 'empty')
+  assert_one_line_error(run(str(tmp_path / 'empty'), fashion_mnist_tfds, script='eval.py'), 'missing or empty')
+
+
+def test_a_corrupt_checkpoint_is_never_loaded(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = tmp_path / 'corrupt'
+  subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+  latest = workdir / 'checkpoints' / '24' / 'state'
+  for base, _, files in os.walk(latest):  # flip bytes in every data file of the latest checkpoint
+    for f in files:
+      p = os.path.join(base, f)
+      data = bytearray(open(p, 'rb').read())
+      if len(data) > 64:
+        data[len(data) // 2:len(data) // 2 + 32] = bytes(32)
+        open(p, 'wb').write(bytes(data))
+  proc = run(str(workdir), fashion_mnist_tfds, script='eval.py')
+  assert_one_line_error(proc, 'checkpoint', '24')
+  assert 'corrupt' in proc.stderr or 'cannot be read' in proc.stderr
+
+
+def test_a_batch_the_devices_do_not_divide(fashion_mnist_tfds, tmp_path):
+  assert len(jax.devices()) == 8
+  proc = run(str(tmp_path / 'w'), fashion_mnist_tfds, '--config.train.batch_size=60')
+  assert_one_line_error(proc, 'does not split over 8 devices', 'batch_size=56')
+
+
+def test_one_step_on_8_devices_equals_one_device():
+  """The data-parallel step: the global batch split over 8 devices gives the 1-device update (tolerance)."""
+  arch = cnn.Arch(conv=((8, 3, 1),), dense=(16,), dropout=0.5)
+  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, arch, train=train, key=key)
+  tx = optax.sgd(0.1, momentum=0.9)
+  params = cnn.init(jax.random.PRNGKey(0), arch, (8, 8, 1))
+  batch = {'image': jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 1)),
+           'label': jax.random.randint(jax.random.PRNGKey(2), (16,), 0, 10)}
+  out = {}
+  for n in (1, 8):
+    mesh = sharding.data_mesh(jax.devices()[:n])
+    state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
+             'rng': jax.random.PRNGKey(3)}
+    state = jax.device_put(jax.tree.map(jnp.copy, state), sharding.replicated(mesh))
+    step = classifier.make_train_step(apply, tx, mesh)
+    for _ in range(2):
+      state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
+    assert state['params']['conv1']['W'].sharding.is_fully_replicated
+    out[n] = (state, metrics)
+  for a, b in zip(jax.tree.leaves(out[1][0]['params']), jax.tree.leaves(out[8][0]['params'])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out[1][1]['loss'], out[8][1]['loss'], rtol=1e-6)

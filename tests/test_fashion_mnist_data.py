@@ -1,0 +1,103 @@
+"""Fashion-MNIST: finding and verifying the original files, TFDS preparation, and the input pipeline."""
+import gzip
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from data import fashion_mnist
+from training.errors import DataError
+
+
+def write_idx_set(d, tamper=None):
+  """Four small files in IDX format (wrong content for the real hashes, unless nothing is checked)."""
+  os.makedirs(d, exist_ok=True)
+  for name in fashion_mnist.IDX_SHA256:
+    data = b'\x00\x00\x08\x03' + bytes(range(64)) if 'images' in name else b'\x00\x00\x08\x01' + bytes(8)
+    if name == tamper:
+      data += b'!'
+    with gzip.open(os.path.join(d, name + '.gz'), 'wb') as f:
+      f.write(data)
+
+
+def test_missing_files_get_one_line_saying_how_to_get_them(tmp_path, monkeypatch):
+  monkeypatch.setattr(fashion_mnist, 'DEBIAN_DIR', str(tmp_path / 'no_debian'))
+  monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+  with pytest.raises(DataError, match='apt-get install dataset-fashion-mnist') as e:
+    fashion_mnist.find_sources()
+  assert '\n' not in str(e.value)
+  os.makedirs(tmp_path / 'partial')
+  (tmp_path / 'partial' / 'train-images-idx3-ubyte.gz').write_bytes(b'')
+  with pytest.raises(DataError, match='lacks .*t10k-images-idx3-ubyte.gz'):
+    fashion_mnist.find_sources(str(tmp_path / 'partial'))
+
+
+def test_sources_found_in_the_configured_dir_then_env(tmp_path, monkeypatch):
+  write_idx_set(tmp_path / 'a')
+  write_idx_set(tmp_path / 'b')
+  monkeypatch.setenv(fashion_mnist.ENV_VAR, str(tmp_path / 'b'))
+  assert all(p.startswith(str(tmp_path / 'a')) for p in fashion_mnist.find_sources(str(tmp_path / 'a')).values())
+  assert all(p.startswith(str(tmp_path / 'b')) for p in fashion_mnist.find_sources('').values())
+
+
+def test_content_that_differs_from_the_original_is_refused(tmp_path):
+  write_idx_set(tmp_path / 'fake')
+  name = 't10k-labels-idx1-ubyte'
+  with pytest.raises(DataError, match=f'does not hold the original {name}'):
+    fashion_mnist.verified_idx(str(tmp_path / 'fake' / (name + '.gz')), name, str(tmp_path))
+
+
+def test_recompressed_original_content_is_accepted(tmp_path):
+  """Debian's case: other .gz bytes, same content. Uses the real labels file where it exists."""
+  try:
+    src = fashion_mnist.find_sources()['t10k-labels-idx1-ubyte']
+  except DataError:
+    pytest.skip('the Fashion-MNIST files are not on this machine')
+  with gzip.open(src, 'rb') as f:
+    content = f.read()
+  with gzip.open(tmp_path / 'recompressed.gz', 'wb', compresslevel=1) as f:  # other .gz bytes
+    f.write(content)
+  out = fashion_mnist.verified_idx(str(tmp_path / 'recompressed.gz'), 't10k-labels-idx1-ubyte', str(tmp_path))
+  assert open(out, 'rb').read() == content
+
+
+def dataset(tfds_dir, **kw):
+  cfg = ml_collections.ConfigDict(dict(tfds_dir=tfds_dir, source_dir='', num_train=0, num_test=0, random_flip=False))
+  cfg.update(kw)
+  return fashion_mnist.Dataset(cfg)
+
+
+def test_tfds_dataset_and_pipeline(fashion_mnist_tfds):
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  b = tfds.builder('fashion_mnist', data_dir=fashion_mnist_tfds)
+  assert b.is_prepared() and b.info.splits['train'].num_examples == 60000
+  assert b.info.features['label'].names == list(fashion_mnist.CLASSES)
+  ds = dataset(fashion_mnist_tfds, num_train=1000, num_test=250)
+  epoch0 = list(ds.train_batches(batch_size=64, seed=3, epoch=0))
+  assert len(epoch0) == 1000 // 64, 'the partial last batch is dropped'
+  assert epoch0[0]['image'].shape == (64, 28, 28, 1) and epoch0[0]['image'].dtype == np.float32
+  assert abs(float(np.mean([b['image'].mean() for b in epoch0]))) < 0.1, 'normalised to mean ~0'
+  again = list(ds.train_batches(batch_size=64, seed=3, epoch=0))
+  assert all(np.array_equal(a['label'], b['label']) for a, b in zip(epoch0, again)), 'same seed, same order'
+  resumed = list(ds.train_batches(batch_size=64, seed=3, epoch=0, skip_batches=6))
+  assert np.array_equal(resumed[0]['image'], epoch0[6]['image']), 'a resumed epoch continues where it stopped'
+  other = next(ds.train_batches(batch_size=64, seed=3, epoch=1))
+  assert not np.array_equal(other['label'], epoch0[0]['label']), 'each epoch reshuffles'
+  test = list(ds.test_batches(batch_size=100))
+  assert [len(b['mask']) for b in test] == [100, 100, 100] and sum(b['mask'].sum() for b in test) == 250
+
+
+def test_random_flips_are_seeded_and_survive_a_resume(fashion_mnist_tfds):
+  plain = dataset(fashion_mnist_tfds, num_train=640)
+  flipped = dataset(fashion_mnist_tfds, num_train=640, random_flip=True)
+  a = list(flipped.train_batches(batch_size=64, seed=1, epoch=2))
+  b = list(flipped.train_batches(batch_size=64, seed=1, epoch=2, skip_batches=4))
+  np.testing.assert_array_equal(a[4]['image'], b[0]['image'])
+  ref = list(plain.train_batches(batch_size=64, seed=1, epoch=2))
+  same = [np.array_equal(x, y) for x, y in zip(ref[0]['image'], a[0]['image'])]
+  mirrored = [np.array_equal(x[:, ::-1], y) for x, y in zip(ref[0]['image'], a[0]['image'])]
+  assert all(s or m for s, m in zip(same, mirrored)), 'each image is itself or its mirror image'
+  assert 16 < sum(mirrored) < 48, 'about half are mirrored'
+  np.testing.assert_array_equal(ref[0]['label'], a[0]['label'])

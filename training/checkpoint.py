@@ -1,0 +1,73 @@
+"""Checkpoints of a training state with orbax's CheckpointManager, verified when they are restored.
+
+A checkpoint holds everything that decides the result: parameters, optimiser state, the step (which fixes the
+data position: epoch = step // steps_per_epoch, and the batches of that epoch already seen) and the base PRNG key
+(per-step keys are fold_in(key, step)). Beside the state, a small JSON item records the step and the sha256 of the
+parameters. orbax writes each checkpoint into a temporary directory and renames it when complete, so a checkpoint
+cut short by a kill is never listed; a listed one whose parameters do not hash to the recorded value is refused
+with an error naming it, never loaded silently.
+"""
+import hashlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from training.errors import UserError
+
+
+class CheckpointError(UserError):
+  """A checkpoint exists but cannot be trusted."""
+
+
+def params_sha256(params):
+  """sha256 over the parameter arrays' bytes, leaves in jax.tree order (dict keys sorted): equal iff bitwise equal."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    a = np.asarray(jax.device_get(leaf))
+    h.update(str((a.dtype, a.shape)).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+class Checkpoints:
+  """The checkpoints of one workdir, the last `keep` kept; the training loop decides when to save."""
+
+  def __init__(self, directory, *, keep, asynchronous=True):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
+    self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
+    self.directory = directory
+
+  def latest_step(self):
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return list(self._manager.all_steps())
+
+  def save(self, step, state):
+    """Saves `state` at `step` (asynchronously: training goes on while it is written)."""
+    meta = {'step': int(step), 'params_sha256': params_sha256(state['params'])}
+    self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                           meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, step, abstract_state):
+    """The state saved at `step`, laid out like `abstract_state` (shapes, dtypes and shardings); verified."""
+    where = f'{self.directory}/{step}'
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise CheckpointError(f'checkpoint {where} cannot be read ({type(e).__name__}: {str(e)[:200]}); remove it to '
+                            'resume from the previous checkpoint, or pass a new --workdir') from e
+    state, meta = restored['state'], restored['meta']
+    if meta.get('step') != step or meta.get('params_sha256') != params_sha256(state['params']):
+      raise CheckpointError(f'checkpoint {where} is corrupt: its parameters do not match the sha256 recorded when '
+                            'it was saved; remove it to resume from the previous checkpoint')
+    return state
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
