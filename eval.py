@@ -9,8 +9,7 @@ import os
 
 from training import cli
 
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
-cli.quiet_tensorflow()
+cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -29,6 +28,8 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpointed experiments: the step t
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
+  # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
+  os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')

@@ -7,8 +7,7 @@ import os
 
 from training import cli
 
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # before anything imports JAX
-cli.quiet_tensorflow()
+cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -22,6 +21,8 @@ _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved confi
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
+  # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
+  os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
   if _SHOW_CONFIG.value:
     print(config)
     return

@@ -5,8 +5,8 @@
 The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> ReLU -> 2x2 max pool -> conv 5x5
 64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
 train on the same synthetic batches (throughput does not depend on the pixels):
-  - this codebase: training/classifier.py's jitted, sharded step (the batch split over one JAX device per core),
-    the step `train.py` runs;
+  - this codebase: training/classifier.py's jitted, sharded step on the devices train.py gives it (one on a
+    CPU-only machine, see experiments/__init__.py);
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # one JAX device per core, as train.py does
+os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=1)  # as train.py does for the classifier trainer
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -113,7 +113,7 @@ MEAN, STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
 
 
 class Dataset:
-  """Fashion-MNIST for the classifier trainer: the TFDS dataset cached in memory, and its pipelines."""
+  """Fashion-MNIST for the classifier trainer: both splits held in memory, and their tf.data pipelines."""
 
   image_shape = (28, 28, 1)
   num_classes = len(CLASSES)

@@ -20,6 +20,9 @@ from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
+# The runs below get the devices train.py chooses for a user (one CPU device for data-parallel training); the
+# 8-device step is tested in-process below, and the batch check with 8 devices explicitly.
+USER_ENV = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
 
 
 def command(workdir, tfds_dir, *extra, config=MLP, script='train.py'):
@@ -28,8 +31,9 @@ def command(workdir, tfds_dir, *extra, config=MLP, script='train.py'):
           '--config.train.epochs=3', '--config.train.checkpoint_every=4', '--config.train.log_every=1', *extra]
 
 
-def run(*args, **kw):
-  return subprocess.run(command(*args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=300)
+def run(*args, env=None, **kw):
+  return subprocess.run(command(*args, **kw), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=env or USER_ENV)
 
 
 def results(workdir):
@@ -48,7 +52,7 @@ def logged_step(workdir):
 def start_and_signal(workdir, tfds_dir, at_step, sig):
   """Starts a run, sends `sig` once it has logged step `at_step`, and returns the finished process."""
   proc = subprocess.Popen(command(workdir, tfds_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+                          text=True, env=USER_ENV)
   deadline = time.time() + 240
   while logged_step(workdir) < at_step and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
@@ -153,13 +157,14 @@ def test_a_corrupt_checkpoint_is_never_loaded(uninterrupted, fashion_mnist_tfds,
 
 
 def test_a_batch_the_devices_do_not_divide(fashion_mnist_tfds, tmp_path):
-  assert len(jax.devices()) == 8
-  proc = run(str(tmp_path / 'w'), fashion_mnist_tfds, '--config.train.batch_size=60')
+  env = {**USER_ENV, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  proc = run(str(tmp_path / 'w'), fashion_mnist_tfds, '--config.train.batch_size=60', env=env)
   assert_one_line_error(proc, 'does not split over 8 devices', 'batch_size=56')
 
 
 def test_one_step_on_8_devices_equals_one_device():
   """The data-parallel step: the global batch split over 8 devices gives the 1-device update (tolerance)."""
+  assert len(jax.devices()) == 8
   arch = cnn.Arch(conv=((8, 3, 1),), dense=(16,), dropout=0.5)
   apply = lambda p, x, train=False, key=None: cnn.apply(p, x, arch, train=train, key=key)
   tx = optax.sgd(0.1, momentum=0.9)

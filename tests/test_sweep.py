@@ -35,7 +35,8 @@ def test_sweep_runs_summarises_and_skips_finished_runs(fashion_mnist_tfds, tmp_p
          f'--workdir={tmp_path}', '--grid=model.dense=32,64', '--seeds=0',
          f'--set=data.tfds_dir={fashion_mnist_tfds}', '--set=data.num_train=256', '--set=data.num_test=200',
          '--set=train.batch_size=64', '--set=train.epochs=1']
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # the devices a user's runs get
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / 'sweep.csv')))
   assert [r['name'] for r in rows] == ['dense=32', 'dense=64']
@@ -43,5 +44,5 @@ def test_sweep_runs_summarises_and_skips_finished_runs(fashion_mnist_tfds, tmp_p
   assert int(rows[0]['num_params']) < int(rows[1]['num_params'])
   assert '| dense=64 | `model.dense=64` |' in open(tmp_path / 'sweep.md').read()
   assert os.path.getsize(tmp_path / 'sweep.png') > 0
-  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and 'train.py' not in again.stdout, 'finished runs are skipped'
