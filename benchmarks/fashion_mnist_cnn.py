@@ -16,11 +16,9 @@ Needs torch (requirements-bench.txt, installed by `make bench`).
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
@@ -33,6 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from nets import cnn  # noqa: E402
 from training import classifier  # noqa: E402
 from training import optim  # noqa: E402
@@ -48,12 +47,7 @@ ARCH = cnn.Arch(conv=((32, 5, 1), (64, 5, 1)), dense=(1024,), dropout=0.5)
 
 def median_images_per_s(run_steps, repeats, steps):
   run_steps(2)  # warm-up: compilation, allocator, thread pools
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    run_steps(steps)
-    times.append(time.perf_counter() - t)
-  return BATCH * steps / statistics.median(times)
+  return BATCH * steps / timing.median_seconds(lambda: run_steps(steps), repeats)
 
 
 def jax_images_per_s(images, labels, repeats, steps):

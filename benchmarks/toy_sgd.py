@@ -15,7 +15,6 @@ It also times the whole default hidden_units experiment (compilation and figures
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
 from data import toy2d  # noqa: E402
 from nets import mlp  # noqa: E402
 from training import sharding  # noqa: E402
@@ -45,15 +45,6 @@ _EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs per timing of this codebase.
 _SKIP_FULL = flags.DEFINE_bool('skip_full_run', False, 'Do not time the default hidden_units experiment.')
 
 N, WIDTH, ETA = 200, 10, 0.1
-
-
-def median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def jax_updates_per_s(x, y, num_models, epochs, repeats):
@@ -77,7 +68,7 @@ def jax_updates_per_s(x, y, num_models, epochs, repeats):
 
   state['params'], state['opt'], m = epoch_fn(params, opt, keys, active, 0, data)  # compile
   jax.block_until_ready(m)
-  return num_models * N * epochs / median_time(run, repeats)
+  return num_models * N * epochs / timing.median_seconds(run, repeats)
 
 
 def numpy_updates_per_s(x, y, epochs, repeats):
@@ -98,7 +89,7 @@ def numpy_updates_per_s(x, y, epochs, repeats):
         W = W + np.outer(xt, g)
         W0 = W0 + g
 
-  return N * epochs / median_time(run, repeats)
+  return N * epochs / timing.median_seconds(run, repeats)
 
 
 def sklearn_updates_per_s(x, y, epochs, repeats):
@@ -114,7 +105,7 @@ def sklearn_updates_per_s(x, y, epochs, repeats):
       clf.fit(x, y)
     assert clf.n_iter_ == epochs
 
-  return N * epochs / median_time(run, repeats)
+  return N * epochs / timing.median_seconds(run, repeats)
 
 
 def full_run_seconds():

@@ -81,11 +81,17 @@ def sample(pattern_key, points_key, task, n, margin=0.05):
   return cand[order], jnp.where(score[order] > 0, 1.0, -1.0)
 
 
-def train_test(seed, task, num_train, num_test, margin=0.05):
-  """Training and test sets of `task` for data seed `seed`: independent draws of the same pattern."""
+TRAIN, TEST, FRESH = 1, 2, 3  # independent draws of one task's pattern
+
+
+def draw(seed, task, which, n, margin=0.05):
+  """n points of `task` for data seed `seed`: draw TRAIN, TEST or FRESH, each independent, same pattern."""
   if task not in TASKS:
     raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
   pattern = jax.random.fold_in(jax.random.PRNGKey(seed), TASKS.index(task))
-  train = sample(pattern, jax.random.fold_in(pattern, 1), task, num_train, margin)
-  test = sample(pattern, jax.random.fold_in(pattern, 2), task, num_test, margin)
-  return train, test
+  return sample(pattern, jax.random.fold_in(pattern, which), task, n, margin)
+
+
+def train_test(seed, task, num_train, num_test, margin=0.05):
+  """Training and test sets of `task` for data seed `seed`: independent draws of the same pattern."""
+  return draw(seed, task, TRAIN, num_train, margin), draw(seed, task, TEST, num_test, margin)

@@ -10,17 +10,16 @@ from training.errors import ConfigError
 
 TRAINERS = {'hidden_units': 'experiments.hidden_units', 'classifier': 'training.classifier'}
 
-# JAX devices to split a CPU-only machine into, per trainer ('cores': one per core). A sweep of independent
+# JAX devices to split a CPU-only machine into, per trainer (None: one per core). A sweep of independent
 # models has no collectives and runs twice as fast on 2 cores as 2 devices. Data-parallel training gains nothing
 # from simulated CPU devices (measured: 1,254 vs 1,317 images/s for the Fashion-MNIST CNN) and its all-reduce
 # between them can stall XLA's in-process collectives on a small machine (seen once: an abort after 40 s), so
 # it uses one. An XLA_FLAGS device count set by the user always wins.
-CPU_DEVICES = {'hidden_units': 'cores', 'classifier': 1}
+CPU_DEVICES = {'hidden_units': None, 'classifier': 1}
 
 
 def cpu_devices(config):
-  n = CPU_DEVICES.get(config.get('trainer'), 1)
-  return None if n == 'cores' else n
+  return CPU_DEVICES.get(config.get('trainer'), 1)
 
 
 def trainer_module(config):

@@ -223,14 +223,8 @@ def evaluate(config, workdir, step=None, fresh_points=0):
   if not os.path.exists(path):
     raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '
                        f'--config=experiments/hidden_units.py --workdir={workdir}')
-  if fresh_points:
-    datasets = {}
-    for t in config.data.tasks:
-      pattern = jax.random.fold_in(jax.random.PRNGKey(config.data.seed), toy2d.TASKS.index(t))
-      datasets[t] = toy2d.sample(pattern, jax.random.fold_in(pattern, 3), t, fresh_points, config.data.margin)
-  else:
-    datasets = {t: toy2d.train_test(config.data.seed, t, config.data.num_train, config.data.num_test,
-                                    config.data.margin)[1] for t in config.data.tasks}
+  which, n = (toy2d.FRESH, fresh_points) if fresh_points else (toy2d.TEST, config.data.num_test)
+  datasets = {t: toy2d.draw(config.data.seed, t, which, n, config.data.margin) for t in config.data.tasks}
   rows = []
   for models, padded, params in load_params(path):
     x = np.stack([datasets[m.task][0] for m in models])

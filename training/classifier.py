@@ -263,9 +263,10 @@ def train_and_evaluate(config, workdir):
     bar.close()
     tb.flush()
 
-  if not any('test_loss' in r and r['step'] == step for r in read_metrics(workdir)):
-    record_test(config.train.epochs)  # killed between the last save and the last evaluation
   rows = read_metrics(workdir)  # the whole run, resumed parts included
+  if not any('test_loss' in r and r['step'] == step for r in rows):
+    record_test(config.train.epochs)  # killed between the last save and the last evaluation
+    rows = read_metrics(workdir)
   history = [{k: r[k] for k in ('epoch', 'step', 'test_loss', 'test_accuracy')} for r in rows if 'test_loss' in r]
   ev = history[-1]
   results = {
