@@ -34,7 +34,11 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python benchmarks/toy_sgd.py
+	$(BIN)/python benchmarks/fashion_mnist_cnn.py
+	$(BIN)/python benchmarks/imagenet_input.py
+	$(BIN)/python benchmarks/alexnet_throughput.py
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -3,7 +3,8 @@
 The config must be the one the workdir was trained with (its config.json); the experiment's `evaluate` re-reads
 the saved parameters, evaluates them and writes eval.json into the workdir. For hidden_units, --fresh_points=N
 evaluates on N newly drawn points per task instead of the test split; for checkpointed experiments --step=N picks
-the checkpoint (default: the latest).
+the checkpoint (default: the latest), and --ensemble=DIR2,DIR3,... averages the predictions of the latest
+checkpoints of more workdirs trained with the same model (the AlexNet paper's five-model row).
 """
 import os
 
@@ -16,6 +17,7 @@ from ml_collections import config_flags  # noqa: E402
 
 import experiments  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
+from training.errors import ConfigError  # noqa: E402
 from training.errors import WorkdirError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
@@ -23,6 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
 _FRESH = flags.DEFINE_integer('fresh_points', 0, 'hidden_units: evaluate on this many new points per task.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpointed experiments: the step to evaluate (default: the latest).')
+_ENSEMBLE = flags.DEFINE_list('ensemble', [], 'Classifiers: more workdirs whose latest checkpoints are averaged in.')
 
 
 def run(argv):
@@ -34,7 +37,16 @@ def run(argv):
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')
   workdir_lib.check_matches(workdir, config)
-  experiments.trainer_module(config).evaluate(config, workdir, step=_STEP.value, fresh_points=_FRESH.value)
+  kw = {}
+  if _ENSEMBLE.value:
+    if config.trainer != 'classifier':
+      raise ConfigError(f'--ensemble applies to the classifier trainer, not {config.trainer}')
+    for d in _ENSEMBLE.value:
+      if not os.path.isdir(d) or not os.listdir(d):
+        raise WorkdirError(f'--ensemble member {d} is missing or empty; pass workdirs that train.py wrote')
+      workdir_lib.check_matches(d, config, sections=('model', 'data'))
+    kw['ensemble'] = tuple(_ENSEMBLE.value)
+  experiments.trainer_module(config).evaluate(config, workdir, step=_STEP.value, fresh_points=_FRESH.value, **kw)
 
 
 if __name__ == '__main__':

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from nets import cnn  # noqa: E402
-from training import classifier  # noqa: E402
+from training import steps as steps_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
 
@@ -60,7 +60,7 @@ def jax_images_per_s(images, labels, repeats, steps):
   params = cnn.init(jax.random.PRNGKey(0), ARCH, (28, 28, 1))
   state = jax.device_put({'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
                           'rng': jax.random.PRNGKey(1)}, sharding.replicated(mesh))
-  step = classifier.make_train_step(apply, tx, mesh)
+  step = steps_lib.make_train_step(apply, tx, mesh)
   batches = [jax.device_put({'image': images[i], 'label': labels[i]}, sharding.batch_sharding(mesh))
              for i in range(len(images))]
   box = {'state': state}

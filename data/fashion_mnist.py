@@ -16,6 +16,7 @@ import os
 import tempfile
 
 from data import pipeline
+from training.errors import ConfigError
 from training.errors import DataError
 
 NAME = 'fashion_mnist'
@@ -126,6 +127,9 @@ class Dataset:
     self.num_test = min(data_cfg.num_test or b.info.splits['test'].num_examples,
                         b.info.splits['test'].num_examples)
     self._random_flip = data_cfg.random_flip
+    self._random_shift = data_cfg.get('random_shift', 0)
+    if not 0 <= self._random_shift < 14:
+      raise ConfigError(f'data.random_shift must be in 0..13 pixels, got {self._random_shift}')
     self._train = self._in_memory(b, 'train', self.num_train)
     self._test = self._in_memory(b, 'test', self.num_test)
 
@@ -143,15 +147,24 @@ class Dataset:
     image = (t.cast(x['image'], t.float32) / 255.0 - MEAN) / STD
     return {'image': image, 'label': t.cast(x['label'], t.int32)}
 
-  @staticmethod
-  def _flip(x, seed):
-    """Mirror left-right with probability 1/2: clothes stay the same class."""
-    return {**x, 'image': pipeline.tf().image.stateless_random_flip_left_right(x['image'], seed)}
+  def _augment(self, x, seed):
+    """Mirror left-right with probability 1/2 (clothes stay the same class) and/or translate by up to
+    `random_shift` pixels each way (zero padding, the background, then a random 28x28 crop)."""
+    t = pipeline.tf()
+    image = x['image']
+    if self._random_shift:
+      seed, crop_seed = t.unstack(t.random.experimental.stateless_split(seed, 2))
+      s = self._random_shift
+      image = t.image.stateless_random_crop(t.pad(image, [[s, s], [s, s], [0, 0]]), t.shape(image), crop_seed)
+    if self._random_flip:
+      image = t.image.stateless_random_flip_left_right(image, seed)
+    return {**x, 'image': image}
 
   def train_batches(self, *, batch_size, seed, epoch, skip_batches=0):
-    return pipeline.train_batches(self._train, num_examples=self.num_train, batch_size=batch_size, seed=seed,
+    augment = self._augment if (self._random_flip or self._random_shift) else None
+    return pipeline.train_batches(self._train, shuffle_buffer=self.num_train, batch_size=batch_size, seed=seed,
                                   epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
-                                  augment=self._flip if self._random_flip else None)
+                                  augment=augment)
 
   def test_batches(self, *, batch_size):
     return pipeline.eval_batches(self._test, batch_size=batch_size, preprocess=self._preprocess)

@@ -32,21 +32,26 @@ def epoch_seed(seed, epoch):
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, preprocess=None, augment=None):
-  """numpy batches {'image', 'label'} of one training epoch, in the order fixed by (seed, epoch).
+def train_batches(ds, *, shuffle_buffer, batch_size, seed, epoch, skip_batches=0, preprocess=None, augment=None):
+  """numpy batches of one training epoch, in the order fixed by (seed, epoch).
 
-  `augment(example, seed)` transforms one example with TF's stateless random ops; its seed is (epoch seed,
-  position in the epoch), so a resumed epoch augments every example exactly as the uninterrupted one did.
+  `shuffle_buffer` as large as the split gives a uniform shuffle (in-memory datasets); streamed datasets also
+  shuffle their files with the epoch's seed. `augment(example, seed)` transforms one example with TF's stateless
+  random ops; its seed is (epoch seed, position in the epoch), so a resumed epoch, which skips its first
+  `skip_batches` batches before any decoding, augments every later example exactly as the uninterrupted one did.
+  `preprocess` maps whole batches.
   """
-  ds = ds.shuffle(num_examples, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False)
+  t, es = tf(), epoch_seed(seed, epoch)
+  ds = ds.shuffle(shuffle_buffer, seed=es, reshuffle_each_iteration=False)
+  skip = skip_batches * batch_size
+  ds = ds.skip(skip)
   if augment is not None:
-    t, es = tf(), epoch_seed(seed, epoch)
-    ds = ds.enumerate().map(lambda i, x: augment(x, t.stack([t.constant(es, t.int64), i])),
-                            num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True).skip(skip_batches)
+    ds = ds.enumerate(start=skip).map(lambda i, x: augment(x, t.stack([t.constant(es, t.int64), i])),
+                                      num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
   if preprocess is not None:
-    ds = ds.map(preprocess, num_parallel_calls=tf().data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(tf().data.AUTOTUNE).as_numpy_iterator()
+    ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(t.data.AUTOTUNE).as_numpy_iterator()
 
 
 def eval_batches(ds, *, batch_size, preprocess=None):

@@ -42,6 +42,7 @@ def get_config(arg='cnn'):
   c.data.num_train = 0  # 0: all 60,000
   c.data.num_test = 0  # 0: all 10,000
   c.data.random_flip = True  # mirror training images left-right with probability 1/2
+  c.data.random_shift = 0  # > 0: translate training images by up to this many pixels each way
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'cnn'
@@ -63,7 +64,7 @@ def get_config(arg='cnn'):
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # global: split over the devices
   c.train.eval_batch_size = 1000
-  c.train.epochs = 12
+  c.train.epochs = 20
   c.train.optimizer = 'adam'
   c.train.learning_rate = 1e-3
   c.train.lr_schedule = 'cosine'

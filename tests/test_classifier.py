@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from nets import cnn
-from training import classifier
+from training import steps
 from training import sharding
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
@@ -162,8 +162,10 @@ def test_a_batch_the_devices_do_not_divide(fashion_mnist_tfds, tmp_path):
   assert_one_line_error(proc, 'does not split over 8 devices', 'batch_size=56')
 
 
-def test_one_step_on_8_devices_equals_one_device():
-  """The data-parallel step: the global batch split over 8 devices gives the 1-device update (tolerance)."""
+@pytest.mark.parametrize('shard_dense', [False, True])
+def test_one_step_on_8_devices_equals_one_device(shard_dense):
+  """The data-parallel step: the global batch split over 8 devices gives the 1-device update (tolerance), with
+  the parameters replicated or with the dense layers' weights split over the devices."""
   assert len(jax.devices()) == 8
   arch = cnn.Arch(conv=((8, 3, 1),), dense=(16,), dropout=0.5)
   apply = lambda p, x, train=False, key=None: cnn.apply(p, x, arch, train=train, key=key)
@@ -176,12 +178,42 @@ def test_one_step_on_8_devices_equals_one_device():
     mesh = sharding.data_mesh(jax.devices()[:n])
     state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
              'rng': jax.random.PRNGKey(3)}
-    state = jax.device_put(jax.tree.map(jnp.copy, state), sharding.replicated(mesh))
-    step = classifier.make_train_step(apply, tx, mesh)
+    layout = sharding.state_shardings(state, mesh, shard_dense=shard_dense)
+    state = jax.device_put(jax.tree.map(jnp.copy, state), layout)
+    step = steps.make_train_step(apply, tx, mesh, layout)
     for _ in range(2):
       state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
     assert state['params']['conv1']['W'].sharding.is_fully_replicated
+    fc1 = state['params']['fc1']['W']
+    assert fc1.sharding.is_fully_replicated == (not shard_dense or n == 1)
+    if shard_dense and n == 8:  # each device holds 2 of fc1's 16 columns, and of their momentum
+      assert {s.data.shape for s in fc1.addressable_shards} == {(fc1.shape[0], 2)}
+      assert not state['opt_state'][0].trace['fc1']['W'].sharding.is_fully_replicated
     out[n] = (state, metrics)
   for a, b in zip(jax.tree.leaves(out[1][0]['params']), jax.tree.leaves(out[8][0]['params'])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out[1][1]['loss'], out[8][1]['loss'], rtol=1e-6)
+
+
+def test_ensemble_and_ten_view_evaluation_average_probabilities():
+  """make_eval_step: the prediction is the mean softmax over models and views; top-5 counts the label in the
+  five most probable classes; padding (mask 0) counts for nothing."""
+  arch = cnn.Arch(conv=((4, 3, 1),), dense=(8,), num_classes=12)
+  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, arch, train=train, key=key)
+  models = [cnn.init(jax.random.PRNGKey(i), arch, (6, 6, 1)) for i in range(3)]
+  images = jax.random.normal(jax.random.PRNGKey(5), (8, 10, 6, 6, 1))
+  labels = jax.random.randint(jax.random.PRNGKey(6), (8,), 0, 12)
+  mask = jnp.array([1.0] * 6 + [0.0] * 2)
+  mesh = sharding.data_mesh()
+  out = steps.make_eval_step(apply, mesh, 12)(steps.stack_models(*models),
+                                               {'image': images, 'label': labels, 'mask': mask})
+  probs = np.mean([jax.nn.softmax(apply(p, images.reshape(-1, 6, 6, 1))).reshape(8, 10, 12).mean(1)
+                   for p in models], axis=0)
+  real = np.asarray(mask) > 0
+  lab = np.asarray(labels)
+  assert int(out['count']) == 6
+  assert int(out['correct']) == int(np.sum((probs.argmax(-1) == lab)[real]))
+  top5 = np.argsort(-probs, -1)[:, :5]
+  assert int(out['correct_top5']) == int(np.sum((top5 == lab[:, None]).any(-1)[real]))
+  np.testing.assert_allclose(float(out['loss_sum']), -np.sum(np.log(probs[np.arange(8), lab])[real]), rtol=1e-5)
+  assert np.asarray(out['confusion']).sum() == 6

@@ -30,15 +30,14 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from data import pipeline  # noqa: E402
 from nets import cnn  # noqa: E402
-from nets import losses  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
+from training import steps  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
 from training.errors import ConfigError  # noqa: E402
 from training.errors import UserError  # noqa: E402
@@ -55,13 +54,21 @@ class TrainingDiverged(UserError):
 def model_for(config):
   """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits) of config.model."""
   if config.model.name == 'cnn':
-    arch = cnn.Arch.from_config(config.model)
-    problems = arch.validate()
-    if problems:
-      raise ConfigError(problems[0])
-    return (lambda key, shape: cnn.init(key, arch, shape),
-            lambda params, x, train=False, key=None: cnn.apply(params, x, arch, train=train, key=key))
-  raise ConfigError(f'model.name {config.model.name!r} is unknown; choose cnn')
+    module, arch = cnn, cnn.Arch.from_config(config.model)
+  elif config.model.name == 'alexnet':
+    from nets import alexnet as module  # noqa: PLC0415
+
+    try:
+      arch = module.Arch.from_config(config.model)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  else:
+    raise ConfigError(f'model.name {config.model.name!r} is unknown; choose cnn or alexnet')
+  problems = arch.validate()
+  if problems:
+    raise ConfigError(problems[0])
+  return (lambda key, shape: module.init(key, arch, shape),
+          lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key))
 
 
 def dataset_for(config):
@@ -69,7 +76,21 @@ def dataset_for(config):
     from data import fashion_mnist  # noqa: PLC0415
 
     return fashion_mnist.Dataset(config.data)
-  raise ConfigError(f'data.name {config.data.name!r} is unknown; choose fashion_mnist')
+  if config.data.name == 'imagenet2012':
+    from data import imagenet  # noqa: PLC0415
+
+    return imagenet.Dataset(config.data)
+  raise ConfigError(f'data.name {config.data.name!r} is unknown; choose fashion_mnist or imagenet2012')
+
+
+def eval_crops(config):
+  """Views per test image in the final evaluation: 1 (centre) or 10 (corners, centre and their mirrors)."""
+  crops = config.get('eval', {}).get('crops', 1)
+  if crops not in (1, 10):
+    raise ConfigError(f'eval.crops must be 1 or 10, got {crops}')
+  if crops == 10 and config.data.name != 'imagenet2012':
+    raise ConfigError('eval.crops=10 applies to imagenet2012 only')
+  return crops
 
 
 def validate(config):
@@ -86,53 +107,22 @@ def validate(config):
 # ------------------------------------------------------------------------------------------------------ steps
 
 
-def make_train_step(apply_fn, tx, mesh):
-  """The jitted update: (state, batch) -> (state, metrics), state replicated, batch split over 'data'."""
+def evaluate_params(eval_step, params, dataset, batch_size, mesh, crops=1):
+  """Test loss, accuracy, top-1/top-5 error and (for few classes) confusion matrix over the whole test split.
 
-  def loss_fn(params, batch, key):
-    logits = apply_fn(params, batch['image'], train=True, key=key)
-    return losses.softmax_cross_entropy(logits, batch['label']).mean(), logits
-
-  def step(state, batch):
-    key = jax.random.fold_in(state['rng'], state['step'])
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], batch, key)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-               'grad_norm': optax.global_norm(grads), 'param_norm': optax.global_norm(params)}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1, 'rng': state['rng']}, metrics
-
-  rep, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(step, in_shardings=(rep, batch), out_shardings=(rep, rep), donate_argnums=0)
-
-
-def make_eval_step(apply_fn, mesh, num_classes):
-  """The jitted evaluation of one padded batch: sums of loss and correct predictions, and a confusion matrix."""
-
-  def step(params, batch):
-    logits = apply_fn(params, batch['image'], train=False)
-    mask = batch['mask']
-    pred = jnp.argmax(logits, -1)
-    confusion = jnp.einsum('bi,bj->ij', jax.nn.one_hot(batch['label'], num_classes) * mask[:, None],
-                           jax.nn.one_hot(pred, num_classes))
-    return {'loss_sum': jnp.sum(losses.softmax_cross_entropy(logits, batch['label']) * mask),
-            'correct': jnp.sum((pred == batch['label']) * mask), 'count': jnp.sum(mask), 'confusion': confusion}
-
-  return jax.jit(step, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh))
-
-
-def evaluate_params(eval_step, params, dataset, batch_size, mesh):
-  """Test loss, accuracy and confusion matrix (rows: true class, columns: predicted) over the whole split."""
+  params: one model's parameters or a stack of several (see make_eval_step)."""
   totals = None
-  for batch in pipeline.prefetch_to_device(dataset.test_batches(batch_size=batch_size),
+  params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
+  kw = {'crops': crops} if crops != 1 else {}
+  for batch in pipeline.prefetch_to_device(dataset.test_batches(batch_size=batch_size, **kw),
                                            sharding.batch_sharding(mesh)):
     out = eval_step(params, batch)
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.tree.map(np.asarray, totals)
-  return {'test_loss': float(totals['loss_sum'] / totals['count']),
-          'test_accuracy': float(totals['correct'] / totals['count']),
-          'confusion': totals['confusion'].astype(np.int64)}
+  accuracy = float(totals['correct'] / totals['count'])
+  return {'test_loss': float(totals['loss_sum'] / totals['count']), 'test_accuracy': accuracy,
+          'top1_error': 1.0 - accuracy, 'top5_error': float(1.0 - totals['correct_top5'] / totals['count']),
+          'confusion': totals['confusion'].astype(np.int64) if 'confusion' in totals else None}
 
 
 # ------------------------------------------------------------------------------------------------------ setup
@@ -147,8 +137,9 @@ class Setup:
   steps_per_epoch: int
   total_steps: int
   tx: Any
-  fresh_state: Callable  # () -> a new training state from config.seed
+  fresh_state: Callable  # () -> a new training state from config.seed, laid out as state_sharding says
   abstract_state: Any  # shapes, dtypes and shardings of the state, for restoring checkpoints
+  state_sharding: Any  # the state's shardings (a pytree like the state)
 
 
 def _setup(config):
@@ -166,16 +157,18 @@ def _setup(config):
   total_steps = config.train.epochs * steps_per_epoch
   tx = optim.classifier_optimizer(config.train, total_steps)
 
-  def fresh_state():
+  def new_state():
     key = jax.random.PRNGKey(config.seed)
     params = init_fn(jax.random.fold_in(key, 0), dataset.image_shape)
     return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
             'rng': jax.random.fold_in(key, 1)}
 
-  # Every leaf replicated; the abstract state tells orbax how to lay out what it restores.
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding.replicated(mesh)),
-                          jax.eval_shape(fresh_state))
-  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, fresh_state, abstract)
+  shapes = jax.eval_shape(new_state)
+  state_sharding = sharding.state_shardings(shapes, mesh, shard_dense=config.train.get('shard_dense', False))
+  # The abstract state tells orbax how to lay out what it restores.
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding)
+  fresh_state = jax.jit(new_state, out_shardings=state_sharding)  # each device makes only its part
+  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, fresh_state, abstract, state_sharding)
 
 
 def _checkpoints(config, workdir):
@@ -193,8 +186,9 @@ def train_and_evaluate(config, workdir):
   setup = _setup(config)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
   apply_fn = setup.apply_fn
-  train_step = make_train_step(apply_fn, setup.tx, mesh)
-  eval_step = make_eval_step(apply_fn, mesh, dataset.num_classes)
+  train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding)
+  eval_step = steps.make_eval_step(apply_fn, mesh, dataset.num_classes)
+  crops = eval_crops(config)
 
   ckpt = _checkpoints(config, workdir)
   latest = ckpt.latest_step()
@@ -202,7 +196,7 @@ def train_and_evaluate(config, workdir):
     state = ckpt.restore(latest, setup.abstract_state)
     print(f'resuming from the checkpoint at step {latest}')
   else:
-    state = jax.device_put(setup.fresh_state(), sharding.replicated(mesh))
+    state = setup.fresh_state()
   step = int(state['step'])
   writer = metrics_lib.MetricsWriter(workdir, start_step=step)
   tb = pipeline.tf().summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
@@ -224,12 +218,19 @@ def train_and_evaluate(config, workdir):
                              '--config.train.learning_rate and run again in a new --workdir')
 
   def record_test(epoch):
-    ev = evaluate_params(eval_step, state['params'], dataset, config.train.eval_batch_size, mesh)
+    """Evaluates (centre crops), logs, and lets lr_schedule='plateau' react; returns the new state."""
+    ev = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
+                         mesh)
     writer.write(step, epoch=epoch, test_loss=ev['test_loss'], test_accuracy=ev['test_accuracy'],
-                 wall_s=round(time.time() - start_time, 2))
+                 test_top5_error=ev['top5_error'], wall_s=round(time.time() - start_time, 2))
     with tb.as_default(step=step):
       pipeline.tf().summary.scalar('test/accuracy', ev['test_accuracy'])
       pipeline.tf().summary.scalar('test/loss', ev['test_loss'])
+      pipeline.tf().summary.scalar('test/top5_error', ev['top5_error'])
+    opt_state, message = optim.plateau_update(state['opt_state'], ev['top1_error'], config.train)
+    if message:
+      print(f'epoch {epoch}: {message}')
+    return {**state, 'opt_state': opt_state}
 
   try:
     for epoch in range(step // steps_per_epoch, config.train.epochs):
@@ -239,6 +240,8 @@ def train_and_evaluate(config, workdir):
         state, m = train_step(state, batch)
         step += 1
         bar.update(1)
+        if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
+          state = record_test(step // steps_per_epoch)
         terminating = stop['sigterm']  # read once: a signal arriving later in this step is seen at the next one
         due_save = step % config.train.checkpoint_every == 0 or terminating or step == total_steps
         if step % config.train.log_every == 0 or due_save:
@@ -256,7 +259,6 @@ def train_and_evaluate(config, workdir):
           ckpt.close()
           print(f'SIGTERM: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to resume')
           return None
-      record_test(epoch + 1)
     ckpt.wait()
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
@@ -264,16 +266,24 @@ def train_and_evaluate(config, workdir):
     tb.flush()
 
   rows = read_metrics(workdir)  # the whole run, resumed parts included
-  if not any('test_loss' in r and r['step'] == step for r in rows):
-    record_test(config.train.epochs)  # killed between the last save and the last evaluation
-    rows = read_metrics(workdir)
-  history = [{k: r[k] for k in ('epoch', 'step', 'test_loss', 'test_accuracy')} for r in rows if 'test_loss' in r]
+  history = [{k: r.get(k) for k in ('epoch', 'step', 'test_loss', 'test_accuracy', 'test_top5_error')}
+             for r in rows if 'test_loss' in r]
   ev = history[-1]
+  final = {'top1_error': 1.0 - ev['test_accuracy'], 'top5_error': ev['test_top5_error'], 'crops': 1}
+  if crops > 1:
+    ten = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
+                          mesh, crops=crops)
+    final = {'top1_error': ten['top1_error'], 'top5_error': ten['top5_error'], 'crops': crops}
   results = {
       'experiment': config.experiment,
       'final_loss': [r['train_loss'] for r in rows if 'train_loss' in r][-1],
       'test_accuracy': ev['test_accuracy'],
       'test_loss': ev['test_loss'],
+      'top1_error': final['top1_error'],
+      'top5_error': final['top5_error'],
+      'eval_crops': final['crops'],
+      'centre_crop_top1_error': 1.0 - ev['test_accuracy'],
+      'centre_crop_top5_error': ev['test_top5_error'],
       'num_params': cnn.num_params(state['params']),
       'steps': step,
       'epochs': config.train.epochs,
@@ -294,35 +304,60 @@ def train_and_evaluate(config, workdir):
 # ------------------------------------------------------------------------------------------------------ eval
 
 
-def evaluate(config, workdir, step=None, fresh_points=0):
-  """Evaluates the workdir's latest (or given) checkpoint on the test split; writes eval.json and figures."""
+def _restore_params(config, setup, workdir, step=None):
+  """(step, params) of a workdir's latest (or given) checkpoint; one clear line if there is none."""
+  ckpt = _checkpoints(config, workdir)
+  saved = ckpt.all_steps()
+  if not saved:
+    raise WorkdirError(f'{workdir} has no checkpoint; train first with the same --config and --workdir')
+  step = saved[-1] if step is None else step
+  if step not in saved:
+    raise WorkdirError(f'{workdir} has no checkpoint at step {step}; it has steps {sorted(saved)}')
+  try:
+    state = ckpt.restore(step, setup.abstract_state)
+  except (ValueError, TypeError) as e:  # another architecture: shapes or tree structure differ
+    raise WorkdirError(f'the checkpoint at step {step} in {workdir} does not fit this config\'s model ({e}); '
+                       'every ensemble member must be trained with the same model config') from None
+  finally:
+    ckpt.close()
+  return step, state['params']
+
+
+def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
+  """Evaluates the workdir's latest (or given) checkpoint on the test split, alone or averaged with the latest
+  checkpoints of the `ensemble` workdirs; writes eval.json, the evaluation section of results.md and figures."""
   if fresh_points:
     raise ConfigError('--fresh_points applies to hidden_units only')
   validate(config)
   setup = _setup(config)
-  ckpt = _checkpoints(config, workdir)
-  steps = ckpt.all_steps()
-  if not steps:
-    raise WorkdirError(f'{workdir} has no checkpoint; train first with the same --config and --workdir')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise WorkdirError(f'{workdir} has no checkpoint at step {step}; it has steps {sorted(steps)}')
-  state = ckpt.restore(step, setup.abstract_state)
-  ckpt.close()
-  dataset = setup.dataset
-  ev = evaluate_params(make_eval_step(setup.apply_fn, setup.mesh, dataset.num_classes), state['params'], dataset,
-                       config.train.eval_batch_size, setup.mesh)
+  step, params = _restore_params(config, setup, workdir, step)
+  members = [params] + [_restore_params(config, setup, d)[1] for d in ensemble]
+  dataset, crops = setup.dataset, eval_crops(config)
+  eval_step = steps.make_eval_step(setup.apply_fn, setup.mesh, dataset.num_classes)
+  ev = evaluate_params(eval_step, steps.stack_models(*members), dataset, config.train.eval_batch_size, setup.mesh,
+                       crops)
+  out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
+         'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],
+         'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}
+  views = f'{crops} crop{"s" if crops > 1 else ""}, {len(members)} model{"s" if len(members) > 1 else ""}'
+  print(f'step {step} ({views}): test accuracy {ev["test_accuracy"]:.4f}, test loss {ev["test_loss"]:.4f}, '
+        f'top-1 error {ev["top1_error"]:.4f}, top-5 error {ev["top5_error"]:.4f}')
   confusion = ev['confusion']
-  per_class = {name: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, name in enumerate(dataset.class_names)}
-  out = {'step': step, 'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'],
-         'per_class_accuracy': per_class, 'confusion': confusion.tolist(),
-         'params_sha256': checkpoint_lib.params_sha256(state['params'])}
+  if confusion is not None:
+    out['per_class_accuracy'] = {name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+                                 for i, name in enumerate(dataset.class_names)}
+    out['confusion'] = confusion.tolist()
+    confusion_figure(confusion, dataset.class_names, os.path.join(workdir, 'figures', 'confusion_matrix.png'),
+                     f'{config.experiment}, step {step}: test accuracy {ev["test_accuracy"]:.4f}')
+    for name, acc in out['per_class_accuracy'].items():
+      print(f'  {name:12s} {acc:.4f}')
   workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
-  confusion_figure(confusion, dataset.class_names, os.path.join(workdir, 'figures', 'confusion_matrix.png'),
-                   f'{config.experiment}, step {step}: test accuracy {ev["test_accuracy"]:.4f}')
-  print(f'step {step}: test accuracy {ev["test_accuracy"]:.4f}, test loss {ev["test_loss"]:.4f}')
-  for name, acc in per_class.items():
-    print(f'  {name:12s} {acc:.4f}')
+  md = os.path.join(workdir, 'results.md')
+  before = ''
+  if os.path.exists(md):
+    with open(md) as f:
+      before = f.read().split(EVAL_HEADING)[0].rstrip() + '\n\n'
+  workdir_lib.write_text(md, before + eval_markdown(config, out))
   return out
 
 
@@ -339,6 +374,30 @@ def markdown(config, results):
   lines += [f'| {h["epoch"]} | {h["step"]} | {h["test_accuracy"]:.4f} | {h["test_loss"]:.4f} |'
             for h in results['per_epoch']]
   lines += ['', '![learning curves](figures/learning_curves.png)']
+  if config.get('reference'):
+    lines += ['', f'Final evaluation ({results["eval_crops"]} crop{"s" if results["eval_crops"] > 1 else ""}): '
+              f'top-1 error {results["top1_error"]:.4f}, top-5 error {results["top5_error"]:.4f}.', '',
+              *reference_rows(config, 'this run, 1 model', results['top1_error'], results['top5_error'])]
+  return '\n'.join(lines) + '\n'
+
+
+EVAL_HEADING = '## Evaluation (eval.py)'
+
+
+def reference_rows(config, label, top1, top5):
+  """A table of the measured errors beside the published ones in config.reference ({row: (top1, top5)})."""
+  rows = ['| | top-1 error | top-5 error |', '|---|---|---|', f'| **{label}** | **{top1:.4f}** | **{top5:.4f}** |']
+  for name, (r1, r5) in config.get('reference', {}).items():
+    rows.append(f'| {name.replace("_", " ")} (published) | {r1:.3f} | {r5:.3f} |')
+  return rows
+
+
+def eval_markdown(config, out):
+  label = (f'step {out["step"]}, {out["models"]} model{"s" if out["models"] > 1 else ""}, {out["crops"]} '
+           f'crop{"s" if out["crops"] > 1 else ""}')
+  lines = [EVAL_HEADING, '', *reference_rows(config, label, out['top1_error'], out['top5_error'])]
+  if out['ensemble']:
+    lines += ['', 'Ensemble members besides this workdir: ' + ', '.join(f'`{d}`' for d in out['ensemble'])]
   return '\n'.join(lines) + '\n'
 
 

@@ -8,6 +8,11 @@ Config keys (under `train`):
   lr_decay_steps  > 0, used by the decaying schedules
   momentum        0 for the lecture's plain SGD
 """
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from training.errors import ConfigError
@@ -46,8 +51,11 @@ def classifier_optimizer(train_cfg, total_steps):
 
     optimizer       'sgd' (with `momentum`) or 'adam'
     learning_rate   eta_0 > 0
-    lr_schedule     'constant', 'cosine' (to 0 over the run), or 'step' (divided by 10 at each of
-                    `lr_boundaries`, fractions of the run)
+    lr_schedule     'constant', 'cosine' (to 0 over the run), 'step' (divided by 10 at each of
+                    `lr_boundaries`, fractions of the run), or 'plateau' (divided by `plateau_factor` when the
+                    test error has not improved by `plateau_min_delta` for `plateau_patience` evaluations, at most
+                    `plateau_reductions` times: the AlexNet paper's "divide by 10 when the validation error stops
+                    improving"; the trainer calls `plateau_update` after each evaluation)
     weight_decay    added to the gradient as weight_decay * w before the step (the AlexNet paper's form)
   """
   eta0 = train_cfg.learning_rate
@@ -63,8 +71,10 @@ def classifier_optimizer(train_cfg, total_steps):
   elif name == 'step':
     sched = optax.piecewise_constant_schedule(
         eta0, {int(b * total_steps): 0.1 for b in train_cfg.lr_boundaries})
+  elif name == 'plateau':
+    sched = optax.constant_schedule(eta0)
   else:
-    raise ConfigError(f'train.lr_schedule {name!r} is unknown; choose one of constant, cosine, step')
+    raise ConfigError(f'train.lr_schedule {name!r} is unknown; choose one of constant, cosine, step, plateau')
   if train_cfg.optimizer == 'sgd':
     if not 0 <= train_cfg.momentum < 1:
       raise ConfigError(f'train.momentum must be in [0, 1), got {train_cfg.momentum}')
@@ -73,6 +83,53 @@ def classifier_optimizer(train_cfg, total_steps):
     step = optax.adam(sched)
   else:
     raise ConfigError(f'train.optimizer {train_cfg.optimizer!r} is unknown; choose one of {OPTIMIZERS}')
-  if train_cfg.weight_decay:
-    return optax.chain(optax.add_decayed_weights(train_cfg.weight_decay), step)
-  return step
+  parts = [optax.add_decayed_weights(train_cfg.weight_decay)] if train_cfg.weight_decay else []
+  parts.append(step)
+  if name == 'plateau':
+    parts.append(plateau_scale())
+  return optax.chain(*parts) if len(parts) > 1 else step
+
+
+class PlateauState(NamedTuple):
+  """The step-size factor of lr_schedule='plateau' and what decides it; part of the checkpointed state."""
+  scale: jnp.ndarray  # multiplies every update
+  best: jnp.ndarray  # the lowest test error so far
+  bad: jnp.ndarray  # evaluations since it last improved
+  reductions: jnp.ndarray  # times the factor has been applied
+
+
+def plateau_scale():
+  """Scales updates by PlateauState.scale; `plateau_update` changes the state between steps."""
+
+  def init(params):
+    del params
+    return PlateauState(jnp.ones((), jnp.float32), jnp.full((), np.inf, jnp.float32), jnp.zeros((), jnp.int32),
+                        jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    return optax.tree.scale(state.scale, updates), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def plateau_update(opt_state, error, train_cfg):
+  """The optimiser state after an evaluation with this test error: the same unless lr_schedule is 'plateau';
+  then the factor shrinks after `plateau_patience` evaluations without an improvement. Returns (state, message
+  or None)."""
+  if train_cfg.lr_schedule != 'plateau':
+    return opt_state, None
+  (i, p), = [(i, s) for i, s in enumerate(opt_state) if isinstance(s, PlateauState)]
+  best, bad, scale, reductions = float(p.best), int(p.bad), float(p.scale), int(p.reductions)
+  message = None
+  if error < best - train_cfg.plateau_min_delta:
+    best, bad = error, 0
+  else:
+    bad += 1
+    if bad >= train_cfg.plateau_patience and reductions < train_cfg.plateau_reductions:
+      scale, bad, reductions = scale / train_cfg.plateau_factor, 0, reductions + 1
+      message = (f'test error {error:.4f} has not improved on {best:.4f} for {train_cfg.plateau_patience} '
+                 f'evaluations: learning rate x{scale:g} (reduction {reductions} of {train_cfg.plateau_reductions})')
+  new = PlateauState(*(jnp.asarray(v, a.dtype) for v, a in zip((scale, best, bad, reductions), p)))
+  new = type(p)(*(jax.device_put(v, a.sharding) for v, a in zip(new, p)))
+  return (*opt_state[:i], new, *opt_state[i + 1:]), message

@@ -1,6 +1,8 @@
 """How arrays are laid out over devices: the one module that builds meshes and shardings.
 
-Data-parallel training uses a 1-D mesh ('data',): the global batch is split over it and parameters are replicated.
+Data-parallel training uses a 1-D mesh ('data',): the global batch is split over it and parameters are replicated;
+optionally the large dense layers' weights (and their optimiser state) are split over it too, by output unit
+(`state_shardings(shard_dense=True)`): AlexNet's fc6-fc8 hold 58.6M of its 61M parameters.
 
 A sweep of independent models shards its leading model axis over a 1-D mesh ('models',) of every device: each
 device trains its share of the models, with no communication. The same code runs on one CPU, on N CPU devices
@@ -48,3 +50,17 @@ def check_batch_divides(global_batch, mesh):
   if global_batch % mesh.size:
     raise ValueError(f'the global batch of {global_batch} does not split over {mesh.size} devices; pass a '
                      f'multiple of {mesh.size}, e.g. --config.train.batch_size={max(1, global_batch // mesh.size) * mesh.size}')
+
+
+def state_shardings(abstract_state, mesh, *, shard_dense=False):
+  """The sharding of every leaf of a training state: replicated, except, with shard_dense, every 2-D weight 'W' of
+  a dense layer (a key starting with 'fc' or 'out', in the parameters and in the optimiser's moments alike) whose
+  output width the mesh divides: split by columns over 'data'."""
+  rep, cols = replicated(mesh), NamedSharding(mesh, P(None, 'data'))
+
+  def rule(path, leaf):
+    keys = [getattr(k, 'key', None) for k in path]
+    dense = any(isinstance(k, str) and k.startswith(('fc', 'out')) for k in keys) and keys[-1] == 'W'
+    return cols if shard_dense and dense and leaf.ndim == 2 and leaf.shape[1] % mesh.size == 0 else rep
+
+  return jax.tree_util.tree_map_with_path(rule, abstract_state)

@@ -48,8 +48,9 @@ def prepare(workdir, config):
   os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
 
 
-def check_matches(workdir, config):
-  """Raises WorkdirError unless `workdir`'s config.json records exactly `config`."""
+def check_matches(workdir, config, sections=None):
+  """Raises WorkdirError unless `workdir`'s config.json records exactly `config` (or its `sections`, such as
+  ('model', 'data') for an ensemble member trained with another seed)."""
   new = config_to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -63,6 +64,8 @@ def check_matches(workdir, config):
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
   a, b = _flatten(old), _flatten(new)
+  if sections:
+    a, b = ({k: v for k, v in d.items() if k.split('.')[0] in sections} for d in (a, b))
   diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
   if diff:
     shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
@@ -73,11 +76,17 @@ def check_matches(workdir, config):
 
 def write_text(path, text):
   """Writes `text` to `path` atomically (temporary file, then rename)."""
+  write_bytes(path, text.encode())
+
+
+def write_bytes(path, data):
+  """Writes `data` to `path` atomically (temporary file, then rename)."""
   d = os.path.dirname(path) or '.'
+  os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-')
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -1,0 +1,224 @@
+"""ImageNet (ILSVRC 2012) through TFDS's `imagenet2012` builder, with the AlexNet paper's preprocessing.
+
+The data: TFDS prepares `imagenet2012` from the two archives ImageNet distributes after registration
+(https://image-net.org/download-images), which must be in the manual directory:
+    ILSVRC2012_img_train.tar (138 GB)  and  ILSVRC2012_img_val.tar (6.3 GB)
+The manual directory is the config's `data.manual_dir`, else $IMAGENET_MANUAL_DIR, else TFDS's default
+<data.tfds_dir>/downloads/manual. Preparing writes ~150 GB of TFRecords into data.tfds_dir, once.
+
+Preprocessing (Krizhevsky et al. 2012, sections 2 and 4.1), all on the host in tf.data, never in JAX:
+  - every image: JPEG decode, shorter side resized to 256, central 256x256 crop, minus the per-pixel mean image
+    of the training set (256x256x3, computed once and cached beside the prepared data; pixels stay in 0..255);
+  - training: a random 224x224 crop, a horizontal flip with probability 1/2, and PCA colour augmentation: to
+    every pixel add sum_i alpha_i * lambda_i * p_i, with p_i, lambda_i the eigenvectors and eigenvalues of the
+    RGB covariance of ImageNet's pixels and alpha_i ~ N(0, 0.1^2) drawn once per image;
+  - evaluation: the central 224x224 crop, or 10 crops (four corners and centre, and their mirror images) whose
+    softmax outputs the evaluation averages.
+Random draws are TF stateless ops seeded by (epoch seed, position in the epoch), so a resumed run augments every
+image exactly as the uninterrupted one did.
+
+`write_fake_manual_dir` writes archives in the real format (per-class tars of JPEGs inside the train tar, JPEGs
+named ILSVRC2012_val_*.JPEG in the val tar), tiny, so tests and the `quick` config run the real builder offline.
+"""
+import hashlib
+import io
+import os
+import tarfile
+
+import numpy as np
+
+from data import pipeline
+from training import workdir as workdir_lib
+from training.errors import DataError
+
+NAME = 'imagenet2012'
+TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'
+ENV_VAR = 'IMAGENET_MANUAL_DIR'
+RESIZE, CROP = 256, 224
+# Eigen-decomposition of the RGB covariance of ImageNet's training pixels (scaled to [0, 1]), as published with
+# fb.resnet.torch and used by most reproductions; columns of EIGVEC are the eigenvectors.
+EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
+EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                   [-0.5808, -0.0045, -0.8140],
+                   [-0.5836, -0.6948, 0.4203]], np.float32)
+PCA_STD = 0.1
+
+
+def manual_dir(data_cfg):
+  return os.path.expanduser(data_cfg.manual_dir or os.environ.get(ENV_VAR, '') or
+                            os.path.join(data_cfg.tfds_dir, 'downloads', 'manual'))
+
+
+def builder(data_dir, manual):
+  """The TFDS builder of imagenet2012 in data_dir, prepared from the archives in `manual` if it is not yet."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  pipeline.tf()  # TF hidden from accelerators before TFDS starts it
+  b = tfds.builder(NAME, data_dir=data_dir)
+  if b.is_prepared():
+    return b
+  missing = [f for f in (TRAIN_TAR, VAL_TAR) if not os.path.isfile(os.path.join(manual, f))]
+  if missing:
+    raise DataError(f'ImageNet is not prepared in {data_dir} and {" and ".join(missing)} not in {manual}: download '
+                    f'them from https://image-net.org/download-images (after registering) into that directory, or '
+                    f'pass --config.data.manual_dir=DIR or set ${ENV_VAR}')
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  return tfds.builder(NAME, data_dir=data_dir)
+
+
+# ----------------------------------------------------------------------------------------- per-image transforms
+
+
+def decode_resize_crop(jpeg):
+  """JPEG bytes -> float32 (256, 256, 3) in 0..255: shorter side to 256 (bilinear, antialiased), central crop."""
+  t = pipeline.tf()
+  image = t.io.decode_jpeg(jpeg, channels=3)
+  shape = t.cast(t.shape(image)[:2], t.float32)
+  size = t.cast(t.round(shape * RESIZE / t.reduce_min(shape)), t.int32)
+  image = t.image.resize(image, t.maximum(size, RESIZE), antialias=True)
+  top, left = (t.shape(image)[0] - RESIZE) // 2, (t.shape(image)[1] - RESIZE) // 2
+  return image[top:top + RESIZE, left:left + RESIZE, :]
+
+
+def augment(image_256, seed):
+  """The training crop, flip and PCA colour shift of one mean-subtracted 256x256 image; seed: int64 (2,)."""
+  t = pipeline.tf()
+  seeds = t.random.experimental.stateless_split(seed, 3)
+  image = t.image.stateless_random_crop(image_256, (CROP, CROP, 3), seeds[0])
+  image = t.image.stateless_random_flip_left_right(image, seeds[1])
+  alpha = t.random.stateless_normal((3,), seeds[2], stddev=PCA_STD)
+  shift = 255.0 * t.linalg.matvec(t.constant(EIGVEC), alpha * t.constant(EIGVAL))  # pixels are in 0..255
+  return image + shift
+
+
+def eval_crops(image_256, crops):
+  """The central 224x224 crop (crops=1: (224, 224, 3)) or the ten crops ((10, 224, 224, 3))."""
+  t = pipeline.tf()
+  o, c = RESIZE - CROP, (RESIZE - CROP) // 2
+  if crops == 1:
+    return image_256[c:c + CROP, c:c + CROP, :]
+  five = t.stack([image_256[y:y + CROP, x:x + CROP, :] for y, x in ((0, 0), (0, o), (o, 0), (o, o), (c, c))])
+  return t.concat([five, t.reverse(five, axis=[2])], axis=0)
+
+
+# ----------------------------------------------------------------------------------------------- the dataset
+
+
+class Dataset:
+  """ImageNet for the classifier trainer: train and validation splits as tf.data pipelines.
+
+  The validation split is the "test" split of the trainer (ILSVRC 2012's test labels were never released).
+  """
+
+  image_shape = (CROP, CROP, 3)
+
+  def __init__(self, data_cfg):
+    tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
+    if data_cfg.fake_images:  # in a directory of its own: never mixed with a real prepared imagenet2012
+      tfds_dir = os.path.join(tfds_dir, f'fake_imagenet2012_{data_cfg.fake_images}')
+      manual = write_fake_manual_dir(os.path.join(tfds_dir, 'manual'), images=data_cfg.fake_images)
+    else:
+      manual = manual_dir(data_cfg)
+    self._builder = builder(tfds_dir, manual)
+    splits = self._builder.info.splits
+    self.num_train = min(data_cfg.num_train or splits['train'].num_examples, splits['train'].num_examples)
+    self.num_test = min(data_cfg.num_test or splits['validation'].num_examples, splits['validation'].num_examples)
+    self.class_names = tuple(self._builder.info.features['label'].names)
+    self.num_classes = len(self.class_names)
+    self._cfg = data_cfg
+    self._mean = mean_image(self._builder, data_cfg.mean_images, tfds_dir)
+
+  def _split(self, name, n, *, shuffle_seed=None):
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    read = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+    return self._builder.as_dataset(split=f'{name}[:{n}]', shuffle_files=shuffle_seed is not None,
+                                    decoders={'image': tfds.decode.SkipDecoding()}, read_config=read)
+
+  def _centred(self, x):
+    return decode_resize_crop(x['image']) - self._mean
+
+  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0):
+    t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
+    ds = self._split('train', self.num_train, shuffle_seed=es % (2 ** 31))
+    return pipeline.train_batches(
+        ds, shuffle_buffer=min(self._cfg.shuffle_buffer, self.num_train), batch_size=batch_size, seed=seed,
+        epoch=epoch, skip_batches=skip_batches,
+        augment=lambda x, s: {'image': augment(self._centred(x), s), 'label': t.cast(x['label'], t.int32)})
+
+  def test_batches(self, *, batch_size, crops=1):
+    t = pipeline.tf()
+    ds = self._split('validation', self.num_test)
+    return pipeline.eval_batches(
+        ds, batch_size=batch_size,
+        preprocess=lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)})
+
+
+def mean_image(b, num_images, cache_dir):
+  """The per-pixel mean (256, 256, 3) of the first num_images training images (0: all), cached as .npy."""
+  n_all = b.info.splits['train'].num_examples
+  n = min(num_images or n_all, n_all)
+  path = os.path.join(cache_dir, f'{NAME}_mean_{b.version}_{n}.npy')
+  if os.path.exists(path):
+    return np.load(path)
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  t = pipeline.tf()
+  ds = b.as_dataset(split=f'train[:{n}]', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
+  ds = ds.map(lambda x: decode_resize_crop(x['image']), num_parallel_calls=t.data.AUTOTUNE).batch(256)
+  total = np.zeros((RESIZE, RESIZE, 3), np.float64)
+  for batch in ds.as_numpy_iterator():
+    total += batch.astype(np.float64).sum(0)
+  mean = (total / n).astype(np.float32)
+  buf = io.BytesIO()
+  np.save(buf, mean)
+  workdir_lib.write_bytes(path, buf.getvalue())
+  return mean
+
+
+# ------------------------------------------------------------------------------------------------ fake data
+
+
+def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0):
+  """Tiny ILSVRC2012 train and val archives in the real layout, with `images` JPEGs each (if not there yet).
+
+  Train: `classes` synsets (the first ones of TFDS's label list), images split among them, sizes from 60 to 160
+  pixels per side. Val: `images` JPEGs named ILSVRC2012_val_%08d.JPEG, which TFDS labels from its own list.
+  Each class has its own mean colour, so a net can learn something from them.
+  """
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  marker = os.path.join(directory, f'.fake_{images}_{classes}_{seed}')
+  if os.path.exists(marker):
+    return directory
+  os.makedirs(directory, exist_ok=True)
+  t = pipeline.tf()
+  rng = np.random.default_rng(seed)
+  with open(tfds.core.tfds_path('datasets/imagenet2012/labels.txt')) as f:
+    synsets = f.read().split()[:classes]
+
+  def jpeg(label):
+    h, w = rng.integers(60, 161, 2)
+    base = rng.normal(0, 30, (h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    colour = np.array([(label * 97) % 256, (label * 53 + 80) % 256, (label * 29 + 160) % 256])
+    pixels = np.clip(colour + base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+    return t.io.encode_jpeg(pixels, quality=90).numpy()
+
+  def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+  with tarfile.open(os.path.join(directory, TRAIN_TAR), 'w') as train:
+    for c, synset in enumerate(synsets):
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode='w') as class_tar:
+        for i in range(c, images, classes):
+          add(class_tar, f'{synset}_{i}.JPEG', jpeg(c))
+      add(train, f'{synset}.tar', inner.getvalue())
+  with tarfile.open(os.path.join(directory, VAL_TAR), 'w') as val:
+    for i in range(images):
+      add(val, f'ILSVRC2012_val_{i + 1:08d}.JPEG', jpeg(int(rng.integers(classes))))
+  with open(marker, 'w') as f:
+    f.write(hashlib.sha256(repr((images, classes, seed)).encode()).hexdigest())
+  return directory

@@ -1,0 +1,183 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012) and torchvision's variant, as pure functions.
+
+The 2012 network on 224x224x3 images (conv1 is padded by 2 pixels, so its 11x11 stride-4 windows give the paper's
+55x55 maps; the paper's 224 and 55 are otherwise inconsistent):
+
+  conv1  96 11x11 stride 4 -> ReLU -> LRN -> max pool 3/2        55x55x96 -> 27x27
+  conv2 256  5x5 pad 2, 2 groups -> ReLU -> LRN -> max pool 3/2  27x27x256 -> 13x13
+  conv3 384  3x3 pad 1 (sees both groups)                        13x13x384
+  conv4 384  3x3 pad 1, 2 groups                                 13x13x384
+  conv5 256  3x3 pad 1, 2 groups -> max pool 3/2                 13x13x256 -> 6x6
+  fc6 4096 -> ReLU -> dropout 0.5, fc7 4096 -> ReLU -> dropout 0.5, fc8 1000 (logits)
+
+The two groups are the paper's two GPUs: a grouped layer sees only the feature maps of its own tower. With
+`groups=1` the same widths form one tower. Contrast normalisation is the paper's formula (nets/layers.lrn):
+b = a / (k + alpha * sum over n neighbouring maps of a^2)^beta with k=2, n=5, alpha=1e-4, beta=0.75;
+`lrn_alpha_over_n=True` divides alpha by n as Caffe and PyTorch do, which normalises 5 times more weakly.
+Initialisation: weights N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6 and fc7 (`bias_one`; reproductions
+report that 1 can stall training, 0.1 is a common choice) and 0 elsewhere.
+
+torchvision's variant (`Arch.torchvision()`): widths 64-192-384-256-256, no groups, no normalisation, dropout
+before fc6 and fc7, PyTorch's default (uniform fan-in) initialisation replaced by the same N(0, 0.01) here.
+
+`dtype='bfloat16'` computes in bfloat16 (mixed precision); parameters stay float32 and logits come back float32.
+Parameters: {'conv1': {'W', 'b'}, ..., 'conv5', 'fc6', 'fc7', 'fc8'}.
+"""
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nets import layers
+
+IMAGE_SIZE = 224
+DTYPES = ('float32', 'bfloat16')
+GROUP_IMPLS = ('xla', 'split')
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+  widths: tuple = (96, 256, 384, 384, 256)
+  groups: tuple = (1, 2, 1, 2, 2)  # per conv layer; all 1: single tower
+  lrn: bool = True  # after conv1 and conv2
+  lrn_n: int = 5
+  lrn_k: float = 2.0
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  lrn_alpha_over_n: bool = False  # Caffe's and PyTorch's alpha / n
+  dense: tuple = (4096, 4096)
+  dropout: float = 0.5
+  dropout_before_dense: bool = False  # torchvision: dropout on the inputs of fc6 and fc7, not on their outputs
+  num_classes: int = 1000
+  init_std: float = 0.01
+  bias_one: float = 1.0  # the bias of conv2, conv4, conv5, fc6, fc7
+  dtype: str = 'float32'
+  group_impl: str = 'xla'  # 'xla': one convolution with feature groups; 'split': one convolution per group
+
+  @classmethod
+  def torchvision(cls, **kw):
+    return cls(**{'widths': (64, 192, 384, 256, 256), 'groups': (1,) * 5, 'lrn': False,
+                  'dropout_before_dense': True, **kw})
+
+  @classmethod
+  def from_config(cls, model_cfg):
+    """An Arch from a config's `model` section: `variant` ('paper' or 'torchvision') plus any field to override."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in model_cfg.items() if k in fields}
+    variant = model_cfg.get('variant', 'paper')
+    if variant == 'torchvision':
+      return cls.torchvision(**kw)
+    if variant != 'paper':
+      raise ValueError(f'model.variant {variant!r} is unknown; choose paper or torchvision')
+    return cls(**kw)
+
+  def validate(self):
+    errors = []
+    if len(self.widths) != 5 or len(self.groups) != 5:
+      errors.append(f'model.widths {self.widths} and model.groups {self.groups} need 5 entries (conv1..conv5)')
+    elif any(w % g for w, g in zip(self.widths, self.groups)) or any(
+        i and self.widths[i - 1] % g for i, g in enumerate(self.groups)):
+      errors.append(f'model.groups {self.groups} must divide each conv layer\'s input and output widths')
+    if self.dtype not in DTYPES:
+      errors.append(f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
+    if self.group_impl not in GROUP_IMPLS:
+      errors.append(f'model.group_impl {self.group_impl!r} is unknown; choose one of {GROUP_IMPLS}')
+    if not 0 <= self.dropout < 1:
+      errors.append(f'model.dropout must be in [0, 1), got {self.dropout}')
+    return errors
+
+
+# (kernel, stride, padding) of conv1..conv5, and which are followed by normalisation and pooling
+KERNELS = ((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))
+NORMALISED = (True, True, False, False, False)
+POOLED = (True, True, False, False, True)
+BIAS_ONE = ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
+
+
+def init(key, arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
+  keys = iter(jax.random.split(key, 8))
+  params, channels = {}, input_shape_HxWxC[-1]
+  bias = lambda name: arch.bias_one if name in BIAS_ONE else 0.0
+  for i, (width, groups, (kernel, _, _)) in enumerate(zip(arch.widths, arch.groups, KERNELS)):
+    name = f'conv{i + 1}'
+    params[name] = layers.conv_init(next(keys), kernel, channels, width, groups=groups, weight_init='normal',
+                                    std=arch.init_std, bias=bias(name))
+    channels = width
+  flat = jax.eval_shape(lambda p: _features(p, jnp.zeros((1, *input_shape_HxWxC)), arch), params).shape[-1]
+  for i, width in enumerate((*arch.dense, arch.num_classes)):
+    name = f'fc{i + 6}'
+    params[name] = layers.dense_init(next(keys), flat, width, weight_init='normal', std=arch.init_std,
+                                     bias=bias(name))
+    flat = width
+  return params
+
+
+def _conv(p, x, arch, i):
+  _, stride, pad = KERNELS[i]
+  groups = arch.groups[i]
+  if groups > 1 and arch.group_impl == 'split':
+    xs = jnp.split(x, groups, axis=-1)
+    ws, bs = jnp.split(p['W'], groups, axis=-1), jnp.split(p['b'], groups)
+    return jnp.concatenate([layers.conv({'W': w, 'b': b}, xg, stride=stride, padding=pad)
+                            for xg, w, b in zip(xs, ws, bs)], axis=-1)
+  return layers.conv(p, x, stride=stride, padding=pad, groups=groups)
+
+
+def _features(params, x, arch):
+  x = x.astype(arch.dtype)
+  for i in range(5):
+    x = jax.nn.relu(_conv(params[f'conv{i + 1}'], x, arch, i))
+    if arch.lrn and NORMALISED[i]:
+      x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
+                     alpha_over_n=arch.lrn_alpha_over_n)
+    if POOLED[i]:
+      x = layers.max_pool(x, 3, 2)
+  return x.reshape(x.shape[0], -1)
+
+
+def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
+  """Logits (B, num_classes), float32. In training, dropout needs `key`."""
+  h = _features(params, x_BxHxWxC, arch)
+  drop = train and arch.dropout > 0
+  keys = jax.random.split(key, len(arch.dense)) if drop else [None] * len(arch.dense)
+  for i, k in enumerate(keys):
+    if arch.dropout_before_dense:
+      h = layers.dropout(h, arch.dropout, key=k, train=train)
+    h = jax.nn.relu(layers.dense(params[f'fc{i + 6}'], h))
+    if not arch.dropout_before_dense:
+      h = layers.dropout(h, arch.dropout, key=k, train=train)
+  return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.float32)
+
+
+def num_params(params):
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def layer_shapes(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
+  """{layer: output shape of its neurons (before pooling)} for one image, from the shapes JAX infers."""
+  shapes, params = {}, jax.eval_shape(lambda: init(jax.random.PRNGKey(0), arch, input_shape_HxWxC))
+
+  def trace(p, x):
+    x = x.astype(arch.dtype)
+    for i in range(5):
+      x = _conv(p[f'conv{i + 1}'], x, arch, i)
+      shapes[f'conv{i + 1}'] = x.shape[1:]
+      if POOLED[i]:
+        x = layers.max_pool(x, 3, 2)
+    return x
+
+  jax.eval_shape(trace, params, jax.ShapeDtypeStruct((1, *input_shape_HxWxC), jnp.float32))
+  for i, width in enumerate((*arch.dense, arch.num_classes)):
+    shapes[f'fc{i + 6}'] = (width,)
+  return shapes
+
+
+def multiply_adds(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
+  """Multiply-adds of one image's forward pass through the conv and dense layers (a training step: about 3x)."""
+  params = jax.eval_shape(lambda: init(jax.random.PRNGKey(0), arch, input_shape_HxWxC))
+  total = 0
+  for name, shape in layer_shapes(arch, input_shape_HxWxC).items():
+    w = params[name]['W'].shape
+    total += math.prod(shape) * math.prod(w[:-1])  # each output: one multiply-add per weight that feeds it
+  return total

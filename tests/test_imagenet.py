@@ -1,0 +1,99 @@
+"""ImageNet through TFDS's real imagenet2012 builder, on fake archives in ImageNet's format: preparation, the
+paper's preprocessing, 10 crops, resumable order, and the missing-data message."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from data import imagenet
+from data import pipeline
+from training.errors import DataError
+
+
+def data_cfg(tfds_dir, **kw):
+  return ml_collections.ConfigDict({'tfds_dir': str(tfds_dir), 'manual_dir': '', 'fake_images': 12, 'num_train': 0,
+                                    'num_test': 0, 'shuffle_buffer': 100, 'mean_images': 0, **kw})
+
+
+@pytest.fixture(scope='module')
+def fake(tmp_path_factory):
+  return imagenet.Dataset(data_cfg(tmp_path_factory.mktemp('tfds')))
+
+
+def test_fake_archives_prepare_through_the_real_builder(fake):
+  assert (fake.num_train, fake.num_test, fake.num_classes) == (12, 12, 1000)
+  assert fake.class_names[0] == 'n01440764'
+  assert fake._mean.shape == (256, 256, 3) and 20 < fake._mean.mean() < 235
+
+
+def test_training_batches_crops_flips_colour_and_resume(fake):
+  full = list(fake.train_batches(batch_size=4, seed=0, epoch=0))
+  assert len(full) == 3 and full[0]['image'].shape == (4, 224, 224, 3) and full[0]['image'].dtype == np.float32
+  assert sorted(np.concatenate([b['label'] for b in full])) == [0] * 4 + [1] * 4 + [2] * 4
+  again = list(fake.train_batches(batch_size=4, seed=0, epoch=0))
+  for a, b in zip(full, again):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  resumed = list(fake.train_batches(batch_size=4, seed=0, epoch=0, skip_batches=1))
+  for a, b in zip(full[1:], resumed):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  other = next(fake.train_batches(batch_size=4, seed=0, epoch=1))
+  assert not np.array_equal(full[0]['label'], other['label']) or not np.allclose(full[0]['image'], other['image'])
+
+
+def test_augmentation_is_a_crop_a_flip_and_one_colour_shift():
+  t = pipeline.tf()
+  image = t.constant(np.random.default_rng(0).uniform(-100, 100, (256, 256, 3)).astype(np.float32))
+  seed = t.constant([7, 3], t.int64)
+  out = imagenet.augment(image, seed).numpy()
+  assert out.shape == (224, 224, 3)
+  np.testing.assert_array_equal(out, imagenet.augment(image, seed).numpy())
+  # the output, less one RGB shift, is some 224x224 window of the image or of its mirror image
+  src = image.numpy()
+  found = []
+  for img in (src, src[:, ::-1]):
+    for y in range(33):
+      for x in range(33):
+        shift = out - img[y:y + 224, x:x + 224]
+        if np.allclose(shift, shift[0, 0], atol=1e-3):
+          found.append(shift[0, 0])
+  assert len(found) == 1
+  # the shift lies in the span of the colour eigenvectors weighted by the eigenvalues, with |alpha| ~ 0.1
+  alpha = np.linalg.solve(imagenet.EIGVEC * imagenet.EIGVAL[None, :], found[0] / 255.0)
+  assert np.all(np.abs(alpha) < 0.6) and np.any(alpha != 0)
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+  t = pipeline.tf()
+  img = np.arange(256 * 256 * 3, dtype=np.float32).reshape(256, 256, 3)
+  crops = imagenet.eval_crops(t.constant(img), 10).numpy()
+  assert crops.shape == (10, 224, 224, 3)
+  np.testing.assert_array_equal(crops[0], img[:224, :224])
+  np.testing.assert_array_equal(crops[3], img[32:, 32:])
+  np.testing.assert_array_equal(crops[4], img[16:240, 16:240])
+  np.testing.assert_array_equal(crops[5], img[:224, :224][:, ::-1])
+  np.testing.assert_array_equal(imagenet.eval_crops(t.constant(img), 1).numpy(), crops[4])
+
+
+def test_shorter_side_to_256_then_central_crop():
+  t = pipeline.tf()
+  img = np.zeros((100, 300, 3), np.uint8)
+  img[:, 130:170] = 255  # a bright vertical band in the middle survives the central crop
+  out = imagenet.decode_resize_crop(t.io.encode_jpeg(img, quality=100)).numpy()
+  assert out.shape == (256, 256, 3)
+  assert out[:, 128].mean() > 200 and out[:, 5].mean() < 30
+
+
+def test_eval_batches_pad_and_mask(fake):
+  batches = list(fake.test_batches(batch_size=5, crops=10))
+  assert [b['image'].shape for b in batches] == [(5, 10, 224, 224, 3)] * 3
+  assert [b['mask'].sum() for b in batches] == [5, 5, 2]
+
+
+def test_missing_archives_get_one_line(tmp_path, monkeypatch):
+  monkeypatch.delenv(imagenet.ENV_VAR, raising=False)
+  with pytest.raises(DataError, match='ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar not in') as e:
+    imagenet.Dataset(data_cfg(tmp_path, fake_images=0))
+  assert '\n' not in str(e.value) and 'image-net.org' in str(e.value)
+  assert str(tmp_path / 'downloads' / 'manual') in str(e.value)
+  monkeypatch.setenv(imagenet.ENV_VAR, str(tmp_path / 'elsewhere'))
+  assert imagenet.manual_dir(data_cfg(tmp_path)) == str(tmp_path / 'elsewhere')
