@@ -25,6 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
 _FRESH = flags.DEFINE_integer('fresh_points', 0, 'hidden_units: evaluate on this many new points per task.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpointed experiments: the step to evaluate (default: the latest).')
+_DISTRIBUTED = cli.define_distributed_flags()
 _ENSEMBLE = flags.DEFINE_list('ensemble', [], 'Classifiers: more workdirs whose latest checkpoints are averaged in.')
 
 
@@ -33,6 +34,7 @@ def run(argv):
   config = cli.config_from_flag(_CONFIG)
   # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
   os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
+  cli.start_distributed(_DISTRIBUTED)
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')

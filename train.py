@@ -17,6 +17,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run\'s config, metrics, results and figures.')
 _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved config and exit.')
+_DISTRIBUTED = cli.define_distributed_flags()
 
 def run(argv):
   del argv
@@ -26,6 +27,7 @@ def run(argv):
   if _SHOW_CONFIG.value:
     print(config)
     return
+  cli.start_distributed(_DISTRIBUTED)
   experiments.trainer_module(config).train_and_evaluate(config, _WORKDIR.value)
 
 

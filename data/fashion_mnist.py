@@ -160,11 +160,12 @@ class Dataset:
       image = t.image.stateless_random_flip_left_right(image, seed)
     return {**x, 'image': image}
 
-  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0):
+  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     augment = self._augment if (self._random_flip or self._random_shift) else None
-    return pipeline.train_batches(self._train, shuffle_buffer=self.num_train, batch_size=batch_size, seed=seed,
+    return pipeline.train_batches(self._train, num_examples=self.num_train, batch_size=batch_size, seed=seed,
                                   epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
-                                  augment=augment)
+                                  augment=augment, process=process)
 
-  def test_batches(self, *, batch_size):
-    return pipeline.eval_batches(self._test, batch_size=batch_size, preprocess=self._preprocess)
+  def test_batches(self, *, batch_size, process=(0, 1)):
+    return pipeline.eval_batches(self._test, num_examples=self.num_test, batch_size=batch_size,
+                                 preprocess=self._preprocess, process=process)

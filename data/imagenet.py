@@ -138,19 +138,19 @@ class Dataset:
   def _centred(self, x):
     return decode_resize_crop(x['image']) - self._mean
 
-  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0):
+  def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
     ds = self._split('train', self.num_train, shuffle_seed=es % (2 ** 31))
     return pipeline.train_batches(
-        ds, shuffle_buffer=min(self._cfg.shuffle_buffer, self.num_train), batch_size=batch_size, seed=seed,
-        epoch=epoch, skip_batches=skip_batches,
+        ds, num_examples=self.num_train, shuffle_buffer=min(self._cfg.shuffle_buffer, self.num_train),
+        batch_size=batch_size, seed=seed, epoch=epoch, skip_batches=skip_batches, process=process,
         augment=lambda x, s: {'image': augment(self._centred(x), s), 'label': t.cast(x['label'], t.int32)})
 
-  def test_batches(self, *, batch_size, crops=1):
+  def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
     t = pipeline.tf()
     ds = self._split('validation', self.num_test)
     return pipeline.eval_batches(
-        ds, batch_size=batch_size,
+        ds, num_examples=self.num_test, batch_size=batch_size, process=process,
         preprocess=lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)})
 
 

@@ -5,7 +5,8 @@ never takes accelerator memory from JAX. Training batches come from a per-epoch 
 so a run resumed at step s of epoch e sees exactly the batches an uninterrupted run would: the epoch's order is
 rebuilt and its first s batches skipped. The last partial training batch of an epoch is dropped (every epoch
 reshuffles, so no example is left out for long); evaluation pads its last batch and marks the padding with
-mask = 0, so every test example counts exactly once.
+mask = 0, so every test example counts exactly once. In a multi-process job every process builds the same
+order and keeps only its own block of each global batch, before any decoding or augmentation.
 """
 import collections
 import functools
@@ -32,46 +33,67 @@ def epoch_seed(seed, epoch):
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def train_batches(ds, *, shuffle_buffer, batch_size, seed, epoch, skip_batches=0, preprocess=None, augment=None):
-  """numpy batches of one training epoch, in the order fixed by (seed, epoch).
+def _local_part(ds, batch_size, process):
+  """The examples of this process: (position, example) pairs whose position falls in this process's contiguous
+  block of every global batch. Process p of P holds rows p*B/P .. (p+1)*B/P - 1 of each global batch of B, which
+  is where jax.make_array_from_process_local_data puts them: the global batch equals the single-process one."""
+  index, count = process
+  if count == 1:
+    return ds
+  local = batch_size // count
+  return ds.filter(lambda i, x: (i % batch_size) // local == index)
 
-  `shuffle_buffer` as large as the split gives a uniform shuffle (in-memory datasets); streamed datasets also
-  shuffle their files with the epoch's seed. `augment(example, seed)` transforms one example with TF's stateless
-  random ops; its seed is (epoch seed, position in the epoch), so a resumed epoch, which skips its first
-  `skip_batches` batches before any decoding, augments every later example exactly as the uninterrupted one did.
-  `preprocess` maps whole batches.
+
+def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, shuffle_buffer=None,
+                  preprocess=None, augment=None, process=(0, 1)):
+  """numpy batches of this process's part of one training epoch, in the order fixed by (seed, epoch).
+
+  Only whole global batches are used (every process then sees the same number of steps). `shuffle_buffer`
+  (default: the whole split, a uniform shuffle for in-memory datasets); streamed datasets also shuffle their
+  files with the epoch's seed. `augment(example, seed)` transforms one example with TF's stateless random ops;
+  its seed is (epoch seed, position in the epoch), so a resumed epoch, which skips its first `skip_batches`
+  global batches before any decoding, augments every later example exactly as the uninterrupted one did, in
+  whichever process. `preprocess` maps whole batches. process: (index, count) of this process in the job.
   """
   t, es = tf(), epoch_seed(seed, epoch)
-  ds = ds.shuffle(shuffle_buffer, seed=es, reshuffle_each_iteration=False)
+  ds = ds.shuffle(shuffle_buffer or num_examples, seed=es, reshuffle_each_iteration=False)
+  ds = ds.take(num_examples // batch_size * batch_size)
   skip = skip_batches * batch_size
-  ds = ds.skip(skip)
+  ds = _local_part(ds.skip(skip).enumerate(start=skip), batch_size, process)
   if augment is not None:
-    ds = ds.enumerate(start=skip).map(lambda i, x: augment(x, t.stack([t.constant(es, t.int64), i])),
-                                      num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda i, x: augment(x, t.stack([t.constant(es, t.int64), i])), num_parallel_calls=t.data.AUTOTUNE,
+                deterministic=True)
+  else:
+    ds = ds.map(lambda i, x: x)
+  ds = ds.batch(batch_size // process[1], drop_remainder=True)
   if preprocess is not None:
     ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(t.data.AUTOTUNE).as_numpy_iterator()
 
 
-def eval_batches(ds, *, batch_size, preprocess=None):
-  """numpy batches {'image', 'label', 'mask'}; the last one is padded to batch_size with mask 0."""
+def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1)):
+  """numpy batches {'image', 'label', 'mask'} of this process's part of the split. The split is padded to whole
+  global batches with copies of its first example marked mask = 0, so every example counts exactly once and
+  every process runs the same number of steps."""
   t = tf()
   ds = ds.map(lambda x: {**x, 'mask': t.constant(1.0)})
+  pad = -num_examples % batch_size
+  if pad:
+    ds = ds.concatenate(ds.take(1).map(lambda x: {**x, 'mask': t.constant(0.0)}).repeat(pad))
+  ds = _local_part(ds.enumerate(), batch_size, process).map(lambda i, x: x)
   if preprocess is not None:
-    ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE)
-  for batch in ds.batch(batch_size).prefetch(t.data.AUTOTUNE).as_numpy_iterator():
-    n = len(batch['mask'])
-    if n < batch_size:
-      batch = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-    yield batch
+    ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE,
+                deterministic=True)
+  return ds.batch(batch_size // process[1]).prefetch(t.data.AUTOTUNE).as_numpy_iterator()
 
 
 def prefetch_to_device(batches, sharding, size=2):
-  """Puts the next `size` batches on the devices (split by `sharding`) while the current step runs."""
+  """Puts the next `size` batches on the devices while the current step runs. Each batch is this process's part
+  of the global batch, which `sharding` splits over every device of the job (all of them, in one process)."""
   queue = collections.deque()
+  put = lambda batch: jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
   for batch in batches:
-    queue.append(jax.device_put(batch, sharding))
+    queue.append(put(batch))
     if len(queue) >= size:
       yield queue.popleft()
   while queue:

@@ -1,21 +1,26 @@
 """Sweeps: many runs of one experiment that differ in config overrides, and one table and figure of them all.
 
   python -m experiments.sweep --config=experiments/fashion_mnist.py:mlp --workdir=workdirs/sweep_mlp \
-      --grid=model.dense=128:256,128:256:256 --grid=train.learning_rate=0.001,0.0003 --seeds=0,1
+      --grid=model.dense=128:256,128:256:256 --grid=train.learning_rate=0.001,0.0003 --seeds=0,1 [--parallel=2]
   python -m experiments.sweep --sweep=experiments/fashion_mnist_ablations.py:pooling --workdir=workdirs/abl_pool
+  python -m experiments.sweep ... --slurm_array=sweep.sbatch [--slurm_option=--gres=gpu:1]   # then: sbatch it
 
 A grid is the product of its --grid axes (`key=v1,v2,...`; a tuple value is written with ':' between items) and
 --seeds. A sweep file instead lists named runs: its `get_sweep(arg)` returns {'config': ..., 'runs': [(name,
 {key: value}), ...], 'seeds': [...], 'common': {key: value}}. Each run is `train.py` in its own process and
 workdir DIR/NAME/seed_S, so a finished run is skipped and an interrupted one resumes from its checkpoint when the
-sweep is started again. When every run is done, DIR/sweep.csv, DIR/sweep.md and DIR/sweep.png hold each run's
-results.json figures, and the mean and spread over seeds of each setting.
+sweep is started again. Runs go one after another, or --parallel=N at a time (each logging to its workdir's
+train.log), or into a SLURM array job (--slurm_array=PATH writes it; one array task per unfinished run, at most
+--parallel at once). When every run is done, DIR/sweep.csv, DIR/sweep.md and DIR/sweep.png hold each run's
+results.json figures and the mean and spread over seeds of each setting; a grid with one numeric axis is also
+plotted as the metric against that value (DIR/sweep_<key>.png).
 """
 import csv
 import importlib.util
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -30,6 +35,10 @@ _SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; each setting runs once per se
 _SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE overrides shared by every run.')
 _METRIC = flags.DEFINE_string('metric', 'test_accuracy', 'The results.json figure to summarise and plot.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (local processes, or SLURM array tasks).')
+_SLURM_ARRAY = flags.DEFINE_string('slurm_array', None, 'Write a SLURM array job of the unfinished runs here.')
+_SLURM_OPTION = flags.DEFINE_multi_string('slurm_option', [], 'An #SBATCH option for each array task, e.g. '
+                                          '--gres=gpu:1 or --time=4:00:00.')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,22 +82,49 @@ def command(config, workdir, overrides):
           *[f'--config.{k}={v}' for k, v in overrides.items()]]
 
 
-def run_all(config, runs, seeds, common, workdir, dry_run=False):
-  """Runs every (run, seed) that has no results.json yet, one after another; returns the run table."""
+def plan(config, runs, seeds, common, workdir):
+  """The table of every (run, seed): name, seed, workdir, overrides, command, and whether it has finished."""
   table = []
   for (name, overrides), seed in itertools.product(runs, seeds):
     run_dir = os.path.join(workdir, name, f'seed_{seed}')
-    cmd = command(config, run_dir, {**common, **overrides, 'seed': seed})
-    table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides})
-    if os.path.exists(os.path.join(run_dir, 'results.json')):
-      continue
-    print(' '.join(cmd), flush=True)
-    if not dry_run:
-      proc = subprocess.run(cmd, cwd=ROOT)
-      if proc.returncode:
-        raise SweepError(f'run {name} seed {seed} failed (exit {proc.returncode}); fix it and start the sweep '
-                         'again: finished runs are kept')
+    table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides,
+                  'command': command(config, run_dir, {**common, **overrides, 'seed': seed}),
+                  'done': os.path.exists(os.path.join(run_dir, 'results.json'))})
   return table
+
+
+def run_local(pending, parallel):
+  """Runs the pending runs, `parallel` at a time (each with its output in its workdir's train.log when
+  parallel > 1); returns the failed ones."""
+  failed, running, queue = [], [], list(pending)
+  while queue or running:
+    while queue and len(running) < parallel:
+      r = queue.pop(0)
+      print(' '.join(r['command']), flush=True)
+      if parallel == 1:
+        log = None
+      else:
+        os.makedirs(r['workdir'], exist_ok=True)
+        log = open(os.path.join(r['workdir'], 'train.log'), 'a')
+      running.append((r, subprocess.Popen(r['command'], cwd=ROOT, stdout=log, stderr=log), log))
+    r, proc, log = running.pop(0)
+    if proc.wait():
+      failed.append((r, proc.returncode))
+    if log:
+      log.close()
+  return failed
+
+
+def slurm_array_script(pending, parallel, options):
+  """A SLURM batch script with one array task per pending run."""
+  lines = ['#!/bin/bash', '# Written by experiments/sweep.py: one array task per unfinished run. Submit with sbatch;',
+           '# when the array has finished, run the same sweep command again to summarise (finished runs are skipped).',
+           '#SBATCH --job-name=sweep', f'#SBATCH --array=0-{len(pending) - 1}%{max(1, parallel)}',
+           '#SBATCH --output=slurm-%A_%a.out', *[f'#SBATCH {o}' for o in options], 'set -euo pipefail',
+           f'cd {shlex.quote(ROOT)}', 'RUNS=(']
+  lines += [f'  {shlex.quote(shlex.join(r["command"]))}' for r in pending]
+  lines += [')', 'eval "${RUNS[$SLURM_ARRAY_TASK_ID]}"']
+  return '\n'.join(lines) + '\n'
 
 
 def summarise(table, workdir, metric):
@@ -112,7 +148,8 @@ def summarise(table, workdir, metric):
     w.writerows(rows)
   names = list(dict.fromkeys(r['name'] for r in rows))
   values = {n: [r[metric] for r in rows if r['name'] == n] for n in names}
-  lines = [f'| setting | overrides | {metric} (mean) | min | max | seeds | wall time (s) |', '|---|---|---|---|---|---|---|']
+  lines = [f'| setting | overrides | {metric} (mean) | min | max | seeds | wall time (s) |',
+           '|---|---|---|---|---|---|---|']
   for n in names:
     over = next(r['overrides'] for r in table if r['name'] == n)
     walls = [r.get('wall_time_s', float('nan')) for r in rows if r['name'] == n]
@@ -133,7 +170,33 @@ def summarise(table, workdir, metric):
     ax.text(i, m, f'{m:.4f}', ha='center', va='bottom', fontsize=7)
   fig.savefig(os.path.join(workdir, 'sweep.png'), dpi=110, bbox_inches='tight')
   plt.close(fig)
+  axis = numeric_axis(table)
+  if axis:
+    xs = sorted({float(r['overrides'][axis]) for r in table})
+    per_x = [[r[metric] for r, t in zip(rows, table) if float(t['overrides'][axis]) == x] for x in xs]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(xs, [np.mean(v) for v in per_x], 'o-', label=f'mean over {max(len(v) for v in per_x)} seeds')
+    ax.fill_between(xs, [min(v) for v in per_x], [max(v) for v in per_x], alpha=0.25, label='min to max')
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+      ax.set_xscale('log')
+    ax.set(xlabel=axis, ylabel=metric)
+    ax.legend(fontsize=8)
+    fig.savefig(os.path.join(workdir, f'sweep_{axis.split(".")[-1]}.png'), dpi=110, bbox_inches='tight')
+    plt.close(fig)
   return '\n'.join(lines)
+
+
+def numeric_axis(table):
+  """The one overridden key whose values are all numbers and that takes several values, if there is one."""
+  keys = {k for r in table for k in r['overrides']}
+  if len(keys) != 1:
+    return None
+  key = keys.pop()
+  try:
+    values = {float(r['overrides'][key]) for r in table}
+  except (TypeError, ValueError):
+    return None
+  return key if len(values) > 1 else None
 
 
 def main(argv):
@@ -150,10 +213,31 @@ def main(argv):
     common = {**spec.get('common', {}), **common}
   else:
     config, runs, seeds = _CONFIG.value, grid_runs(_GRID.value), [int(s) for s in _SEEDS.value]
+  if _PARALLEL.value < 1:
+    raise SweepError(f'--parallel must be >= 1, got {_PARALLEL.value}')
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  table = run_all(config, runs, seeds, common, _WORKDIR.value, _DRY_RUN.value)
-  if not _DRY_RUN.value:
-    print(summarise(table, _WORKDIR.value, _METRIC.value))
+  table = plan(config, runs, seeds, common, _WORKDIR.value)
+  pending = [r for r in table if not r['done']]
+  if _SLURM_ARRAY.value:
+    if not pending:
+      print('every run has finished; nothing to submit')
+    else:
+      with open(_SLURM_ARRAY.value, 'w') as f:
+        f.write(slurm_array_script(pending, _PARALLEL.value, _SLURM_OPTION.value))
+      print(f'wrote {_SLURM_ARRAY.value}: {len(pending)} array tasks, at most {_PARALLEL.value} at once; submit '
+            f'with `sbatch {_SLURM_ARRAY.value}`, then run this command again to summarise')
+      return
+  elif _DRY_RUN.value:
+    for r in pending:
+      print(' '.join(r['command']))
+    return
+  else:
+    failed = run_local(pending, _PARALLEL.value)
+    if failed:
+      raise SweepError(f'{len(failed)} of {len(pending)} runs failed (' + ', '.join(
+          f'{r["name"]} seed {r["seed"]}: exit {code}' for r, code in failed[:3]) + '); see their output or '
+          'train.log, fix and start the sweep again: finished runs are kept')
+  print(summarise(table, _WORKDIR.value, _METRIC.value))
 
 
 if __name__ == '__main__':

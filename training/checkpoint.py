@@ -20,11 +20,21 @@ class CheckpointError(UserError):
   """A checkpoint exists but cannot be trusted."""
 
 
+def host_array(a):
+  """A numpy copy of a (possibly multi-process) array. Arrays split over other processes' devices are gathered,
+  a collective that every process must call."""
+  if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+  return np.asarray(jax.device_get(a))
+
+
 def params_sha256(params):
   """sha256 over the parameter arrays' bytes, leaves in jax.tree order (dict keys sorted): equal iff bitwise equal."""
   h = hashlib.sha256()
   for leaf in jax.tree.leaves(params):
-    a = np.asarray(jax.device_get(leaf))
+    a = host_array(leaf)
     h.update(str((a.dtype, a.shape)).encode())
     h.update(np.ascontiguousarray(a).tobytes())
   return h.hexdigest()

@@ -1,20 +1,24 @@
 """Supervised training of image classifiers: one sharded, jitted step, verified checkpoints, resumable runs.
 
 `train_and_evaluate(config, workdir)` runs these stages:
-  1. mesh       a 1-D 'data' mesh over all devices: parameters replicated, the global batch split across devices.
-  2. input      the dataset's tf.data pipelines on the host, prefetched onto the devices.
+  1. mesh       a 1-D 'data' mesh over every device of the job: the global batch split across them, parameters
+                replicated (or the large dense layers split, train.shard_dense).
+  2. input      the dataset's tf.data pipelines on the host, each process reading its own block of every global
+                batch, prefetched onto the devices.
   3. state      {params, opt_state, step, rng} from the model and optimiser in the config.
-  4. step       one jitted update with shardings at its boundary; it donates the old state. Gradients come from
-                jax.value_and_grad in the step itself; dropout keys are fold_in(rng, step).
+  4. step       training/steps.py: one jitted update with shardings at its boundary (donating the old state off
+                the CPU). Gradients come from jax.value_and_grad in the step; dropout keys are fold_in(rng, step).
   5. resume     from the workdir's latest checkpoint (verified); otherwise a fresh init from config.seed.
-  6. loop       metrics.jsonl and TensorBoard every log_every steps, test evaluation every epoch, checkpoints
-                every checkpoint_every steps (asynchronous), a save and a clean exit on SIGTERM, and a stop
-                naming the step if the loss is no longer finite (the last good checkpoint stays).
-  7. results    results.json, results.md and the learning-curve figure.
+  6. loop       metrics.jsonl and TensorBoard every log_every steps, test evaluation every epoch (before that
+                step's checkpoint, so lr_schedule='plateau' decisions are saved), checkpoints every
+                checkpoint_every steps (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the
+                step if the loss is no longer finite (the last good checkpoint stays).
+  7. results    results.json, results.md and the learning-curve figure (10-crop errors where configured).
 
 A run killed at any moment and started again with the same command ends with bitwise the same parameters as an
 uninterrupted run: the step fixes the data position (epoch = step // steps_per_epoch; the epoch's shuffle is
-rebuilt from (seed, epoch) and its first batches skipped) and every random key.
+rebuilt from (seed, epoch) and its first batches skipped) and every random key. In a multi-process job
+(training/distributed.py) every process runs all of this; process 0 alone writes files.
 """
 import dataclasses
 import json
@@ -34,6 +38,7 @@ import numpy as np  # noqa: E402
 from data import pipeline  # noqa: E402
 from nets import cnn  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
+from training import distributed  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
@@ -114,8 +119,8 @@ def evaluate_params(eval_step, params, dataset, batch_size, mesh, crops=1):
   totals = None
   params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
   kw = {'crops': crops} if crops != 1 else {}
-  for batch in pipeline.prefetch_to_device(dataset.test_batches(batch_size=batch_size, **kw),
-                                           sharding.batch_sharding(mesh)):
+  batches = dataset.test_batches(batch_size=batch_size, process=distributed.process(), **kw)
+  for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
     out = eval_step(params, batch)
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.tree.map(np.asarray, totals)
@@ -147,9 +152,10 @@ def _setup(config):
   mesh = sharding.data_mesh()
   try:
     sharding.check_batch_divides(config.train.batch_size, mesh)
+    sharding.check_batch_divides(config.train.eval_batch_size, mesh, key='train.eval_batch_size')
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  dataset = dataset_for(config)
+  dataset = distributed.main_first(lambda: dataset_for(config))  # process 0 prepares the data, then the others
   steps_per_epoch = dataset.num_train // config.train.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the {dataset.num_train} training '
@@ -180,8 +186,11 @@ def _checkpoints(config, workdir):
 
 
 def train_and_evaluate(config, workdir):
+  """Trains, evaluates and reports. In a multi-process job every process runs this; process 0 alone writes
+  config.json, metrics, TensorBoard events, figures and results, and checkpoints are saved collectively."""
   validate(config)
-  workdir_lib.prepare(workdir, config)
+  main = distributed.is_main()
+  distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
   start_time = time.time()
   setup = _setup(config)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
@@ -194,16 +203,18 @@ def train_and_evaluate(config, workdir):
   latest = ckpt.latest_step()
   if latest is not None:
     state = ckpt.restore(latest, setup.abstract_state)
-    print(f'resuming from the checkpoint at step {latest}')
+    if main:
+      print(f'resuming from the checkpoint at step {latest}')
   else:
     state = setup.fresh_state()
   step = int(state['step'])
-  writer = metrics_lib.MetricsWriter(workdir, start_step=step)
-  tb = pipeline.tf().summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+  writer = metrics_lib.MetricsWriter(workdir, start_step=step) if main else metrics_lib.NullWriter()
+  tb = (pipeline.tf().summary.create_file_writer(os.path.join(workdir, 'tensorboard')) if main
+        else pipeline.tf().summary.create_noop_writer())
 
   stop = {'sigterm': False}
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
-  bar = metrics_lib.progress(total_steps, config.experiment)
+  bar = metrics_lib.progress(total_steps, config.experiment, disable=not main)
   bar.update(step)
   saved = latest
 
@@ -228,21 +239,23 @@ def train_and_evaluate(config, workdir):
       pipeline.tf().summary.scalar('test/loss', ev['test_loss'])
       pipeline.tf().summary.scalar('test/top5_error', ev['top5_error'])
     opt_state, message = optim.plateau_update(state['opt_state'], ev['top1_error'], config.train)
-    if message:
+    if message and main:
       print(f'epoch {epoch}: {message}')
     return {**state, 'opt_state': opt_state}
 
   try:
     for epoch in range(step // steps_per_epoch, config.train.epochs):
       batches = dataset.train_batches(batch_size=config.train.batch_size, seed=config.seed, epoch=epoch,
-                                      skip_batches=step - epoch * steps_per_epoch)
+                                      skip_batches=step - epoch * steps_per_epoch, process=distributed.process())
       for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
         state, m = train_step(state, batch)
         step += 1
         bar.update(1)
         if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
           state = record_test(step // steps_per_epoch)
-        terminating = stop['sigterm']  # read once: a signal arriving later in this step is seen at the next one
+        # read once: a signal arriving later in this step is seen at the next one; in a multi-process job all
+        # processes agree (any of them was signalled), so they save the same step together
+        terminating = distributed.any_process(stop['sigterm'])
         due_save = step % config.train.checkpoint_every == 0 or terminating or step == total_steps
         if step % config.train.log_every == 0 or due_save:
           m = jax.tree.map(float, jax.device_get(m))
@@ -257,7 +270,9 @@ def train_and_evaluate(config, workdir):
           saved = step
         if terminating:
           ckpt.close()
-          print(f'SIGTERM: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to resume')
+          if main:
+            print(f'SIGTERM: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to '
+                  'resume')
           return None
     ckpt.wait()
   finally:
@@ -265,14 +280,20 @@ def train_and_evaluate(config, workdir):
     bar.close()
     tb.flush()
 
+  ten = None
+  if crops > 1:  # collective: every process evaluates its part
+    ten = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
+                          mesh, crops=crops)
+  params_sha256 = checkpoint_lib.params_sha256(state['params'])  # collective where parameters are split
+  ckpt.close()
+  if not main:
+    return None
   rows = read_metrics(workdir)  # the whole run, resumed parts included
   history = [{k: r.get(k) for k in ('epoch', 'step', 'test_loss', 'test_accuracy', 'test_top5_error')}
              for r in rows if 'test_loss' in r]
   ev = history[-1]
   final = {'top1_error': 1.0 - ev['test_accuracy'], 'top5_error': ev['test_top5_error'], 'crops': 1}
-  if crops > 1:
-    ten = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
-                          mesh, crops=crops)
+  if ten:
     final = {'top1_error': ten['top1_error'], 'top5_error': ten['top5_error'], 'crops': crops}
   results = {
       'experiment': config.experiment,
@@ -288,11 +309,11 @@ def train_and_evaluate(config, workdir):
       'steps': step,
       'epochs': config.train.epochs,
       'wall_time_s': round(time.time() - start_time, 1),
-      'params_sha256': checkpoint_lib.params_sha256(state['params']),
+      'params_sha256': params_sha256,
       'devices': [str(d) for d in jax.devices()],
+      'processes': jax.process_count(),
       'per_epoch': history,
   }
-  ckpt.close()
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   learning_curves(workdir, os.path.join(workdir, 'figures', 'learning_curves.png'))
   workdir_lib.write_text(os.path.join(workdir, 'results.md'), markdown(config, results))
@@ -339,6 +360,8 @@ def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],
          'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}
+  if not distributed.is_main():  # every process evaluated its part; process 0 reports
+    return out
   views = f'{crops} crop{"s" if crops > 1 else ""}, {len(members)} model{"s" if len(members) > 1 else ""}'
   print(f'step {step} ({views}): test accuracy {ev["test_accuracy"]:.4f}, test loss {ev["test_loss"]:.4f}, '
         f'top-1 error {ev["top1_error"]:.4f}, top-5 error {ev["top5_error"]:.4f}')

@@ -86,8 +86,34 @@ def config_from_flag(config_flag):
   return value
 
 
+def define_distributed_flags():
+  """--coordinator_address, --num_processes, --process_id (training/distributed.py)."""
+  return (flags.DEFINE_string('coordinator_address', None, 'Multi-process jobs: HOST:PORT of process 0\'s '
+                              'coordinator (without these three flags, SLURM\'s or a TPU VM\'s environment is used).'),
+          flags.DEFINE_integer('num_processes', None, 'Multi-process jobs: how many processes.'),
+          flags.DEFINE_integer('process_id', None, 'Multi-process jobs: this process\'s index, 0..num_processes-1.'))
+
+
+def start_distributed(distributed_flags):
+  """Joins a multi-process job if the flags or the scheduler describe one (before JAX's devices are touched)."""
+  from training import distributed  # noqa: PLC0415
+
+  try:
+    described = distributed.initialize(*(f.value for f in distributed_flags))
+  except distributed.DistributedError as e:
+    raise ConfigError(str(e)) from None
+  if described:
+    print(described, flush=True)
+
+
+def _multiprocess():
+  jax = sys.modules.get('jax')
+  return jax is not None and jax.distributed.is_initialized()
+
+
 def main(run):
-  """Runs `run(argv)` under absl, with flag errors and UserErrors reported as one line."""
+  """Runs `run(argv)` under absl, with flag errors and UserErrors reported as one line. In a multi-process job
+  any failure ends this process at once with a last line saying so (training/distributed.py), never a hang."""
 
   def wrapped(argv):
     if not flags.FLAGS['verbosity'].present:  # keep JAX's start-up INFO lines (no TPU found, ...) out of the way
@@ -95,6 +121,15 @@ def main(run):
     try:
       run(argv)
     except UserError as e:
+      if _multiprocess():  # a normal exit would wait for the other processes at JAX's shutdown barrier
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        os._exit(EXIT_USER_ERROR)
       fail(str(e))
+    except Exception as e:  # noqa: BLE001
+      if _multiprocess():
+        from training import distributed  # noqa: PLC0415
+
+        distributed.exit_after_failure(e)
+      raise
 
   app.run(wrapped, flags_parser=_parse_flags)

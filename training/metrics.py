@@ -30,6 +30,14 @@ class MetricsWriter:
       f.write(json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n')
 
 
-def progress(total, desc):
+class NullWriter:
+  """Stands in for MetricsWriter in the processes of a multi-process job other than process 0."""
+
+  def write(self, step, **scalars):
+    del step, scalars
+
+
+def progress(total, desc, disable=False):
   """A tqdm bar on stderr, shown only when stderr is a terminal (logs and CI stay clean)."""
-  return tqdm.tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+  return tqdm.tqdm(total=total, desc=desc, disable=disable or not sys.stderr.isatty(), leave=False,
+                   dynamic_ncols=True)

@@ -45,11 +45,11 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-def check_batch_divides(global_batch, mesh):
+def check_batch_divides(global_batch, mesh, key='train.batch_size'):
   """Raises ValueError (the trainer turns it into a ConfigError) unless the mesh splits the batch evenly."""
   if global_batch % mesh.size:
-    raise ValueError(f'the global batch of {global_batch} does not split over {mesh.size} devices; pass a '
-                     f'multiple of {mesh.size}, e.g. --config.train.batch_size={max(1, global_batch // mesh.size) * mesh.size}')
+    raise ValueError(f'the global batch of {global_batch} ({key}) does not split over {mesh.size} devices; pass '
+                     f'a multiple of {mesh.size}, e.g. --config.{key}={max(1, global_batch // mesh.size) * mesh.size}')
 
 
 def state_shardings(abstract_state, mesh, *, shard_dense=False):
