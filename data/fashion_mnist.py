@@ -85,8 +85,8 @@ def builder(data_dir, source_dir=''):
   """The TFDS builder of fashion_mnist in data_dir, prepared from local files first if it is not there yet."""
   import tensorflow_datasets as tfds  # heavy: imported only by the experiments that need it
 
-  b = tfds.builder(NAME, data_dir=data_dir)
-  if b.is_prepared():
+  b, prepared = pipeline.tfds_builder(NAME, data_dir)
+  if prepared:
     return b
   sources = find_sources(source_dir)
   from tensorflow_datasets.image_classification import mnist

@@ -53,15 +53,15 @@ def builder(data_dir, manual):
   """The TFDS builder of imagenet2012 in data_dir, prepared from the archives in `manual` if it is not yet."""
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
-  pipeline.tf()  # TF hidden from accelerators before TFDS starts it
-  b = tfds.builder(NAME, data_dir=data_dir)
-  if b.is_prepared():
+  b, prepared = pipeline.tfds_builder(NAME, data_dir)
+  if prepared:
     return b
   missing = [f for f in (TRAIN_TAR, VAL_TAR) if not os.path.isfile(os.path.join(manual, f))]
   if missing:
     raise DataError(f'ImageNet is not prepared in {data_dir} and {" and ".join(missing)} not in {manual}: download '
                     f'them from https://image-net.org/download-images (after registering) into that directory, or '
-                    f'pass --config.data.manual_dir=DIR or set ${ENV_VAR}')
+                    f'name another one with --config.data.manual_dir=DIR (train.py), --manual_dir=DIR '
+                    f'(python -m data.imagenet) or ${ENV_VAR}')
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   return tfds.builder(NAME, data_dir=data_dir)
 
@@ -222,3 +222,35 @@ def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0):
   with open(marker, 'w') as f:
     f.write(hashlib.sha256(repr((images, classes, seed)).encode()).hexdigest())
   return directory
+
+
+def main(argv=None):
+  """python -m data.imagenet --tfds_dir=DIR [--manual_dir=DIR] [--mean_images=N]: prepare once, e.g. on the
+  shared storage of a cluster before a multi-process job (preparing takes hours; processes waiting for it would
+  time out)."""
+  import argparse  # noqa: PLC0415
+
+  from training import cli  # noqa: PLC0415
+
+  cli.quiet_tensorflow()
+  p = argparse.ArgumentParser(description=main.__doc__.split(':')[0])
+  p.add_argument('--tfds_dir', default=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'))
+  p.add_argument('--manual_dir', default='')
+  p.add_argument('--mean_images', type=int, default=0, help='training images in the per-pixel mean (0: all)')
+  args = p.parse_args(argv)
+  tfds_dir = os.path.expanduser(args.tfds_dir)
+
+  class Cfg(dict):
+    __getattr__ = dict.get
+
+  try:
+    b = builder(tfds_dir, manual_dir(Cfg(manual_dir=args.manual_dir, tfds_dir=tfds_dir)))
+  except DataError as e:
+    p.exit(2, f'error: {e}\n')
+  mean_image(b, args.mean_images, tfds_dir)
+  print(f'imagenet2012 {b.version} is prepared in {tfds_dir}: {b.info.splits["train"].num_examples} training and '
+        f'{b.info.splits["validation"].num_examples} validation images; mean image cached')
+
+
+if __name__ == '__main__':
+  main()

@@ -28,6 +28,22 @@ def tf():
   return tf_module
 
 
+def tfds_builder(name, data_dir):
+  """(TFDS's builder of `name` in data_dir, whether it is prepared), without TFDS's warning that an unprepared
+  directory has no dataset_info.json: the caller says what to do in one line instead."""
+  from absl import logging  # noqa: PLC0415
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  tf()  # TF hidden from accelerators before TFDS starts it
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    b = tfds.builder(name, data_dir=data_dir)
+    return b, b.is_prepared()
+  finally:
+    logging.set_verbosity(verbosity)
+
+
 def epoch_seed(seed, epoch):
   """The shuffle seed of one epoch: distinct per (seed, epoch), the same in every process and run."""
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])

@@ -93,3 +93,15 @@ def test_throughput_benchmark_imports_no_tensorflow():
           'assert not bad, bad')
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, env=USER_ENV)
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_missing_imagenet_gets_one_line_from_train_and_prepare(tmp_path):
+  env = {k: v for k, v in USER_ENV.items() if k != 'IMAGENET_MANUAL_DIR'}
+  proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/alexnet_imagenet.py',
+                         f'--workdir={tmp_path / "w"}', f'--config.data.tfds_dir={tmp_path / "tfds"}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  assert_one_line_error(proc, 'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar not in',
+                        str(tmp_path / 'tfds' / 'downloads' / 'manual'))
+  proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tmp_path / "tfds"}'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, env=env)
+  assert_one_line_error(proc, 'image-net.org')

@@ -1,12 +1,17 @@
 """Fashion-MNIST: finding and verifying the original files, TFDS preparation, and the input pipeline."""
 import gzip
 import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
 import pytest
 
 from data import fashion_mnist
+from tests.test_classifier import USER_ENV
+from tests.test_cli import ROOT
+from tests.test_cli import assert_one_line_error
 from training.errors import DataError
 
 
@@ -101,3 +106,11 @@ def test_random_flips_are_seeded_and_survive_a_resume(fashion_mnist_tfds):
   assert all(s or m for s, m in zip(same, mirrored)), 'each image is itself or its mirror image'
   assert 16 < sum(mirrored) < 48, 'about half are mirrored'
   np.testing.assert_array_equal(ref[0]['label'], a[0]['label'])
+
+
+def test_train_py_with_missing_files_gets_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/fashion_mnist.py:mlp,quick',
+                         f'--workdir={tmp_path / "w"}', f'--config.data.tfds_dir={tmp_path / "tfds"}',
+                         f'--config.data.source_dir={tmp_path / "none"}'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=USER_ENV)
+  assert_one_line_error(proc, 'lacks', 'apt-get install dataset-fashion-mnist')
