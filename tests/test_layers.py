@@ -53,9 +53,8 @@ def test_conv_matches_a_direct_loop(stride, pad):
 
 
 @pytest.mark.parametrize('kernel,cin,padding', [(5, 1, 'SAME'), (3, 2, 'VALID'), (4, 3, 'SAME'), (3, 1, 1)])
-def test_im2col_path_equals_xla_convolution(kernel, cin, padding):
+def test_thin_input_convolutions_equal_xla(kernel, cin, padding):
   p = layers.conv_init(KEY, kernel, cin, 6)
-  assert kernel * kernel * cin <= layers.IM2COL_MAX_INPUTS
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 9, 10, cin))
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
   expected = jax.lax.conv_general_dilated(x, p['W'], (1, 1), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
