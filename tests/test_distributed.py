@@ -2,6 +2,7 @@
 process with the same global batch; a dead process ends the other within a bounded time; bad flags get one line."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,3 +110,25 @@ def test_launch_scripts_dry_run():
   assert proc.stdout.startswith('gcloud compute tpus tpu-vm ssh my-tpu --zone=us-central2-b --worker=all')
   usage = subprocess.run(['bash', 'scripts/slurm_train.sbatch'], cwd=ROOT, capture_output=True, text=True)
   assert usage.returncode == 2 and 'usage:' in usage.stderr
+
+
+def test_sigterm_to_every_process_saves_one_step_then_resumes(fashion_mnist_tfds, tmp_path):
+  """SLURM signals every process; they agree on one step, save it together, exit 0, and the same command
+  resumes and finishes."""
+  workdir = tmp_path / 'terminated'
+  job = start_job(workdir, fashion_mnist_tfds)
+  deadline = time.time() + 240
+  while logged_step(workdir) < 2 and time.time() < deadline and all(p.poll() is None for p in job):
+    time.sleep(0.05)
+  for p in job:
+    p.send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=150) for p in job]
+  assert [p.returncode for p in job] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+  saved = int(outs[0][0].split('saved the checkpoint at step ')[1].split()[0])
+  assert str(saved) in os.listdir(workdir / 'checkpoints') and saved < 16
+  assert 'saved the checkpoint' not in outs[1][0], 'process 0 reports for the job'
+  resumed = start_job(workdir, fashion_mnist_tfds)
+  outs = [p.communicate(timeout=300) for p in resumed]
+  assert [p.returncode for p in resumed] == [0, 0], outs[0][1][-2000:]
+  assert f'resuming from the checkpoint at step {saved}' in outs[0][0]
+  assert results(workdir)['steps'] == 16
