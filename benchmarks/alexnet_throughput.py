@@ -28,7 +28,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
@@ -57,9 +56,7 @@ def jax_images_per_s(arch, batch, steps, repeats):
   apply = lambda p, x, train=False, key=None: alexnet.apply(p, x, arch, train=train, key=key)
 
   def new_state():
-    params = alexnet.init(jax.random.PRNGKey(0), arch)
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-            'rng': jax.random.PRNGKey(1)}
+    return steps_lib.initial_state(alexnet.init(jax.random.PRNGKey(0), arch), tx, jax.random.PRNGKey(1))
 
   layout = sharding.state_shardings(jax.eval_shape(new_state), mesh)
   box = {'state': jax.jit(new_state, out_shardings=layout)()}

@@ -28,7 +28,6 @@ os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=1)  # as train.py does for 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
@@ -58,8 +57,7 @@ def jax_images_per_s(images, labels, repeats, steps):
   tx = optim.classifier_optimizer(ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, lr_schedule='constant', weight_decay=0.0, momentum=0.0)), 1)
   params = cnn.init(jax.random.PRNGKey(0), ARCH, (28, 28, 1))
-  state = jax.device_put({'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-                          'rng': jax.random.PRNGKey(1)}, sharding.replicated(mesh))
+  state = jax.device_put(steps_lib.initial_state(params, tx, jax.random.PRNGKey(1)), sharding.replicated(mesh))
   step = steps_lib.make_train_step(apply, tx, mesh)
   batches = [jax.device_put({'image': images[i], 'label': labels[i]}, sharding.batch_sharding(mesh))
              for i in range(len(images))]

@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import tarfile
+import types
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class Dataset:
     self.num_test = min(data_cfg.num_test or splits['validation'].num_examples, splits['validation'].num_examples)
     self.class_names = tuple(self._builder.info.features['label'].names)
     self.num_classes = len(self.class_names)
-    self._cfg = data_cfg
+    self._shuffle_buffer = min(data_cfg.shuffle_buffer, self.num_train)
     self._mean = mean_image(self._builder, data_cfg.mean_images, tfds_dir)
 
   def _split(self, name, n, *, shuffle_seed=None):
@@ -142,7 +143,7 @@ class Dataset:
     t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
     ds = self._split('train', self.num_train, shuffle_seed=es % (2 ** 31))
     return pipeline.train_batches(
-        ds, num_examples=self.num_train, shuffle_buffer=min(self._cfg.shuffle_buffer, self.num_train),
+        ds, num_examples=self.num_train, shuffle_buffer=self._shuffle_buffer,
         batch_size=batch_size, seed=seed, epoch=epoch, skip_batches=skip_batches, process=process,
         augment=lambda x, s: {'image': augment(self._centred(x), s), 'label': t.cast(x['label'], t.int32)})
 
@@ -240,11 +241,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   tfds_dir = os.path.expanduser(args.tfds_dir)
 
-  class Cfg(dict):
-    __getattr__ = dict.get
-
   try:
-    b = builder(tfds_dir, manual_dir(Cfg(manual_dir=args.manual_dir, tfds_dir=tfds_dir)))
+    b = builder(tfds_dir, manual_dir(types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=tfds_dir)))
   except DataError as e:
     p.exit(2, f'error: {e}\n')
   mean_image(b, args.mean_images, tfds_dir)

@@ -29,6 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from nets import cnn
 from nets import layers
 
 IMAGE_SIZE = 224
@@ -124,10 +125,13 @@ def _conv(p, x, arch, i):
   return layers.conv(p, x, stride=stride, padding=pad, groups=groups)
 
 
-def _features(params, x, arch):
+def _features(params, x, arch, conv_shapes=None):
+  """The flattened conv5 features; `conv_shapes`, if given, receives each conv layer's output shape."""
   x = x.astype(arch.dtype)
   for i in range(5):
     x = jax.nn.relu(_conv(params[f'conv{i + 1}'], x, arch, i))
+    if conv_shapes is not None:
+      conv_shapes[f'conv{i + 1}'] = x.shape[1:]
     if arch.lrn and NORMALISED[i]:
       x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
                      alpha_over_n=arch.lrn_alpha_over_n)
@@ -150,24 +154,15 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
   return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.float32)
 
 
-def num_params(params):
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
+num_params = cnn.num_params
 
 
-def layer_shapes(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
+def layer_shapes(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3), params=None):
   """{layer: output shape of its neurons (before pooling)} for one image, from the shapes JAX infers."""
-  shapes, params = {}, jax.eval_shape(lambda: init(jax.random.PRNGKey(0), arch, input_shape_HxWxC))
-
-  def trace(p, x):
-    x = x.astype(arch.dtype)
-    for i in range(5):
-      x = _conv(p[f'conv{i + 1}'], x, arch, i)
-      shapes[f'conv{i + 1}'] = x.shape[1:]
-      if POOLED[i]:
-        x = layers.max_pool(x, 3, 2)
-    return x
-
-  jax.eval_shape(trace, params, jax.ShapeDtypeStruct((1, *input_shape_HxWxC), jnp.float32))
+  params = params or jax.eval_shape(lambda: init(jax.random.PRNGKey(0), arch, input_shape_HxWxC))
+  shapes = {}
+  jax.eval_shape(lambda p, x: _features(p, x, arch, shapes), params,
+                 jax.ShapeDtypeStruct((1, *input_shape_HxWxC), jnp.float32))
   for i, width in enumerate((*arch.dense, arch.num_classes)):
     shapes[f'fc{i + 6}'] = (width,)
   return shapes
@@ -177,7 +172,7 @@ def multiply_adds(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
   """Multiply-adds of one image's forward pass through the conv and dense layers (a training step: about 3x)."""
   params = jax.eval_shape(lambda: init(jax.random.PRNGKey(0), arch, input_shape_HxWxC))
   total = 0
-  for name, shape in layer_shapes(arch, input_shape_HxWxC).items():
+  for name, shape in layer_shapes(arch, input_shape_HxWxC, params).items():
     w = params[name]['W'].shape
     total += math.prod(shape) * math.prod(w[:-1])  # each output: one multiply-add per weight that feeds it
   return total

@@ -166,8 +166,7 @@ def _setup(config):
   def new_state():
     key = jax.random.PRNGKey(config.seed)
     params = init_fn(jax.random.fold_in(key, 0), dataset.image_shape)
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-            'rng': jax.random.fold_in(key, 1)}
+    return steps.initial_state(params, tx, jax.random.fold_in(key, 1))
 
   shapes = jax.eval_shape(new_state)
   state_sharding = sharding.state_shardings(shapes, mesh, shard_dense=config.train.get('shard_dense', False))
@@ -217,6 +216,7 @@ def train_and_evaluate(config, workdir):
   bar = metrics_lib.progress(total_steps, config.experiment, disable=not main)
   bar.update(step)
   saved = latest
+  multiprocess = distributed.is_multiprocess()
 
   def check_finite(m, at):
     bad = [f'{k.replace("_", " ")} {m[k]}' for k in ('loss', 'grad_norm', 'param_norm') if not np.isfinite(m[k])]
@@ -253,9 +253,13 @@ def train_and_evaluate(config, workdir):
         bar.update(1)
         if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
           state = record_test(step // steps_per_epoch)
-        # read once: a signal arriving later in this step is seen at the next one; in a multi-process job all
-        # processes agree (any of them was signalled), so they save the same step together
-        terminating = distributed.any_process(stop['sigterm'])
+        # read once: a signal arriving later in this step is seen at the next check. A multi-process job checks
+        # at logging steps only, where all processes agree (a collective, kept off the other steps), so they save
+        # the same step together
+        if multiprocess:
+          terminating = step % config.train.log_every == 0 and distributed.any_process(stop['sigterm'])
+        else:
+          terminating = stop['sigterm']
         due_save = step % config.train.checkpoint_every == 0 or terminating or step == total_steps
         if step % config.train.log_every == 0 or due_save:
           m = jax.tree.map(float, jax.device_get(m))

@@ -53,9 +53,8 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None):
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=INIT_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     source = 'flags'
-  elif scheduler():
+  elif (source := scheduler()):
     jax.distributed.initialize(initialization_timeout=INIT_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
-    source = scheduler()
   else:
     return None
   return (f'process {jax.process_index()} of {jax.process_count()} ({source}): {jax.local_device_count()} local '

@@ -130,6 +130,6 @@ def plateau_update(opt_state, error, train_cfg):
       scale, bad, reductions = scale / train_cfg.plateau_factor, 0, reductions + 1
       message = (f'test error {error:.4f} has not improved on {best:.4f} for {train_cfg.plateau_patience} '
                  f'evaluations: learning rate x{scale:g} (reduction {reductions} of {train_cfg.plateau_reductions})')
-  new = PlateauState(*(jnp.asarray(v, a.dtype) for v, a in zip((scale, best, bad, reductions), p)))
-  new = type(p)(*(jax.device_put(v, a.sharding) for v, a in zip(new, p)))
+  new = PlateauState(*(jax.device_put(np.asarray(v, a.dtype), a.sharding)
+                       for v, a in zip((scale, best, bad, reductions), p)))
   return (*opt_state[:i], new, *opt_state[i + 1:]), message

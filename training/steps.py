@@ -11,6 +11,11 @@ from nets import losses
 from training import sharding
 
 
+def initial_state(params, tx, rng):
+  """The training state the step takes and returns: parameters, optimiser state, step count, base PRNG key."""
+  return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32), 'rng': rng}
+
+
 def make_train_step(apply_fn, tx, mesh, state_sharding=None):
   """The jitted update: (state, batch) -> (state, metrics). The batch is split over 'data'; the state is laid
   out as `state_sharding` says (default: replicated), and XLA inserts the collectives that layout needs."""
