@@ -61,14 +61,46 @@ def test_thin_input_convolutions_equal_xla(kernel, cin, padding):
   np.testing.assert_allclose(layers.conv(p, x, padding=padding), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_max_pool_fast_path_matches_reduce_window():
-  x = jax.random.normal(KEY, (2, 8, 6, 3))
-  general = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
-  np.testing.assert_array_equal(layers.max_pool(x, 2, 2), general)
-  g = jax.grad(lambda x: (layers.max_pool(x, 2, 2) * jnp.arange(36.0).reshape(1, 4, 3, 3)).sum())(x)
-  g_ref = jax.grad(lambda x: (jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
-                              * jnp.arange(36.0).reshape(1, 4, 3, 3)).sum())(x)
+def _reduce_window_max(x, k):
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, k, k, 1), 'VALID')
+
+
+@pytest.mark.parametrize('k,ties', [(2, False), (2, True), (3, True)])
+def test_max_pool_fast_path_matches_reduce_window(k, ties):
+  """Values and gradients equal reduce_window's, whose gradient goes to each window's first maximum; with ties
+  (rounded inputs, as in an image's flat background) a gradient that split or copied them would differ."""
+  x = jax.random.normal(KEY, (2, 4 * k, 3 * k, 3))
+  if ties:
+    x = jnp.round(x)
+  probe = jnp.arange(72.0).reshape(2, 4, 3, 3)
+  np.testing.assert_array_equal(layers.max_pool(x, k, k), _reduce_window_max(x, k))
+  g = jax.grad(lambda x: (layers.max_pool(x, k, k) * probe).sum())(x)
+  g_ref = jax.grad(lambda x: (_reduce_window_max(x, k) * probe).sum())(x)
   np.testing.assert_array_equal(g, g_ref)
+  assert (np.count_nonzero(np.asarray(g), axis=None) == probe.size - 1)  # one pixel per window (probe 0 once)
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_cnn_pools_before_relu_with_the_same_values_and_gradients(groups):
+  """cnn.apply applies ReLU after max pooling; the lecture's order (ReLU, then pooling) gives the same logits
+  and gradients, ties included (the rounded image has flat regions)."""
+  arch = cnn.Arch(conv=((4, 3, 1), (6, 3, 1)), dense=(8,), feature_groups=groups)
+  params = cnn.init(KEY, arch, (8, 8, 1))
+  x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), (2, 8, 8, 1)))
+
+  def relu_then_pool(p, x):
+    for i in range(len(arch.conv)):
+      h = jax.nn.relu(layers.conv(p[f'conv{i + 1}'], x))
+      x = layers.max_pool(layers.feature_group_max(h, groups) if groups > 1 else h, 2, 2)
+    h = jax.nn.relu(layers.dense(p['fc1'], x.reshape(x.shape[0], -1)))
+    return layers.dense(p['out'], h)
+
+  np.testing.assert_allclose(cnn.apply(params, x, arch), relu_then_pool(params, x), rtol=1e-6, atol=1e-6)
+  loss = lambda f: lambda p: jnp.sum(f(p) ** 2)
+  g = jax.grad(loss(lambda p: cnn.apply(p, x, arch)))(params)
+  g_ref = jax.grad(loss(lambda p: relu_then_pool(p, x)))(params)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('batch,stride,padding,groups', [(128, 1, 'SAME', 1), (48, 2, 1, 1), (64, 1, 'VALID', 2),
