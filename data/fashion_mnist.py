@@ -164,8 +164,8 @@ class Dataset:
     augment = self._augment if (self._random_flip or self._random_shift) else None
     return pipeline.train_batches(self._train, num_examples=self.num_train, batch_size=batch_size, seed=seed,
                                   epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
-                                  augment=augment, process=process)
+                                  augment=augment, process=process, autotune=False)
 
   def test_batches(self, *, batch_size, process=(0, 1)):
     return pipeline.eval_batches(self._test, num_examples=self.num_test, batch_size=batch_size,
-                                 preprocess=self._preprocess, process=process)
+                                 preprocess=self._preprocess, process=process, autotune=False)

@@ -61,7 +61,7 @@ def _local_part(ds, batch_size, process):
 
 
 def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, shuffle_buffer=None,
-                  preprocess=None, augment=None, process=(0, 1)):
+                  preprocess=None, augment=None, process=(0, 1), autotune=True):
   """numpy batches of this process's part of one training epoch, in the order fixed by (seed, epoch).
 
   Only whole global batches are used (every process then sees the same number of steps). `shuffle_buffer`
@@ -70,6 +70,7 @@ def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, 
   its seed is (epoch seed, position in the epoch), so a resumed epoch, which skips its first `skip_batches`
   global batches before any decoding, augments every later example exactly as the uninterrupted one did, in
   whichever process. `preprocess` maps whole batches. process: (index, count) of this process in the job.
+  autotune: see `finish`.
   """
   t, es = tf(), epoch_seed(seed, epoch)
   ds = ds.shuffle(shuffle_buffer or num_examples, seed=es, reshuffle_each_iteration=False)
@@ -84,10 +85,26 @@ def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, 
   ds = ds.batch(batch_size // process[1], drop_remainder=True)
   if preprocess is not None:
     ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(t.data.AUTOTUNE).as_numpy_iterator()
+  return finish(ds, autotune).as_numpy_iterator()
 
 
-def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1)):
+def finish(ds, autotune):
+  """`ds`, prefetching; with autotune=False, without tf.data's autotuning (no tuning thread). An autotuned
+  iterator runs a tuning thread, and deleting the iterator waits for it: on 2 cores with TF 2.21 that wait took
+  6-11 s, after about half of the epochs, when the next epoch replaced the finished iterator (with the CPU idle;
+  seen in a native stack dump). Negligible for ImageNet's hour-long epochs; a third of each 30-second
+  Fashion-MNIST epoch, whose in-memory pipeline needs no tuning.
+  """
+  t = tf()
+  ds = ds.prefetch(t.data.AUTOTUNE)
+  if not autotune:
+    options = t.data.Options()
+    options.autotune.enabled = False
+    ds = ds.with_options(options)
+  return ds
+
+
+def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1), autotune=True):
   """numpy batches {'image', 'label', 'mask'} of this process's part of the split. The split is padded to whole
   global batches with copies of its first example marked mask = 0, so every example counts exactly once and
   every process runs the same number of steps."""
@@ -100,7 +117,7 @@ def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1
   if preprocess is not None:
     ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
-  return ds.batch(batch_size // process[1]).prefetch(t.data.AUTOTUNE).as_numpy_iterator()
+  return finish(ds.batch(batch_size // process[1]), autotune).as_numpy_iterator()
 
 
 def prefetch_to_device(batches, sharding, size=2):

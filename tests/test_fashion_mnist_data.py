@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data import fashion_mnist
+from data import pipeline
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
@@ -92,6 +93,24 @@ def test_tfds_dataset_and_pipeline(fashion_mnist_tfds):
   assert not np.array_equal(other['label'], epoch0[0]['label']), 'each epoch reshuffles'
   test = list(ds.test_batches(batch_size=100))
   assert [len(b['mask']) for b in test] == [100, 100, 100] and sum(b['mask'].sum() for b in test) == 250
+
+
+def test_pipelines_run_without_tf_data_autotuning(fashion_mnist_tfds, monkeypatch):
+  """Deleting an autotuned iterator waited up to 11 s for its tuning thread, once per epoch (data/pipeline.py)."""
+  seen = []
+
+  def spy(ds, autotune):
+    out = real(ds, autotune)
+    seen.append(out.options().autotune.enabled)
+    return out
+
+  real = pipeline.finish
+  monkeypatch.setattr(pipeline, 'finish', spy)
+  ds = dataset(fashion_mnist_tfds, num_train=256, num_test=100, random_flip=True)
+  next(ds.train_batches(batch_size=64, seed=0, epoch=0))
+  next(ds.test_batches(batch_size=50))
+  assert seen == [False, False]
+  assert real(pipeline.tf().data.Dataset.range(3), True).options().autotune.enabled is not False
 
 
 def test_random_flips_are_seeded_and_survive_a_resume(fashion_mnist_tfds):
