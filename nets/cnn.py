@@ -70,19 +70,20 @@ def _pool(arch, x):
 
 
 def _features(params, x, arch):
+  # ReLU and max pooling commute (both take maxima), in values and in gradients; pooling first, the ReLU touches
+  # a quarter of the pixels: the Fashion-MNIST CNN's step is 5% faster on 2 CPU cores. Not past normalisation.
+  pool_first = arch.pool == 'max' and not arch.lrn
   for i, (_, _, stride) in enumerate(arch.conv):
     x = layers.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding)
     if arch.feature_groups > 1:
       x = layers.feature_group_max(x, arch.feature_groups)
-    if arch.lrn:
-      x = _pool(arch, layers.lrn(jax.nn.relu(x), n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha,
-                                 beta=arch.lrn_beta))
-    elif arch.pool == 'max':
-      # ReLU and max pooling commute (both take maxima), in values and in gradients; after the pooling the ReLU
-      # touches a quarter of the pixels: the Fashion-MNIST CNN's step is 5% faster on 2 CPU cores.
+    if pool_first:
       x = jax.nn.relu(_pool(arch, x))
-    else:
-      x = _pool(arch, jax.nn.relu(x))
+      continue
+    x = jax.nn.relu(x)
+    if arch.lrn:
+      x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta)
+    x = _pool(arch, x)
   return x.reshape(x.shape[0], -1)
 
 

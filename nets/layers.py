@@ -152,14 +152,13 @@ def _tiled_max_bwd(k, res, g):
   x, y = res
   b, h, w, c = x.shape
   windows = x.reshape(b, h // k, k, w // k, k, c)
-  taken, rows = None, []
+  taken, rows = jnp.zeros(y.shape, bool), []  # taken: the window's maximum is already met, row-major
   for i in range(k):
     cols = []
     for j in range(k):
-      hit = windows[:, :, i, :, j, :] == y
-      hit = hit if taken is None else hit & ~taken
-      taken = hit if taken is None else taken | hit
-      cols.append(jnp.where(hit, g, 0).astype(g.dtype))
+      hit = (windows[:, :, i, :, j, :] == y) & ~taken
+      taken = taken | hit
+      cols.append(jnp.where(hit, g, 0))
     rows.append(jnp.stack(cols, axis=3))
   return (jnp.stack(rows, axis=2).reshape(x.shape),)
 
