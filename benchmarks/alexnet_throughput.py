@@ -132,7 +132,7 @@ def main():
   p.add_argument('--repeats', type=int, default=5 if gpu else 3)
   p.add_argument('--dtype', choices=alexnet.DTYPES, default='bfloat16' if gpu else 'float32')
   p.add_argument('--networks', default=','.join(NETWORKS), help='comma-separated, from: ' + ', '.join(NETWORKS))
-  p.add_argument('--group_impl', choices=alexnet.GROUP_IMPLS, default='xla')
+  p.add_argument('--group_impl', choices=alexnet.GROUP_IMPLS, default=alexnet.Arch.group_impl)
   p.add_argument('--no_torch', action='store_true', help='skip the PyTorch peers')
   args = p.parse_args()
   unknown = set(args.networks.split(',')) - set(NETWORKS)

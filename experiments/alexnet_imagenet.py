@@ -67,7 +67,8 @@ def get_config(arg='paper'):
   c.model.init_std = 0.01
   c.model.dropout = 0.5
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'
-  c.model.group_impl = 'xla'  # or 'split': one convolution per group
+  c.model.group_impl = 'split'  # one convolution per group; 'xla': one with feature groups (slower on an H200)
+  c.model.space_to_depth = True  # conv1 over 4x4 pixel blocks: the same function, faster on GPUs
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # global: split over the devices

@@ -54,9 +54,22 @@ def test_grouped_layers_are_two_towers():
 def test_split_groups_equal_xla_feature_groups():
   params = alexnet.init(jax.random.PRNGKey(0), PAPER)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 13, 13, 384))
-  split = alexnet.Arch(group_impl='split')
-  np.testing.assert_allclose(alexnet._conv(params['conv4'], x, PAPER, 3), alexnet._conv(params['conv4'], x, split, 3),
+  xla, split = alexnet.Arch(group_impl='xla'), alexnet.Arch(group_impl='split')
+  np.testing.assert_allclose(alexnet._conv(params['conv4'], x, xla, 3), alexnet._conv(params['conv4'], x, split, 3),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_space_to_depth_conv1_is_the_same_network():
+  """The default computes conv1 over 4x4 pixel blocks: the same logits and gradients as the direct conv1."""
+  arch = alexnet.Arch(dense=(16, 16), bias_one=0.1)
+  direct = alexnet.Arch(dense=(16, 16), bias_one=0.1, space_to_depth=False)
+  assert arch.space_to_depth
+  params = alexnet.init(jax.random.PRNGKey(0), arch, (67, 67, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 67, 67, 3))
+  loss = lambda a: lambda p: jnp.sum(alexnet.apply(p, x, a) ** 2)
+  np.testing.assert_allclose(alexnet.apply(params, x, arch), alexnet.apply(params, x, direct), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(loss(arch))(params)['conv1']['W'], jax.grad(loss(direct))(params)['conv1']['W'],
+                             rtol=1e-3, atol=1e-6)
 
 
 def test_initialisation():

@@ -120,6 +120,21 @@ def test_sliced_cpu_convolution_and_its_gradients_equal_xla(batch, stride, paddi
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('kernel,stride,padding,hw,cin', [(11, 4, 2, (35, 37), 3), (5, 2, 'SAME', (13, 11), 2),
+                                                        (3, 2, 'VALID', (9, 10), 3), (4, 3, 1, (10, 11), 2)])
+def test_space_to_depth_conv_equals_the_strided_conv(kernel, stride, padding, hw, cin):
+  """The same outputs and parameter gradients, for kernels the stride divides or not and any padding."""
+  p = layers.conv_init(KEY, kernel, cin, 5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, *hw, cin))
+  f = lambda p, s2d: layers.conv(p, x, stride=stride, padding=padding, space_to_depth=s2d)
+  np.testing.assert_allclose(f(p, True), f(p, False), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda p: jnp.sum(jnp.sin(f(p, s2d))))(p) for s2d in (True, False)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
+  with pytest.raises(ValueError, match='groups=1'):
+    layers.conv(layers.conv_init(KEY, kernel, 2 * cin, 4, groups=2), jnp.concatenate([x, x], -1), stride=stride,
+                padding=padding, groups=2, space_to_depth=True)
+
+
 def test_grouped_conv_is_two_towers():
   p = layers.conv_init(KEY, 3, 4, 6, groups=2)
   assert p['W'].shape == (3, 3, 2, 6)
