@@ -32,6 +32,27 @@ def test_lrn_matches_the_formula(n, k, alpha, beta):
                              lrn_loop(a, n, k, alpha / n, beta), rtol=1e-5)
 
 
+def lrn_formula(a, n, k, alpha, beta):
+  """The same formula in jax.numpy, one channel at a time: what JAX differentiates for the reference gradient."""
+  c = a.shape[-1]
+  sums = [sum(a[..., j] ** 2 for j in range(max(0, i - n // 2), min(c - 1, i + n // 2) + 1)) for i in range(c)]
+  return jnp.stack([a[..., i] / (k + alpha * sums[i]) ** beta for i in range(c)], axis=-1)
+
+
+@pytest.mark.parametrize('n,k,alpha,beta', [(5, 2.0, 1e-4, 0.75), (3, 1.0, 0.5, 0.5), (4, 0.5, 0.1, 1.0)])
+def test_lrn_gradient_is_the_formulas(n, k, alpha, beta):
+  """lrn's hand-written gradient against JAX's derivative of the formula, in float32 and bfloat16 inputs."""
+  a = jax.random.normal(KEY, (2, 3, 3, 7)) * 3
+  probe = jax.random.normal(jax.random.PRNGKey(1), a.shape)
+  g = jax.grad(lambda a: jnp.sum(layers.lrn(a, n=n, k=k, alpha=alpha, beta=beta) * probe))(a)
+  g_ref = jax.grad(lambda a: jnp.sum(lrn_formula(a, n, k, alpha, beta) * probe))(a)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
+  g16 = jax.grad(lambda a: jnp.sum(layers.lrn(a, n=n, k=k, alpha=alpha, beta=beta).astype(jnp.float32) * probe))(
+      a.astype(jnp.bfloat16))
+  assert g16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(g16.astype(jnp.float32), g_ref, rtol=2e-2, atol=2e-2)
+
+
 def conv_loop(x, w, b, stride, pad):
   x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   kh, kw, _, cout = w.shape
