@@ -101,6 +101,23 @@ def test_max_pool_fast_path_matches_reduce_window(k, ties):
   assert np.count_nonzero(g) == probe.size - 1  # one pixel per window (probe 0 once)
 
 
+@pytest.mark.parametrize('k,s,padding,hw', [(3, 2, 'VALID', (13, 11)), (3, 2, 'SAME', (14, 14)), (3, 2, 'SAME', (15, 9)),
+                                            (3, 1, 'VALID', (7, 8)), (2, 3, 'VALID', (8, 8)), (2, 2, 'SAME', (7, 7))])
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_strided_path_matches_reduce_window(k, s, padding, hw, ties):
+  """Overlapping, gapped and padded windows: values and gradients equal reduce_window's (first maximum of each
+  window), ties included; an input pixel that is the maximum of several windows gets the sum of their gradients."""
+  x = jax.random.normal(KEY, (2, *hw, 3))
+  if ties:
+    x = jnp.round(x)
+  ref = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), padding)
+  y = layers.max_pool(x, k, s, padding)
+  np.testing.assert_array_equal(y, ref(x))
+  probe = jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)  # integers: sums exact in any order
+  g = jax.grad(lambda x: (layers.max_pool(x, k, s, padding) * probe).sum())(x)
+  np.testing.assert_array_equal(g, jax.grad(lambda x: (ref(x) * probe).sum())(x))
+
+
 @pytest.mark.parametrize('groups', [1, 2])
 def test_cnn_pools_before_relu_with_the_same_values_and_gradients(groups):
   """cnn.apply applies ReLU after max pooling; the lecture's order (ReLU, then pooling) gives the same logits
