@@ -133,6 +133,8 @@ def main():
   p.add_argument('--dtype', choices=alexnet.DTYPES, default='bfloat16' if gpu else 'float32')
   p.add_argument('--networks', default=','.join(NETWORKS), help='comma-separated, from: ' + ', '.join(NETWORKS))
   p.add_argument('--group_impl', choices=alexnet.GROUP_IMPLS, default=alexnet.Arch.group_impl)
+  p.add_argument('--space_to_depth', action=argparse.BooleanOptionalAction, default=alexnet.Arch.space_to_depth,
+                 help='conv1 over 4x4 pixel blocks (--no-space_to_depth: the direct strided convolution)')
   p.add_argument('--no_torch', action='store_true', help='skip the PyTorch peers')
   args = p.parse_args()
   unknown = set(args.networks.split(',')) - set(NETWORKS)
@@ -142,9 +144,11 @@ def main():
   peak = peak_flops(device) if args.dtype == 'bfloat16' else None
   result = {'batch': args.batch, 'dtype': args.dtype, 'steps': args.steps, 'repeats': args.repeats,
             'device': device.device_kind, 'devices': len(jax.devices()), 'jax': jax.__version__,
-            'python': platform.python_version(), 'machine': platform.machine(), 'networks': {}}
+            'python': platform.python_version(), 'machine': platform.machine(), 'group_impl': args.group_impl,
+            'space_to_depth': args.space_to_depth, 'networks': {}}
   for name in args.networks.split(','):
-    arch = alexnet.Arch(**{**NETWORKS[name].__dict__, 'dtype': args.dtype, 'group_impl': args.group_impl})
+    arch = alexnet.Arch(**{**NETWORKS[name].__dict__, 'dtype': args.dtype, 'group_impl': args.group_impl,
+                           'space_to_depth': args.space_to_depth})
     t0 = time.time()
     ips = jax_images_per_s(arch, args.batch, args.steps, args.repeats)
     flops = 6 * alexnet.multiply_adds(arch)
