@@ -4,7 +4,7 @@
   python -m experiments.sweep --sweep=experiments/fashion_mnist_ablations.py:mlp --workdir=workdirs/ablations_mlp
 
 Each variant changes one thing against the default net and trains on a shorter budget than the full runs (cnn: 4
-epochs, about 4.5 min each on 2 CPU cores; mlp: 15 epochs, about 1.5 min each), so compare the variants with
+epochs, 2-4 min each on 2 CPU cores; mlp: 15 epochs, about 1.5 min each), so compare the variants with
 each other, not with the full runs' numbers. Pass `:cnn,seeds3` (or `:mlp,seeds3`) for 3 seeds per variant.
 """
 
