@@ -95,6 +95,20 @@ def test_throughput_benchmark_imports_no_tensorflow():
   assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_throughput_benchmark_runs_and_records_its_layout():
+  """End to end at a tiny batch on the CPU: the direct conv1 layout when asked, in the JSON line; an unknown
+  network gets argparse's one-line error."""
+  cmd = [sys.executable, 'benchmarks/alexnet_throughput.py', '--networks=torchvision', '--no-space_to_depth',
+         '--no_torch', '--batch=2', '--steps=1', '--repeats=1']
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=USER_ENV)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['space_to_depth'] is False and result['group_impl'] == 'split'
+  assert result['networks']['torchvision']['images_per_s'] > 0
+  proc = subprocess.run(cmd[:2] + ['--networks=vgg'], cwd=ROOT, capture_output=True, text=True, env=USER_ENV)
+  assert proc.returncode == 2 and "unknown networks ['vgg']" in proc.stderr
+
+
 def test_missing_imagenet_gets_one_line_from_train_and_prepare(tmp_path):
   env = {k: v for k, v in USER_ENV.items() if k != 'IMAGENET_MANUAL_DIR'}
   proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/alexnet_imagenet.py',
