@@ -19,6 +19,7 @@ bf16 rate (known GPUs only). The last line is one JSON object. Imports neither T
 on a bare machine with jax, optax, torch (and torchvision).
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -147,8 +148,8 @@ def main():
             'python': platform.python_version(), 'machine': platform.machine(), 'group_impl': args.group_impl,
             'space_to_depth': args.space_to_depth, 'networks': {}}
   for name in args.networks.split(','):
-    arch = alexnet.Arch(**{**NETWORKS[name].__dict__, 'dtype': args.dtype, 'group_impl': args.group_impl,
-                           'space_to_depth': args.space_to_depth})
+    arch = dataclasses.replace(NETWORKS[name], dtype=args.dtype, group_impl=args.group_impl,
+                               space_to_depth=args.space_to_depth)
     t0 = time.time()
     ips = jax_images_per_s(arch, args.batch, args.steps, args.repeats)
     flops = 6 * alexnet.multiply_adds(arch)

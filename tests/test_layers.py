@@ -13,14 +13,11 @@ KEY = jax.random.PRNGKey(0)
 
 
 def lrn_loop(a, n, k, alpha, beta):
-  """b[..., c] = a[..., c] / (k + alpha * sum over the n maps around c of a^2) ** beta, written as loops."""
-  b = np.zeros_like(a)
-  channels = a.shape[-1]
-  for c in range(channels):
-    lo, hi = max(0, c - n // 2), min(channels - 1, c + n // 2)
-    s = sum(a[..., j] ** 2 for j in range(lo, hi + 1))
-    b[..., c] = a[..., c] / (k + alpha * s) ** beta
-  return b
+  """b[..., c] = a[..., c] / (k + alpha * sum over the n maps around c of a^2) ** beta, one channel at a time in
+  jax.numpy: the reference values, and what JAX differentiates for the reference gradient."""
+  c = a.shape[-1]
+  sums = [sum(a[..., j] ** 2 for j in range(max(0, i - n // 2), min(c - 1, i + n // 2) + 1)) for i in range(c)]
+  return jnp.stack([a[..., i] / (k + alpha * sums[i]) ** beta for i in range(c)], axis=-1)
 
 
 @pytest.mark.parametrize('n,k,alpha,beta', [(5, 2.0, 1e-4, 0.75), (3, 1.0, 0.5, 0.5), (4, 0.5, 0.1, 1.0)])
@@ -32,20 +29,13 @@ def test_lrn_matches_the_formula(n, k, alpha, beta):
                              lrn_loop(a, n, k, alpha / n, beta), rtol=1e-5)
 
 
-def lrn_formula(a, n, k, alpha, beta):
-  """The same formula in jax.numpy, one channel at a time: what JAX differentiates for the reference gradient."""
-  c = a.shape[-1]
-  sums = [sum(a[..., j] ** 2 for j in range(max(0, i - n // 2), min(c - 1, i + n // 2) + 1)) for i in range(c)]
-  return jnp.stack([a[..., i] / (k + alpha * sums[i]) ** beta for i in range(c)], axis=-1)
-
-
 @pytest.mark.parametrize('n,k,alpha,beta', [(5, 2.0, 1e-4, 0.75), (3, 1.0, 0.5, 0.5), (4, 0.5, 0.1, 1.0)])
 def test_lrn_gradient_is_the_formulas(n, k, alpha, beta):
   """lrn's hand-written gradient against JAX's derivative of the formula, in float32 and bfloat16 inputs."""
   a = jax.random.normal(KEY, (2, 3, 3, 7)) * 3
   probe = jax.random.normal(jax.random.PRNGKey(1), a.shape)
   g = jax.grad(lambda a: jnp.sum(layers.lrn(a, n=n, k=k, alpha=alpha, beta=beta) * probe))(a)
-  g_ref = jax.grad(lambda a: jnp.sum(lrn_formula(a, n, k, alpha, beta) * probe))(a)
+  g_ref = jax.grad(lambda a: jnp.sum(lrn_loop(a, n, k, alpha, beta) * probe))(a)
   np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
   g16 = jax.grad(lambda a: jnp.sum(layers.lrn(a, n=n, k=k, alpha=alpha, beta=beta).astype(jnp.float32) * probe))(
       a.astype(jnp.bfloat16))
@@ -82,8 +72,9 @@ def test_thin_input_convolutions_equal_xla(kernel, cin, padding):
   np.testing.assert_allclose(layers.conv(p, x, padding=padding), expected, rtol=1e-5, atol=1e-5)
 
 
-def _reduce_window_max(x, k):
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, k, k, 1), 'VALID')
+def _reduce_window_max(x, k, s=None, padding='VALID'):
+  s = s or k
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), padding)
 
 
 @pytest.mark.parametrize('k,ties', [(2, False), (2, True), (3, True)])
@@ -110,7 +101,7 @@ def test_max_pool_strided_path_matches_reduce_window(k, s, padding, hw, ties):
   x = jax.random.normal(KEY, (2, *hw, 3))
   if ties:
     x = jnp.round(x)
-  ref = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), padding)
+  ref = lambda x: _reduce_window_max(x, k, s, padding)
   y = layers.max_pool(x, k, s, padding)
   np.testing.assert_array_equal(y, ref(x))
   probe = jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)  # integers: sums exact in any order
