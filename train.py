@@ -8,6 +8,7 @@ import os
 from training import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
+cli.keep_freed_memory()  # before any thread starts: XLA:CPU's per-step buffers without page faults
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

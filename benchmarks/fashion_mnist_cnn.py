@@ -8,6 +8,9 @@ train on the same synthetic batches (throughput does not depend on the pixels):
   - this codebase: training/classifier.py's jitted, sharded step on the devices train.py gives it (one on a
     CPU-only machine, see experiments/__init__.py);
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
+Both run in this one process, so both get the glibc malloc settings that train.py makes (training/cli.py's
+keep_freed_memory: freed memory kept for reuse); KEEP_FREED_MEMORY=0 runs both with glibc's defaults instead.
+The JSON says which (`malloc_kept`).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
 accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
@@ -24,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
 os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=1)  # as train.py does for the classifier trainer
+MALLOC_KEPT = cli.keep_freed_memory()  # as train.py does; PyTorch, in this process, gets the same allocator
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -120,7 +124,7 @@ def main(argv):
   print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
   result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
             'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'repeats': _REPEATS.value,
-            'steps': _STEPS.value, 'jax': jax.__version__, 'torch': torch_version,
+            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'jax': jax.__version__, 'torch': torch_version,
             'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
             'machine': platform.machine(), 'python': platform.python_version()}
   if _TO_ACCURACY.value > 0:

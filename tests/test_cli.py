@@ -173,3 +173,58 @@ def test_eval_bad_workdirs(quick_run, tmp_path):
   results['records'][0]['test_accuracy'] += 0.25
   (tampered / 'results.json').write_text(json.dumps(results))
   assert_one_line_error(evaluate(f'--config={QUICK}', f'--workdir={tampered}'), 'away from results.json')
+
+
+# A 45 MB block allocated, written and freed by a worker thread, as XLA:CPU does with a jitted step's
+# temporaries; prints the page faults per repetition after the first.
+_FAULTS_SCRIPT = """
+import ctypes, resource, sys, threading
+from training import cli
+print(cli.keep_freed_memory() if sys.argv[1] == 'keep' else False)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size, counts = 45 << 20, []
+def work():
+  for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(max(counts[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or os.confstr('CS_GNU_LIBC_VERSION') is None
+                    or 'glibc' not in os.confstr('CS_GNU_LIBC_VERSION'), reason='glibc only')
+def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', 'KEEP_FREED_MEMORY')}
+  env['JAX_PLATFORMS'] = 'cpu'
+  runs = {}
+  for mode in ('keep', 'default'):
+    out = subprocess.run([sys.executable, '-c', _FAULTS_SCRIPT, mode], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    runs[mode] = (out[0] == 'True', int(out[1]))
+  pages = (45 << 20) // os.sysconf('SC_PAGE_SIZE')
+  assert runs['default'] == (False, runs['default'][1]) and runs['default'][1] > pages // 2, runs  # the control
+  assert runs['keep'][0] and runs['keep'][1] < pages // 20, runs
+
+
+@pytest.mark.parametrize('environ', [
+    {'KEEP_FREED_MEMORY': '0'}, {'MALLOC_TOP_PAD_': '0'}, {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, {'MALLOC_ARENA_MAX': '4'},
+    {'JAX_PLATFORMS': 'cuda'}, {'JAX_PLATFORMS': 'tpu,cpu'}])
+def test_keep_freed_memory_leaves_user_choices_and_accelerators_alone(environ):
+  from training import cli  # noqa: PLC0415
+
+  assert not cli.keep_freed_memory(environ, find_spec=lambda name: None)
+
+
+def test_keep_freed_memory_skips_machines_with_accelerator_plugins():
+  from training import cli  # noqa: PLC0415
+
+  assert not cli.keep_freed_memory({}, find_spec=lambda name: object() if name == 'jax_cuda12_plugin' else None)
