@@ -8,7 +8,6 @@ import os
 from training import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
-cli.keep_freed_memory()  # before any thread starts: XLA:CPU's per-step buffers without page faults
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -23,6 +22,7 @@ _DISTRIBUTED = cli.define_distributed_flags()
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
+  cli.keep_freed_memory()  # before JAX starts: XLA:CPU's per-step buffers without page faults
   # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
   os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
   if _SHOW_CONFIG.value:

@@ -108,6 +108,13 @@ def test_unknown_experiment_argument(tmp_path):
   assert_one_line_error(train('--config=experiments/hidden_units.py:quik', f'--workdir={tmp_path}/w'), 'quik')
 
 
+def test_bad_keep_freed_memory_value(tmp_path):
+  proc = subprocess.run([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={tmp_path}/w'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, env={**os.environ, 'KEEP_FREED_MEMORY': 'yes'})
+  assert_one_line_error(proc, "KEEP_FREED_MEMORY='yes'", 'set it to 0')
+  assert not os.path.exists(f'{tmp_path}/w')
+
+
 def test_missing_workdir():
   assert_one_line_error(train(f'--config={QUICK}'), '--workdir')
 

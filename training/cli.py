@@ -57,7 +57,8 @@ _ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_pl
 
 def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   """Makes glibc's malloc keep freed memory for reuse instead of handing it back to the kernel, when JAX will
-  compute on the CPU. Returns whether it did. Call it before JAX starts its threads.
+  compute on the CPU. Returns whether it did; a KEEP_FREED_MEMORY other than 0 or 1 is a UserError. Call it
+  before JAX starts its threads.
 
   Each execution of a jitted XLA:CPU program allocates its temporaries afresh, from XLA's worker threads: for the
   Fashion-MNIST CNN's training step one block of 45 MB. By default glibc maps a block that large straight from
@@ -71,6 +72,9 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   which keeps glibc's defaults (setting any one of glibc's thresholds by hand would not: it also switches off
   glibc's dynamic mmap threshold, which made JAX 20% and PyTorch 28% slower on this CNN).
   """
+  if environ.get(OPT_OUT, '1') not in ('0', '1'):
+    raise UserError(f'{OPT_OUT}={environ[OPT_OUT]!r} is not understood; set it to 0 (glibc\'s malloc defaults) '
+                    'or 1 (keep freed memory, the default), or unset it')
   if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
     return False
   if environ.get(OPT_OUT) == '0' or any(v in environ for v in _USER_MALLOC_VARIABLES):
