@@ -8,13 +8,15 @@ import sys
 
 import pytest
 
+from training import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = 'experiments/hidden_units.py:quick'
 
 
-def train(*args, timeout=300):
+def train(*args, timeout=300, env=None):
   return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+                        timeout=timeout, env=env)
 
 
 def snapshot(d):
@@ -110,8 +112,7 @@ def test_unknown_experiment_argument(tmp_path):
 
 
 def test_bad_keep_freed_memory_value(tmp_path):
-  proc = subprocess.run([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={tmp_path}/w'], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300, env={**os.environ, 'KEEP_FREED_MEMORY': 'yes'})
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'KEEP_FREED_MEMORY': 'yes'})
   assert_one_line_error(proc, "KEEP_FREED_MEMORY='yes'", 'set it to 0')
   assert not os.path.exists(f'{tmp_path}/w')
 
@@ -209,8 +210,8 @@ print(max(counts[1:]))
 
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', 'KEEP_FREED_MEMORY')}
+  glibc_defaults = lambda k: not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', cli.OPT_OUT)
+  env = {k: v for k, v in os.environ.items() if glibc_defaults(k)}
   env['JAX_PLATFORMS'] = 'cpu'
   runs = {}
   for mode in ('keep', 'default'):
@@ -226,12 +227,8 @@ def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
     {'KEEP_FREED_MEMORY': '0'}, {'MALLOC_TOP_PAD_': '0'}, {'MALLOC_ARENA_MAX': '4'},
     {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, {'JAX_PLATFORMS': 'cuda'}, {'JAX_PLATFORMS': 'tpu,cpu'}])
 def test_keep_freed_memory_leaves_user_choices_and_accelerators_alone(environ):
-  from training import cli  # noqa: PLC0415
-
   assert not cli.keep_freed_memory(environ, find_spec=lambda name: None)
 
 
 def test_keep_freed_memory_skips_machines_with_accelerator_plugins():
-  from training import cli  # noqa: PLC0415
-
   assert not cli.keep_freed_memory({}, find_spec=lambda name: object() if name == 'jax_cuda12_plugin' else None)
