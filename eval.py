@@ -32,9 +32,8 @@ _ENSEMBLE = flags.DEFINE_list('ensemble', [], 'Classifiers: more workdirs whose 
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  cli.keep_freed_memory()  # before JAX starts: XLA:CPU's per-step buffers without page faults
-  # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
-  os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
+  # No JAX backend exists yet (config files only import modules), so the CPU can still be prepared for it.
+  cli.prepare_cpu(cores=experiments.cpu_devices(config))
   cli.start_distributed(_DISTRIBUTED)
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):

@@ -3,7 +3,6 @@
 The config names its trainer; the trainer writes config.json, metrics.jsonl, results.json, results.md and
 figures/ into the workdir. See README.md for every experiment's command.
 """
-import os
 
 from training import cli
 
@@ -22,9 +21,8 @@ _DISTRIBUTED = cli.define_distributed_flags()
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  cli.keep_freed_memory()  # before JAX starts: XLA:CPU's per-step buffers without page faults
-  # No JAX backend exists yet (config files only import modules), so the device count can still be chosen.
-  os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=experiments.cpu_devices(config))
+  # No JAX backend exists yet (config files only import modules), so the CPU can still be prepared for it.
+  cli.prepare_cpu(cores=experiments.cpu_devices(config))
   if _SHOW_CONFIG.value:
     print(config)
     return

@@ -26,8 +26,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=1)  # as train.py does for the classifier trainer
-MALLOC_KEPT = cli.keep_freed_memory()  # as train.py does; PyTorch, in this process, gets the same allocator
+MALLOC_KEPT = cli.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -24,8 +24,7 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag()  # one JAX device per core, as train.py does
-cli.keep_freed_memory()  # glibc malloc keeps freed memory, as train.py does (the numpy and sklearn peers too)
+cli.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

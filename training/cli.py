@@ -88,6 +88,15 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.items())
 
 
+def prepare_cpu(cores=None, environ=os.environ):
+  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory), and
+  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core). Returns whether
+  freed memory is kept."""
+  kept = keep_freed_memory(environ)
+  environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
+  return kept
+
+
 def fail(message):
   print(f'error: {message}', file=sys.stderr)
   sys.exit(EXIT_USER_ERROR)
