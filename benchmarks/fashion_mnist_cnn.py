@@ -1,6 +1,6 @@
 """CNN training throughput on the CPU: this codebase against the same network in PyTorch, in one run.
 
-  python benchmarks/fashion_mnist_cnn.py [--repeats=5] [--steps=20] [--to_accuracy=0.92]
+  python benchmarks/fashion_mnist_cnn.py [--repeats=5] [--steps=20] [--to_accuracy=0.92] [--conv2_kernel=5]
 
 The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> ReLU -> 2x2 max pool -> conv 5x5
 64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
@@ -14,6 +14,8 @@ The JSON says which (`malloc_kept`).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
 accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
+--conv2_kernel=1 gives conv2 a 1x1 kernel in both networks, everything else unchanged: the difference from the
+default run is what conv2's 5x5 convolution (forward and both gradients) costs each peer.
 Needs torch (requirements-bench.txt, installed by `make bench`).
 """
 import json
@@ -42,9 +44,18 @@ from training import sharding  # noqa: E402
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Training steps per timing.')
 _TO_ACCURACY = flags.DEFINE_float('to_accuracy', 0.0, 'If > 0, also time a real run to this test accuracy.')
+_CONV2_KERNEL = flags.DEFINE_integer(
+    'conv2_kernel', 5, "Side of conv2's kernel in both networks (odd; 5 is the benchmark's network, 1 shows by "
+    "difference what conv2 costs).")
 
 BATCH = 128
-ARCH = cnn.Arch(conv=((32, 5, 1), (64, 5, 1)), dense=(1024,), dropout=0.5)
+
+
+def arch(conv2_kernel=5):
+  return cnn.Arch(conv=((32, 5, 1), (64, conv2_kernel, 1)), dense=(1024,), dropout=0.5)
+
+
+ARCH = arch()
 
 
 def median_images_per_s(run_steps, repeats, steps):
@@ -52,14 +63,14 @@ def median_images_per_s(run_steps, repeats, steps):
   return BATCH * steps / timing.median_seconds(lambda: run_steps(steps), repeats)
 
 
-def jax_images_per_s(images, labels, repeats, steps):
+def jax_images_per_s(images, labels, repeats, steps, net=ARCH):
   import ml_collections  # noqa: PLC0415
 
   mesh = sharding.data_mesh()
-  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, ARCH, train=train, key=key)
+  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, net, train=train, key=key)
   tx = optim.classifier_optimizer(ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, lr_schedule='constant', weight_decay=0.0, momentum=0.0)), 1)
-  params = cnn.init(jax.random.PRNGKey(0), ARCH, (28, 28, 1))
+  params = cnn.init(jax.random.PRNGKey(0), net, (28, 28, 1))
   state = jax.device_put(steps_lib.initial_state(params, tx, jax.random.PRNGKey(1)), sharding.replicated(mesh))
   step = steps_lib.make_train_step(apply, tx, mesh)
   batches = [jax.device_put({'image': images[i], 'label': labels[i]}, sharding.batch_sharding(mesh))
@@ -74,16 +85,23 @@ def jax_images_per_s(images, labels, repeats, steps):
   return median_images_per_s(run_steps, repeats, steps)
 
 
-def torch_images_per_s(images, labels, repeats, steps):
+def torch_model(conv2_kernel=5):
+  """The same network in torch.nn (NCHW), conv2 with the given odd kernel side."""
+  from torch import nn  # noqa: PLC0415
+
+  return nn.Sequential(
+      nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(32, 64, conv2_kernel, padding=conv2_kernel // 2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
+
+
+def torch_images_per_s(images, labels, repeats, steps, conv2_kernel=5):
   import torch  # noqa: PLC0415
   from torch import nn  # noqa: PLC0415
 
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
-  model = nn.Sequential(
-      nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-      nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-      nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
+  model = torch_model(conv2_kernel)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = nn.CrossEntropyLoss()
   xs = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))) for x in images]  # NCHW
@@ -113,16 +131,19 @@ def time_to_accuracy(target):
 
 def main(argv):
   del argv
+  k = _CONV2_KERNEL.value
+  if k < 1 or k % 2 == 0:
+    cli.fail(f'--conv2_kernel={k}: give an odd kernel side >= 1 (SAME padding keeps the 14x14 maps), e.g. 5 or 1')
   rng = np.random.default_rng(0)
   images = [rng.standard_normal((BATCH, 28, 28, 1), dtype=np.float32) for _ in range(4)]
   labels = [rng.integers(0, 10, BATCH).astype(np.int32) for _ in range(4)]
-  jax_ips = jax_images_per_s(images, labels, _REPEATS.value, _STEPS.value)
+  jax_ips = jax_images_per_s(images, labels, _REPEATS.value, _STEPS.value, arch(k))
   print(f'this codebase (JAX {jax.__version__}, {len(jax.devices())} devices): {jax_ips:8.0f} images/s', flush=True)
-  torch_ips, torch_version = torch_images_per_s(images, labels, _REPEATS.value, _STEPS.value)
+  torch_ips, torch_version = torch_images_per_s(images, labels, _REPEATS.value, _STEPS.value, k)
   print(f'PyTorch {torch_version} ({os.cpu_count()} threads):        {torch_ips:8.0f} images/s', flush=True)
   print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
   result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
-            'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'repeats': _REPEATS.value,
+            'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'conv2_kernel': k, 'repeats': _REPEATS.value,
             'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'jax': jax.__version__, 'torch': torch_version,
             'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
             'machine': platform.machine(), 'python': platform.python_version()}
