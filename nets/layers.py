@@ -34,12 +34,20 @@ def conv_init(key, kernel, in_channels, out_channels, *, groups=1, weight_init='
 # cores, jax 0.10.2: the weight gradient takes 46 ms in one piece and 16 ms as 16 slices of 8 images; the forward
 # pass 15 ms in one piece and 12 ms as 4 slices of 32; the input gradient 16 ms however it is cut. In the whole
 # training step, the input gradient in 8 slices of 16 makes the step 7% faster than in 4 of 32 (XLA then
-# overlaps it with other work); other sizes were slower. Images per slice, for each:
-CPU_SLICE = {'forward': 32, 'input_grad': 16, 'weight_grad': 8}
+# overlaps it with other work); other sizes were slower. That is for jax 0.10, whose XLA runs each of these
+# convolutions (YNNPACK) on one thread. From jax 0.11 on, YNNPACK spreads each over all cores: the forward pass
+# and the input gradient are then fastest whole (8 ms each, 311-322 GFLOP/s), the weight gradient still in
+# slices (24-28 ms whole, 10-12 ms as 8 slices of 16), and the whole step is 4% faster that way than with jax 0.10's
+# slices (jax 0.11.2: 48.8 against 51.0 ms, 0.12.0.1: 49.3 against 51.2 ms). Images per slice, for each (None:
+# the whole batch):
+CPU_SLICE = ({'forward': 32, 'input_grad': 16, 'weight_grad': 8} if jax.__version_info__ < (0, 11) else
+             {'forward': None, 'input_grad': None, 'weight_grad': 16})
 
 
 def _slices(batch, size):
   """How many interleaved slices of about `size` images to cut a batch into (1: do not slice)."""
+  if size is None:
+    return 1
   n = batch // size
   return n if n > 1 and batch % n == 0 else 1
 
