@@ -132,6 +132,17 @@ def test_cnn_pools_before_relu_with_the_same_values_and_gradients(groups):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_cpu_slices_follow_the_jax_version():
+  """jax 0.10's XLA runs each CPU convolution on one thread, so all three are sliced; from 0.11 on it uses all
+  cores, and only the weight gradient is (nets/layers.py). None means the whole batch; a batch the size does not
+  divide into equal slices stays whole."""
+  if jax.__version_info__ < (0, 11):
+    assert [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')] == [4, 8, 16]
+  else:
+    assert [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')] == [1, 1, 8]
+  assert layers._slices(128, None) == 1 and layers._slices(6, 16) == 1 and layers._slices(48, 16) == 3
+
+
 @pytest.mark.parametrize('batch,stride,padding,groups', [(128, 1, 'SAME', 1), (48, 2, 1, 1), (64, 1, 'VALID', 2),
                                                          (6, 1, 'SAME', 1)])
 def test_sliced_cpu_convolution_and_its_gradients_equal_xla(batch, stride, padding, groups):
