@@ -24,15 +24,14 @@ def test_even_or_empty_conv2_kernel_is_refused_in_one_line(kernel):
 
 def test_conv2_kernel_changes_only_conv2():
   """The JAX network (imported in a child: the module sets up malloc and XLA_FLAGS as train.py does)."""
-  code = ('import sys; sys.argv = ["x"]; import jax; from benchmarks import fashion_mnist_cnn as b; '
+  code = ('import sys, json; sys.argv = ["x"]; import jax; from benchmarks import fashion_mnist_cnn as b; '
           'from nets import cnn; shapes = lambda k: jax.tree.map(lambda a: list(a.shape), '
           'cnn.init(jax.random.PRNGKey(0), b.arch(k), (28, 28, 1))); '
-          'print(b.arch() == b.ARCH, shapes(5), shapes(1), sep="\\n")')
+          'print(json.dumps([b.arch() == b.ARCH, shapes(5), shapes(1)]))')
   proc = run('-c', code, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  same, five, one = proc.stdout.strip().splitlines()[-3:]
-  five, one = json.loads(five.replace("'", '"')), json.loads(one.replace("'", '"'))
-  assert same == 'True'
+  same, five, one = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert same is True
   assert five['conv2']['W'] == [5, 5, 32, 64] and one['conv2']['W'] == [1, 1, 32, 64]
   assert {k: v for k, v in five.items() if k != 'conv2'} == {k: v for k, v in one.items() if k != 'conv2'}
 

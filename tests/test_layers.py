@@ -136,10 +136,8 @@ def test_cpu_slices_follow_the_jax_version():
   """jax 0.10's XLA runs each CPU convolution on one thread, so all three are sliced; from 0.11 on it uses all
   cores, and only the weight gradient is (nets/layers.py). None means the whole batch; a batch the size does not
   divide into equal slices stays whole."""
-  if jax.__version_info__ < (0, 11):
-    assert [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')] == [4, 8, 16]
-  else:
-    assert [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')] == [1, 1, 8]
+  slices = [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')]
+  assert slices == ([4, 8, 16] if jax.__version_info__ < (0, 11) else [1, 1, 8])
   assert layers._slices(128, None) == 1 and layers._slices(6, 16) == 1 and layers._slices(48, 16) == 3
 
 
