@@ -210,8 +210,8 @@ print(max(counts[1:]))
 
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
-  glibc_defaults = lambda k: not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', cli.OPT_OUT)
-  env = {k: v for k, v in os.environ.items() if glibc_defaults(k)}
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', cli.OPT_OUT)}
   env['JAX_PLATFORMS'] = 'cpu'
   runs = {}
   for mode in ('keep', 'default'):
