@@ -63,7 +63,7 @@ def median_images_per_s(run_steps, repeats, steps):
   return BATCH * steps / timing.median_seconds(lambda: run_steps(steps), repeats)
 
 
-def jax_images_per_s(images, labels, repeats, steps, conv2_kernel=5):
+def jax_images_per_s(images, labels, repeats, steps, conv2_kernel):
   import ml_collections  # noqa: PLC0415
 
   net = arch(conv2_kernel)
@@ -96,7 +96,7 @@ def torch_model(conv2_kernel=5):
       nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 10))
 
 
-def torch_images_per_s(images, labels, repeats, steps, conv2_kernel=5):
+def torch_images_per_s(images, labels, repeats, steps, conv2_kernel):
   import torch  # noqa: PLC0415
   from torch import nn  # noqa: PLC0415
 
