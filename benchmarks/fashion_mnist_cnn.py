@@ -10,7 +10,8 @@ train on the same synthetic batches (throughput does not depend on the pixels):
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
 Both run in this one process, so both get the glibc malloc settings that train.py makes (training/cli.py's
 keep_freed_memory: freed memory kept for reuse); KEEP_FREED_MEMORY=0 runs both with glibc's defaults instead.
-The JSON says which (`malloc_kept`).
+The JSON says which (`malloc_kept`), and which library computed this codebase's convolutions (`cpu_conv`:
+'onednn' where `make` built nets/onednn_conv.so, else 'xla'; CPU_CONV=xla chooses XLA's, see nets/onednn.py).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
 accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
@@ -28,7 +29,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
-MALLOC_KEPT = cli.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
+try:
+  MALLOC_KEPT = cli.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
+except cli.UserError as e:
+  cli.fail(str(e))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -37,6 +41,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from nets import cnn  # noqa: E402
+from nets import layers  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
@@ -145,7 +150,8 @@ def main(argv):
   print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
   result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
             'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'conv2_kernel': k, 'repeats': _REPEATS.value,
-            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'jax': jax.__version__, 'torch': torch_version,
+            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'cpu_conv': layers.cpu_conv_impl(),
+            'jax': jax.__version__, 'torch': torch_version,
             'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
             'machine': platform.machine(), 'python': platform.python_version()}
   if _TO_ACCURACY.value > 0:

@@ -24,7 +24,10 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli  # noqa: E402
 
-cli.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
+try:
+  cli.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
+except cli.UserError as e:
+  cli.fail(str(e))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nets import init as init_lib
+from nets import onednn
 
 
 def conv_init(key, kernel, in_channels, out_channels, *, groups=1, weight_init='he', std=None, bias=0.0):
@@ -29,19 +30,30 @@ def conv_init(key, kernel, in_channels, out_channels, *, groups=1, weight_init='
           'b': jnp.full((out_channels,), bias, jnp.float32)}
 
 
-# On the CPU, XLA's convolutions run faster on slices of the batch than on the whole of it, and independent
-# slices keep both cores busy. For the Fashion-MNIST CNN's 5x5, 32->64 convolution on 14x14 maps, batch 128, 2
-# cores, jax 0.10.2: the weight gradient takes 46 ms in one piece and 16 ms as 16 slices of 8 images; the forward
-# pass 15 ms in one piece and 12 ms as 4 slices of 32; the input gradient 16 ms however it is cut. In the whole
-# training step, the input gradient in 8 slices of 16 makes the step 7% faster than in 4 of 32 (XLA then
-# overlaps it with other work); other sizes were slower. That is for jax 0.10, whose XLA runs each of these
-# convolutions (YNNPACK) on one thread. From jax 0.11 on, YNNPACK spreads each over all cores: the forward pass
-# and the input gradient are then fastest whole (8 ms each, 311-322 GFLOP/s), the weight gradient still in
-# slices (24-28 ms whole, 10-12 ms as 8 slices of 16), and the whole step is 4% faster that way than with jax 0.10's
-# slices (jax 0.11.2: 48.8 against 51.0 ms, 0.12.0.1: 49.3 against 51.2 ms). Images per slice, for each (None:
-# the whole batch):
-CPU_SLICE = ({'forward': 32, 'input_grad': 16, 'weight_grad': 8} if jax.__version_info__ < (0, 11) else
-             {'forward': None, 'input_grad': None, 'weight_grad': 16})
+# On the CPU, convolutions run faster on slices of the batch than on the whole of it, and independent slices keep
+# both cores busy. XLA's own convolutions (YNNPACK), for the Fashion-MNIST CNN's 5x5, 32->64 convolution on 14x14
+# maps, batch 128, 2 cores, jax 0.10.2: the weight gradient takes 46 ms in one piece and 16 ms as 16 slices of 8
+# images; the forward pass 15 ms in one piece and 12 ms as 4 slices of 32; the input gradient 16 ms however it is
+# cut. In the whole training step, the input gradient in 8 slices of 16 makes the step 7% faster than in 4 of 32
+# (XLA then overlaps it with other work); other sizes were slower. That is for jax 0.10, whose XLA runs each of
+# these convolutions on one thread. From jax 0.11 on, YNNPACK spreads each over all cores: the forward pass and the
+# input gradient are then fastest whole (8 ms each, 311-322 GFLOP/s), the weight gradient still in slices (24-28
+# ms whole, 10-12 ms as 8 slices of 16), and the whole step is 4% faster that way than with jax 0.10's slices (jax
+# 0.11.2: 48.8 against 51.0 ms, 0.12.0.1: 49.3 against 51.2 ms). oneDNN's convolutions (nets/onednn.py) run on
+# one thread each, with any jax, and are fastest in jax 0.10's slices (the step 11% faster than with XLA's; with
+# slices of 32, 64 or the whole batch on 2 threads, no faster than XLA's). Images per slice, for each (None: the
+# whole batch):
+CPU_SLICE = {
+    'xla': ({'forward': 32, 'input_grad': 16, 'weight_grad': 8} if jax.__version_info__ < (0, 11) else
+            {'forward': None, 'input_grad': None, 'weight_grad': 16}),
+    'onednn': {'forward': 32, 'input_grad': 16, 'weight_grad': 8},
+}
+
+
+def cpu_conv_impl():
+  """Which library computes convolutions on the CPU: 'onednn' (nets/onednn.py, when built; CPU_CONV=xla turns
+  it off) or 'xla'. A CPU_CONV that cannot be honoured raises ValueError."""
+  return 'onednn' if onednn.use() else 'xla'
 
 
 def _slices(batch, size):
@@ -68,25 +80,35 @@ def _xla_conv(x, w, stride, padding, groups):
                                   feature_group_count=groups)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _sliced_conv(x, w, stride, padding, groups):
-  n = _slices(x.shape[0], CPU_SLICE['forward'])
-  return _uninterleave([_xla_conv(xs, w, stride, padding, groups) for xs in _interleaved(x, n)])
+def _conv_ops(impl, x_shape, w_shape, stride, padding, groups):
+  """(forward(x, w), input_grad(x, w, dy), weight_grad(x, w, dy)) of one convolution, by XLA or by oneDNN."""
+  if impl == 'onednn':
+    g = onednn.geometry(x_shape, w_shape, stride, padding)
+    return (lambda x, w: onednn.forward(x, w, g), lambda x, w, dy: onednn.input_grad(dy, w, g),
+            lambda x, w, dy: onednn.weight_grad(x, dy, g))
+  forward = lambda x, w: _xla_conv(x, w, stride, padding, groups)
+  return (forward, lambda x, w, dy: jax.vjp(lambda x: forward(x, w), x)[1](dy)[0],
+          lambda x, w, dy: jax.vjp(lambda w: forward(x, w), w)[1](dy)[0])
 
 
-def _sliced_conv_fwd(x, w, stride, padding, groups):
-  return _sliced_conv(x, w, stride, padding, groups), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _sliced_conv(x, w, stride, padding, groups, impl):
+  forward, _, _ = _conv_ops(impl, x.shape, w.shape, stride, padding, groups)
+  n = _slices(x.shape[0], CPU_SLICE[impl]['forward'])
+  return _uninterleave([forward(xs, w) for xs in _interleaved(x, n)])
 
 
-def _sliced_conv_bwd(stride, padding, groups, res, dy):
+def _sliced_conv_fwd(x, w, stride, padding, groups, impl):
+  return _sliced_conv(x, w, stride, padding, groups, impl), (x, w)
+
+
+def _sliced_conv_bwd(stride, padding, groups, impl, res, dy):
   x, w = res
-  conv_of = lambda xs, ws: _xla_conv(xs, ws, stride, padding, groups)
-  n = _slices(x.shape[0], CPU_SLICE['input_grad'])
-  dx = _uninterleave([jax.vjp(lambda xs: conv_of(xs, w), xs)[1](dys)[0]
-                      for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n))])
-  n = _slices(x.shape[0], CPU_SLICE['weight_grad'])
-  dw = sum(jax.vjp(lambda ws: conv_of(xs, ws), w)[1](dys)[0]
-           for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n)))
+  _, input_grad, weight_grad = _conv_ops(impl, x.shape, w.shape, stride, padding, groups)
+  n = _slices(x.shape[0], CPU_SLICE[impl]['input_grad'])
+  dx = _uninterleave([input_grad(xs, w, dys) for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n))])
+  n = _slices(x.shape[0], CPU_SLICE[impl]['weight_grad'])
+  dw = sum(weight_grad(xs, w, dys) for xs, dys in zip(_interleaved(x, n), _interleaved(dy, n)))
   return dx, dw
 
 
@@ -96,8 +118,9 @@ _sliced_conv.defvjp(_sliced_conv_fwd, _sliced_conv_bwd)
 def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1, space_to_depth=False):
   """2-D convolution plus bias. padding: 'SAME', 'VALID' or an int (pixels on every side).
 
-  The arithmetic is XLA's convolution; on the CPU it runs on slices of the batch, which is faster there; tests
-  check it against XLA's plain convolution. (Thin inputs such as conv1 on grey images used to go through explicit
+  The arithmetic is XLA's convolution. On the CPU it runs on slices of the batch, which is faster there, and,
+  for float32 without feature groups, by oneDNN where nets/onednn_conv.so is built (`make`; CPU_CONV=xla keeps
+  XLA's): tests check both against XLA's plain convolution. (Thin inputs such as conv1 on grey images used to go through explicit
   patches and one matrix product, "im2col", which had measured faster for that layer alone; in the whole
   Fashion-MNIST step the sliced convolution is about 10% faster on 2 cores with jax 0.10.2, so im2col is gone.)
 
@@ -114,8 +137,11 @@ def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1, space_to_dept
       raise ValueError('space_to_depth needs groups=1')
     x_BxHxWxC, w, out_hw = _space_to_depth(x_BxHxWxC, w, stride, padding)
     stride, padding = 1, 'VALID'
-  conv_fn = _sliced_conv if jax.default_backend() == 'cpu' else _xla_conv
-  y = conv_fn(x_BxHxWxC, w, stride, padding, groups)
+  if jax.default_backend() == 'cpu':
+    impl = 'onednn' if onednn.supports(x_BxHxWxC, w, groups) and cpu_conv_impl() == 'onednn' else 'xla'
+    y = _sliced_conv(x_BxHxWxC, w, stride, padding, groups, impl)
+  else:
+    y = _xla_conv(x_BxHxWxC, w, stride, padding, groups)
   if out_hw and y.shape[1:3] != out_hw:
     y = y[:, :out_hw[0], :out_hw[1]]
   return y + params['b'].astype(y.dtype)[None, None, None, :]

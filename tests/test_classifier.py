@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from nets import cnn
+from nets import layers
 from training import steps
 from training import sharding
 from tests.test_cli import ROOT
@@ -77,6 +78,9 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   assert r['steps'] == 3 * (512 // 64) and len(r['per_epoch']) == 3
   assert r['num_params'] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 100 * 10 + 10
   assert r['test_accuracy'] > 0.5, 'three short epochs of an MLP still learn something'
+  assert r['cpu_conv'] == layers.cpu_conv_impl(), 'the library CPU convolutions use, as this environment chooses'
+  with open(os.path.join(uninterrupted, 'results.md')) as f:
+    assert f'(convolutions on the CPU: {r["cpu_conv"]})' in f.read()
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(os.path.join(uninterrupted, 'tensorboard')))
   assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0

@@ -117,6 +117,12 @@ def test_bad_keep_freed_memory_value(tmp_path):
   assert not os.path.exists(f'{tmp_path}/w')
 
 
+def test_bad_cpu_conv_value(tmp_path):
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'CPU_CONV': 'fast'})
+  assert_one_line_error(proc, "CPU_CONV='fast' is not one of auto, onednn, xla")
+  assert not os.path.exists(f'{tmp_path}/w')
+
+
 def test_missing_workdir():
   assert_one_line_error(train(f'--config={QUICK}'), '--workdir')
 

@@ -1,11 +1,13 @@
 """benchmarks/fashion_mnist_cnn.py: its --conv2_kernel option (the same change in both networks, or a one-line
-refusal) and, where torch is installed (`make bench`), one tiny run end to end."""
+refusal), a bad CPU_CONV refused in one line, and, where torch is installed (`make bench`), one tiny run end to
+end."""
 import json
 import subprocess
 import sys
 
 import pytest
 
+from nets import layers
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
@@ -13,8 +15,8 @@ from tests.test_cli import assert_one_line_error
 SCRIPT = 'benchmarks/fashion_mnist_cnn.py'
 
 
-def run(*args, **kw):
-  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=USER_ENV, **kw)
+def run(*args, env=USER_ENV, **kw):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, **kw)
 
 
 @pytest.mark.parametrize('kernel', ['4', '0'])
@@ -51,3 +53,9 @@ def test_tiny_run_end_to_end_with_torch():
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['conv2_kernel'] == 1 and result['images_per_s'] > 0 and result['torch_images_per_s'] > 0
+  assert result['cpu_conv'] == layers.cpu_conv_impl()
+
+
+def test_a_cpu_conv_setting_it_cannot_honour_is_one_line():
+  proc = run(SCRIPT, timeout=120, env={**USER_ENV, 'CPU_CONV': 'fast'})
+  assert_one_line_error(proc, "CPU_CONV='fast'", 'auto, onednn, xla')

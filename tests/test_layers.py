@@ -132,18 +132,22 @@ def test_cnn_pools_before_relu_with_the_same_values_and_gradients(groups):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_cpu_slices_follow_the_jax_version():
+def test_cpu_slices_follow_the_library_and_the_jax_version():
   """jax 0.10's XLA runs each CPU convolution on one thread, so all three are sliced; from 0.11 on it uses all
-  cores, and only the weight gradient is (nets/layers.py). None means the whole batch; a batch the size does not
-  divide into equal slices stays whole."""
-  slices = [layers._slices(128, layers.CPU_SLICE[k]) for k in ('forward', 'input_grad', 'weight_grad')]
-  assert slices == ([4, 8, 16] if jax.__version_info__ < (0, 11) else [1, 1, 8])
+  cores, and only the weight gradient is. oneDNN's run on one thread with any jax (nets/layers.py). None means the
+  whole batch; a batch the size does not divide into equal slices stays whole."""
+  slices = lambda impl: [layers._slices(128, layers.CPU_SLICE[impl][k]) for k in ('forward', 'input_grad',
+                                                                                 'weight_grad')]
+  assert slices('xla') == ([4, 8, 16] if jax.__version_info__ < (0, 11) else [1, 1, 8])
+  assert slices('onednn') == [4, 8, 16]
   assert layers._slices(128, None) == 1 and layers._slices(6, 16) == 1 and layers._slices(48, 16) == 3
 
 
+@pytest.mark.parametrize('cpu_conv', ['xla', 'auto'])  # auto: oneDNN's where built (tests/test_onednn.py)
 @pytest.mark.parametrize('batch,stride,padding,groups', [(128, 1, 'SAME', 1), (48, 2, 1, 1), (64, 1, 'VALID', 2),
                                                          (6, 1, 'SAME', 1)])
-def test_sliced_cpu_convolution_and_its_gradients_equal_xla(batch, stride, padding, groups):
+def test_sliced_cpu_convolution_and_its_gradients_equal_xla(batch, stride, padding, groups, cpu_conv, monkeypatch):
+  monkeypatch.setenv('CPU_CONV', cpu_conv)
   p = layers.conv_init(KEY, 3, 8, 16, groups=groups)
   x = jax.random.normal(jax.random.PRNGKey(4), (batch, 7, 7, 8))
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from data import pipeline  # noqa: E402
 from nets import cnn  # noqa: E402
+from nets import layers  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import distributed  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
@@ -316,6 +317,7 @@ def train_and_evaluate(config, workdir):
       'params_sha256': params_sha256,
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
+      'cpu_conv': layers.cpu_conv_impl() if jax.default_backend() == 'cpu' else None,  # which library convolved
       'per_epoch': history,
   }
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
@@ -393,7 +395,9 @@ def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
 
 def markdown(config, results):
   lines = [f'# {config.experiment}: results', '',
-           f'Devices: {", ".join(results["devices"])}; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
+           f'Devices: {", ".join(results["devices"])}'
+           + (f' (convolutions on the CPU: {results["cpu_conv"]})' if results['cpu_conv'] else '')
+           + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
            '| test accuracy | test loss | final training loss | parameters | params sha256 |', '|---|---|---|---|---|',
            f'| {results["test_accuracy"]:.4f} | {results["test_loss"]:.4f} | {results["final_loss"]:.4f} | '
            f'{results["num_params"]:,} | `{results["params_sha256"][:16]}` |', '',

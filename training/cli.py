@@ -89,12 +89,25 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
 
 
 def prepare_cpu(cores=None, environ=os.environ):
-  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory), and
-  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core). Returns whether
-  freed memory is kept."""
+  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
+  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core), and CPU_CONV is
+  checked (check_cpu_conv). Returns whether freed memory is kept."""
   kept = keep_freed_memory(environ)
   environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
+  check_cpu_conv(environ)
   return kept
+
+
+def check_cpu_conv(environ=os.environ):
+  """Which library computes convolutions on the CPU, 'onednn' or 'xla' (nets/onednn.py); a CPU_CONV it cannot
+  honour is a ConfigError now rather than a traceback at the first convolution. Imports JAX (not its backend),
+  so call it after XLA_FLAGS are set."""
+  from nets import onednn  # noqa: PLC0415
+
+  try:
+    return 'onednn' if onednn.use(environ) else 'xla'
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def fail(message):
