@@ -1,7 +1,8 @@
 // 2-D convolutions (forward, input gradient, weight gradient) by oneDNN, as XLA FFI handlers for JAX on the CPU.
 // nets/onednn.py loads the built library and calls these through jax.ffi; `make` builds it where oneDNN's
-// headers are installed (Debian: libdnnl-dev, oneDNN 2; oneDNN 3's API is handled too). Arrays are JAX's: images
-// NHWC, kernels HWIO, float32, no bias (the caller adds it), no groups, no dilation.
+// headers are installed (Debian: libdnnl-dev, oneDNN 2.6, tested; it also compiles against oneDNN 3.13's headers,
+// not run). Arrays are JAX's: images NHWC, kernels HWIO, float32, no bias (the caller adds it), no groups, no
+// dilation. `threads` sets OpenMP's thread count (Debian's build); other threading runtimes ignore it.
 //
 // Each XLA thread keeps its own primitives, keyed by shape and attributes, with the kernel in the blocked layout
 // oneDNN chooses ("any": its direct AVX-512 kernels; with JAX's plain HWIO kernel it falls back to a GEMM
