@@ -35,11 +35,13 @@ onednn: $(VENV)/.installed
 	  apt-get install -y -qq libdnnl-dev >/dev/null 2>&1 || \
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libdnnl-dev >/dev/null 2>&1) || true; fi
 	@if $(HAVE_ONEDNN); then $(MAKE) -s --no-print-directory $(ONEDNN_LIB); \
-	else echo "note: oneDNN's headers not found (Debian/Ubuntu: apt-get install libdnnl-dev): convolutions on the CPU stay XLA's"; fi
+	else echo "note: $(CXX) does not find oneDNN's headers (Debian/Ubuntu: apt-get install libdnnl-dev):" \
+	  "convolutions on the CPU stay XLA's"; fi
 
 $(ONEDNN_LIB): nets/onednn_conv.cc $(VENV)/.installed
 	@echo "building $@ (oneDNN's convolutions for the CPU)"
-	@$(CXX) -O2 -std=c++17 -Wall -shared -fPIC -fopenmp -isystem "$$($(BIN)/python -c 'import jax.ffi; print(jax.ffi.include_dir())')" $< -o $@ -ldnnl
+	@$(CXX) -O2 -std=c++17 -Wall -shared -fPIC -fopenmp \
+	  -isystem "$$($(BIN)/python -c 'import jax.ffi; print(jax.ffi.include_dir())')" $< -o $@ -ldnnl
 
 setup: $(VENV)/.installed data onednn
 

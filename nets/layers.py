@@ -120,9 +120,10 @@ def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1, space_to_dept
 
   The arithmetic is XLA's convolution. On the CPU it runs on slices of the batch, which is faster there, and,
   for float32 without feature groups, by oneDNN where nets/onednn_conv.so is built (`make`; CPU_CONV=xla keeps
-  XLA's): tests check both against XLA's plain convolution. (Thin inputs such as conv1 on grey images used to go through explicit
-  patches and one matrix product, "im2col", which had measured faster for that layer alone; in the whole
-  Fashion-MNIST step the sliced convolution is about 10% faster on 2 cores with jax 0.10.2, so im2col is gone.)
+  XLA's): tests check both against XLA's plain convolution. (Thin inputs such as conv1 on grey images used to go
+  through explicit patches and one matrix product, "im2col", which had measured faster for that layer alone; in
+  the whole Fashion-MNIST step the sliced convolution is about 10% faster on 2 cores with jax 0.10.2, so im2col is
+  gone.)
 
   space_to_depth=True computes the same strided convolution (groups=1) as a stride-1 convolution over blocks of
   stride x stride pixels stacked as channels, the kernel zero-padded to a multiple of the stride and rearranged
