@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from nets import cnn  # noqa: E402
-from nets import layers  # noqa: E402
+from nets import onednn  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
@@ -150,7 +150,7 @@ def main(argv):
   print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
   result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
             'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'conv2_kernel': k, 'repeats': _REPEATS.value,
-            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'cpu_conv': layers.cpu_conv_impl(),
+            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'cpu_conv': onednn.library(),
             'jax': jax.__version__, 'torch': torch_version,
             'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
             'machine': platform.machine(), 'python': platform.python_version()}

@@ -50,12 +50,6 @@ CPU_SLICE = {
 }
 
 
-def cpu_conv_impl():
-  """Which library computes convolutions on the CPU: 'onednn' (nets/onednn.py, when built; CPU_CONV=xla turns
-  it off) or 'xla'. A CPU_CONV that cannot be honoured raises ValueError."""
-  return 'onednn' if onednn.use() else 'xla'
-
-
 def _slices(batch, size):
   """How many interleaved slices of about `size` images to cut a batch into (1: do not slice)."""
   if size is None:
@@ -139,7 +133,7 @@ def conv(params, x_BxHxWxC, *, stride=1, padding='SAME', groups=1, space_to_dept
     x_BxHxWxC, w, out_hw = _space_to_depth(x_BxHxWxC, w, stride, padding)
     stride, padding = 1, 'VALID'
   if jax.default_backend() == 'cpu':
-    impl = 'onednn' if onednn.supports(x_BxHxWxC, w, groups) and cpu_conv_impl() == 'onednn' else 'xla'
+    impl = 'onednn' if onednn.supports(x_BxHxWxC, w, groups) and onednn.library() == 'onednn' else 'xla'
     y = _sliced_conv(x_BxHxWxC, w, stride, padding, groups, impl)
   else:
     y = _xla_conv(x_BxHxWxC, w, stride, padding, groups)

@@ -44,24 +44,17 @@ def load_error():
   return None
 
 
-def choice(environ=os.environ):
-  """The CPU_CONV setting, checked: 'auto', 'onednn' or 'xla' (ValueError for anything else)."""
-  value = environ.get('CPU_CONV', 'auto')
-  if value not in CHOICES:
-    raise ValueError(f'CPU_CONV={value!r} is not one of {", ".join(CHOICES)}; unset it for the default (auto)')
-  return value
-
-
-def use(environ=os.environ):
-  """Whether CPU convolutions go to oneDNN: CPU_CONV=auto and the library loads, or CPU_CONV=onednn (ValueError
-  with load_error()'s reason when it does not load)."""
-  setting = choice(environ)
-  if setting == 'xla':
-    return False
-  reason = load_error()
+def library(environ=os.environ):
+  """Which library computes convolutions on the CPU, as CPU_CONV chooses: 'onednn' (auto, when the library
+  loads; onednn) or 'xla'. ValueError for a setting it cannot honour: an unknown value, or onednn when the
+  library does not load (with load_error()'s reason)."""
+  setting = environ.get('CPU_CONV', 'auto')
+  if setting not in CHOICES:
+    raise ValueError(f'CPU_CONV={setting!r} is not one of {", ".join(CHOICES)}; unset it for the default (auto)')
+  reason = None if setting == 'xla' else load_error()
   if reason and setting == 'onednn':
     raise ValueError(f'CPU_CONV=onednn, but {reason}; or set CPU_CONV=xla')
-  return reason is None
+  return 'xla' if setting == 'xla' or reason else 'onednn'
 
 
 def supports(x, w, groups):

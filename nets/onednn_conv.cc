@@ -58,23 +58,15 @@ ForwardPd ForwardDesc(const Geometry& g) {
 #endif
 }
 
-InputGradPd InputGradDesc(const Geometry& g, const ForwardPd& fwd) {
+// The input gradient's (InputGradPd) or the weight gradient's (WeightGradPd), which take the same arguments.
+template <typename BackwardPd>
+BackwardPd BackwardDesc(const Geometry& g, const ForwardPd& fwd) {
 #if DNNL_VERSION_MAJOR >= 3
-  return InputGradPd(Engine(), kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl},
-                     {g.pb, g.pr}, fwd);
+  return BackwardPd(Engine(), kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl},
+                    {g.pb, g.pr}, fwd);
 #else
-  return InputGradPd({kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl}, {g.pb, g.pr}},
-                     Engine(), fwd);
-#endif
-}
-
-WeightGradPd WeightGradDesc(const Geometry& g, const ForwardPd& fwd) {
-#if DNNL_VERSION_MAJOR >= 3
-  return WeightGradPd(Engine(), kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl},
-                      {g.pb, g.pr}, fwd);
-#else
-  return WeightGradPd({kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl}, {g.pb, g.pr}},
-                      Engine(), fwd);
+  return BackwardPd({kDirect, g.src(), g.any_weights(), g.dst(), {g.sh, g.sw}, {g.pt, g.pl}, {g.pb, g.pr}},
+                    Engine(), fwd);
 #endif
 }
 
@@ -96,11 +88,11 @@ std::unique_ptr<Op> MakeOp(Kind kind, const Geometry& g) {
     op->conv = dnnl::convolution_forward(fwd);
     weights_desc = fwd.weights_desc();
   } else if (kind == kInputGrad) {
-    auto pd = InputGradDesc(g, fwd);
+    auto pd = BackwardDesc<InputGradPd>(g, fwd);
     op->conv = dnnl::convolution_backward_data(pd);
     weights_desc = pd.weights_desc();
   } else {
-    auto pd = WeightGradDesc(g, fwd);
+    auto pd = BackwardDesc<WeightGradPd>(g, fwd);
     op->conv = dnnl::convolution_backward_weights(pd);
     weights_desc = pd.diff_weights_desc();
   }

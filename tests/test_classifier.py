@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from nets import cnn
-from nets import layers
+from nets import onednn
 from training import steps
 from training import sharding
 from tests.test_cli import ROOT
@@ -78,7 +78,7 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   assert r['steps'] == 3 * (512 // 64) and len(r['per_epoch']) == 3
   assert r['num_params'] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 100 * 10 + 10
   assert r['test_accuracy'] > 0.5, 'three short epochs of an MLP still learn something'
-  assert r['cpu_conv'] == layers.cpu_conv_impl(), 'the library CPU convolutions use, as this environment chooses'
+  assert r['cpu_conv'] == onednn.library(), 'the library CPU convolutions use, as this environment chooses'
   with open(os.path.join(uninterrupted, 'results.md')) as f:
     assert f'(convolutions on the CPU: {r["cpu_conv"]})' in f.read()
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']

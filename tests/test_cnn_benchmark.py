@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nets import layers
+from nets import onednn
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
@@ -53,7 +53,7 @@ def test_tiny_run_end_to_end_with_torch():
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['conv2_kernel'] == 1 and result['images_per_s'] > 0 and result['torch_images_per_s'] > 0
-  assert result['cpu_conv'] == layers.cpu_conv_impl()
+  assert result['cpu_conv'] == onednn.library()
 
 
 def test_a_cpu_conv_setting_it_cannot_honour_is_one_line():

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from data import pipeline  # noqa: E402
 from nets import cnn  # noqa: E402
-from nets import layers  # noqa: E402
+from nets import onednn  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import distributed  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
@@ -317,7 +317,7 @@ def train_and_evaluate(config, workdir):
       'params_sha256': params_sha256,
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
-      'cpu_conv': layers.cpu_conv_impl() if jax.default_backend() == 'cpu' else None,  # which library convolved
+      'cpu_conv': onednn.library() if jax.default_backend() == 'cpu' else None,  # which library convolved
       'per_epoch': history,
   }
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)

@@ -105,7 +105,7 @@ def check_cpu_conv(environ=os.environ):
   from nets import onednn  # noqa: PLC0415
 
   try:
-    return 'onednn' if onednn.use(environ) else 'xla'
+    return onednn.library(environ)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
