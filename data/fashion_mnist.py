@@ -14,8 +14,10 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
 
 from data import pipeline
+from training import errors
 from training.errors import ConfigError
 from training.errors import DataError
 
@@ -61,10 +63,13 @@ def verified_idx(path, name, out_dir):
   target = os.path.join(out_dir, name)
   opener = gzip.open if path.endswith('.gz') else open
   digest = hashlib.sha256()
-  with opener(path, 'rb') as src, open(target, 'wb') as dst:
-    for chunk in iter(lambda: src.read(1 << 20), b''):
-      digest.update(chunk)
-      dst.write(chunk)
+  try:
+    with opener(path, 'rb') as src, open(target, 'wb') as dst:
+      for chunk in iter(lambda: src.read(1 << 20), b''):
+        digest.update(chunk)
+        dst.write(chunk)
+  except (OSError, EOFError, zlib.error) as e:  # a truncated or damaged .gz
+    raise DataError(f'{path} cannot be read ({errors.one_line(e)}); replace it with the original file') from None
   if digest.hexdigest() != IDX_SHA256[name]:
     raise DataError(f'{path} does not hold the original {name} (sha256 of its content is {digest.hexdigest()}, '
                     f'expected {IDX_SHA256[name]}); replace it with the original file')
@@ -121,15 +126,15 @@ class Dataset:
   class_names = CLASSES
 
   def __init__(self, data_cfg):
+    self._random_flip = data_cfg.random_flip
+    self._random_shift = data_cfg.get('random_shift', 0)
+    if not 0 <= self._random_shift < 14:
+      raise ConfigError(f'data.random_shift must be in 0..13 pixels, got {self._random_shift}')
     b = builder(os.path.expanduser(data_cfg.tfds_dir), data_cfg.source_dir)
     self.num_train = min(data_cfg.num_train or b.info.splits['train'].num_examples,
                          b.info.splits['train'].num_examples)
     self.num_test = min(data_cfg.num_test or b.info.splits['test'].num_examples,
                         b.info.splits['test'].num_examples)
-    self._random_flip = data_cfg.random_flip
-    self._random_shift = data_cfg.get('random_shift', 0)
-    if not 0 <= self._random_shift < 14:
-      raise ConfigError(f'data.random_shift must be in 0..13 pixels, got {self._random_shift}')
     self._train = self._in_memory(b, 'train', self.num_train)
     self._test = self._in_memory(b, 'test', self.num_test)
 
@@ -138,7 +143,12 @@ class Dataset:
     """The first n examples of a split as an in-memory tf.data source (47 MB for all training images)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
-    arrays = tfds.as_numpy(b.as_dataset(split=f'{split}[:{n}]', shuffle_files=False, batch_size=-1))
+    try:
+      with pipeline.native_stderr_held():
+        arrays = tfds.as_numpy(b.as_dataset(split=f'{split}[:{n}]', shuffle_files=False, batch_size=-1))
+    except pipeline.tf().errors.OpError as e:  # e.g. a truncated TFRecord
+      raise DataError(f'the prepared {NAME} in {b.data_dir} cannot be read ({errors.one_line(e)}); remove '
+                      f'{b.data_dir} to prepare it again') from None
     return pipeline.tf().data.Dataset.from_tensor_slices(arrays)
 
   @staticmethod

@@ -29,8 +29,10 @@ import types
 import numpy as np
 
 from data import pipeline
+from training import errors
 from training import workdir as workdir_lib
 from training.errors import DataError
+from training.errors import UserError
 
 NAME = 'imagenet2012'
 TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'
@@ -56,6 +58,7 @@ def builder(data_dir, manual):
 
   b, prepared = pipeline.tfds_builder(NAME, data_dir)
   if prepared:
+    verify(b)
     return b
   missing = [f for f in (TRAIN_TAR, VAL_TAR) if not os.path.isfile(os.path.join(manual, f))]
   if missing:
@@ -63,8 +66,67 @@ def builder(data_dir, manual):
                     f'them from https://image-net.org/download-images (after registering) into that directory, or '
                     f'name another one with --config.data.manual_dir=DIR (train.py), --manual_dir=DIR '
                     f'(python -m data.imagenet) or ${ENV_VAR}')
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-  return tfds.builder(NAME, data_dir=data_dir)
+  try:
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+  except Exception as e:  # noqa: BLE001 (TFDS and tarfile raise many types for a damaged archive)
+    raise DataError(f'preparing {NAME} from the archives in {manual} failed ({errors.one_line(e)}); check that '
+                    f'{TRAIN_TAR} and {VAL_TAR} are complete (their sizes are listed at '
+                    'https://image-net.org/download-images) and run again') from None
+  b = tfds.builder(NAME, data_dir=data_dir)
+  verify(b)
+  return b
+
+
+VERIFIED = 'verified.json'
+
+
+def verify(b):
+  """Checks once that every record of the prepared splits reads and every image decodes as the pipeline decodes
+  it (TFDS stores the archives' bytes unchecked: a damaged JPEG would otherwise stop training after hours), and
+  records each file's size in VERIFIED beside TFDS's files; later calls only compare the sizes. A DataError
+  names the bad images or files."""
+  marker = os.path.join(b.data_dir, VERIFIED)
+  files = {f: os.path.getsize(os.path.join(b.data_dir, f)) for f in sorted(os.listdir(b.data_dir))
+           if '.tfrecord' in f}
+  redo = f'remove {b.data_dir} and prepare it again (python -m data.imagenet)'
+  if os.path.exists(marker):
+    try:
+      recorded = workdir_lib.read_json(marker)['files']
+    except (UserError, KeyError, TypeError):
+      recorded = None
+    if recorded != files:
+      changed = sorted(f for f in recorded.keys() | files.keys() if recorded.get(f) != files.get(f)) if isinstance(
+          recorded, dict) else [VERIFIED]
+      raise DataError(f'the prepared {NAME} in {b.data_dir} changed since it was verified ({", ".join(changed[:3])}'
+                      f'{" ..." if len(changed) > 3 else ""}); {redo}')
+    return
+  with pipeline.native_stderr_held():  # TF's own lines about each bad image give way to the one line below
+    counts = _decode_every_image(b, redo)
+  workdir_lib.write_json(marker, {'files': files, 'images': counts})
+
+
+def _decode_every_image(b, redo):
+  """{split: images} after reading every record and decoding every image; a DataError names the bad ones."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  t = pipeline.tf()
+  counts, bad = {}, []
+  for split in b.info.splits:
+    ds = b.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
+    try:
+      names = [n.decode() for n in ds.map(lambda x: x['file_name']).as_numpy_iterator()]
+    except t.errors.OpError as e:
+      raise DataError(f'the prepared {NAME} split {split} in {b.data_dir} cannot be read ({errors.one_line(e)}); '
+                      f'{redo}') from None
+    decoded = ds.map(lambda x: (x['file_name'], t.shape(t.io.decode_jpeg(x['image'], channels=3))),
+                     num_parallel_calls=t.data.AUTOTUNE).ignore_errors()
+    good = {n.decode() for n, _ in decoded.as_numpy_iterator()}
+    bad += [f'{split}/{n}' for n in names if n not in good]
+    counts[split] = len(names)
+  if bad:
+    raise DataError(f'{len(bad)} image(s) of the prepared {NAME} do not decode as JPEG ({", ".join(bad[:3])}'
+                    f'{" ..." if len(bad) > 3 else ""}); replace them in the archives, then {redo}')
+  return counts
 
 
 # ----------------------------------------------------------------------------------------- per-image transforms
@@ -180,16 +242,17 @@ def mean_image(b, num_images, cache_dir):
 # ------------------------------------------------------------------------------------------------ fake data
 
 
-def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0):
+def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0, damaged_val=()):
   """Tiny ILSVRC2012 train and val archives in the real layout, with `images` JPEGs each (if not there yet).
 
   Train: `classes` synsets (the first ones of TFDS's label list), images split among them, sizes from 60 to 160
   pixels per side. Val: `images` JPEGs named ILSVRC2012_val_%08d.JPEG, which TFDS labels from its own list.
-  Each class has its own mean colour, so a net can learn something from them.
+  Each class has its own mean colour, so a net can learn something from them. The validation images whose
+  indices are in `damaged_val` are cut short to half their bytes (a damaged download).
   """
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
-  marker = os.path.join(directory, f'.fake_{images}_{classes}_{seed}')
+  marker = os.path.join(directory, f'.fake_{images}_{classes}_{seed}_{"_".join(map(str, damaged_val))}')
   if os.path.exists(marker):
     return directory
   os.makedirs(directory, exist_ok=True)
@@ -219,7 +282,8 @@ def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0):
       add(train, f'{synset}.tar', inner.getvalue())
   with tarfile.open(os.path.join(directory, VAL_TAR), 'w') as val:
     for i in range(images):
-      add(val, f'ILSVRC2012_val_{i + 1:08d}.JPEG', jpeg(int(rng.integers(classes))))
+      data = jpeg(int(rng.integers(classes)))
+      add(val, f'ILSVRC2012_val_{i + 1:08d}.JPEG', data[:len(data) // 2] if i in damaged_val else data)
   with open(marker, 'w') as f:
     f.write(hashlib.sha256(repr((images, classes, seed)).encode()).hexdigest())
   return directory

@@ -9,10 +9,17 @@ mask = 0, so every test example counts exactly once. In a multi-process job ever
 order and keeps only its own block of each global batch, before any decoding or augmentation.
 """
 import collections
+import contextlib
 import functools
+import os
+import sys
+import tempfile
 
 import jax
 import numpy as np
+
+from training import errors
+from training.errors import DataError
 
 
 @functools.cache
@@ -30,18 +37,67 @@ def tf():
 
 def tfds_builder(name, data_dir):
   """(TFDS's builder of `name` in data_dir, whether it is prepared), without TFDS's warning that an unprepared
-  directory has no dataset_info.json: the caller says what to do in one line instead."""
+  directory has no dataset_info.json: the caller says what to do in one line instead. A data_dir that is not a
+  directory, or unprepared and not writable, or whose prepared files cannot be read, is a DataError."""
   from absl import logging  # noqa: PLC0415
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
+  elsewhere = 'pass --config.data.tfds_dir=DIR (or set $TFDS_DATA_DIR) naming a directory you can write'
+  how = f'{elsewhere}, or remove {os.path.join(data_dir, name)} to prepare it again'
+  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(f'the TFDS data directory {data_dir} is a file, not a directory; {elsewhere}')
   tf()  # TF hidden from accelerators before TFDS starts it
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:
     b = tfds.builder(name, data_dir=data_dir)
-    return b, b.is_prepared()
+    prepared = b.is_prepared()
+  except Exception as e:  # noqa: BLE001 (TFDS raises many types for a damaged dataset_info.json)
+    raise DataError(f'the prepared {name} in {data_dir} cannot be read ({errors.one_line(e)}); {how}') from None
   finally:
     logging.set_verbosity(verbosity)
+  if not prepared:
+    try:
+      os.makedirs(data_dir, exist_ok=True)
+      tempfile.NamedTemporaryFile(dir=data_dir, prefix='.write-test-').close()
+    except OSError as e:
+      raise DataError(f'{name} is not prepared in {data_dir} and that directory cannot be written '
+                      f'({e.strerror}); {elsewhere}') from None
+  return b, prepared
+
+
+@contextlib.contextmanager
+def native_stderr_held():
+  """Holds what native code (TensorFlow's C++ logging) writes to stderr during the block: replayed after a
+  success, dropped when the block raises, whose error then says in one line what TensorFlow's warnings about
+  the same failure would have said in several."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with tempfile.TemporaryFile() as held:
+      os.dup2(held.fileno(), 2)
+      try:
+        yield
+      finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+      held.seek(0)
+      text = held.read()
+      if text:
+        os.write(2, text)
+  finally:
+    os.close(saved)
+
+
+def checked(batches, what):
+  """`batches` (an iterator from tf.data), with a read or decode failure of the data on disk (a truncated
+  TFRecord, say) turned into a DataError naming `what` instead of a TensorFlow traceback mid-run."""
+  tf_errors = tf().errors
+  try:
+    yield from batches
+  except (tf_errors.DataLossError, tf_errors.InvalidArgumentError, tf_errors.NotFoundError) as e:
+    raise DataError(f'reading {what} failed ({errors.one_line(e)}); the prepared data is damaged: remove it to '
+                    'prepare it again') from None
 
 
 def epoch_seed(seed, epoch):
@@ -85,7 +141,7 @@ def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, 
   ds = ds.batch(batch_size // process[1], drop_remainder=True)
   if preprocess is not None:
     ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-  return finish(ds, autotune).as_numpy_iterator()
+  return checked(finish(ds, autotune).as_numpy_iterator(), 'the training data')
 
 
 def finish(ds, autotune):
@@ -117,7 +173,7 @@ def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1
   if preprocess is not None:
     ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
-  return finish(ds.batch(batch_size // process[1]), autotune).as_numpy_iterator()
+  return checked(finish(ds.batch(batch_size // process[1]), autotune).as_numpy_iterator(), 'the evaluation data')
 
 
 def prefetch_to_device(batches, sharding, size=2):

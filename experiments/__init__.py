@@ -18,6 +18,21 @@ TRAINERS = {'hidden_units': 'experiments.hidden_units', 'classifier': 'training.
 CPU_DEVICES = {'hidden_units': None, 'classifier': 1}
 
 
+# The figures of a run's results.json that a sweep can summarise (experiments/sweep.py --metric), per trainer.
+METRICS = {
+    'classifier': ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
+                   'centre_crop_top5_error', 'final_loss', 'wall_time_s'),
+    'hidden_units': ('num_models', 'train_time_s', 'wall_time_s'),
+}
+
+
+def metrics(config):
+  """The figures of results.json a sweep of `config` can summarise."""
+  if config.get('trainer') not in METRICS:
+    raise ConfigError(f'config.trainer {config.get("trainer")!r} is unknown; choose one of {sorted(TRAINERS)}')
+  return METRICS[config.trainer]
+
+
 def cpu_devices(config):
   return CPU_DEVICES.get(config.get('trainer'), 1)
 

@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import time
+import zipfile
 
 import jax
 import ml_collections
@@ -219,14 +220,27 @@ def evaluate(config, workdir, step=None, fresh_points=0):
   """
   if step is not None:
     raise ConfigError('--step applies to checkpointed experiments; hidden_units keeps only final parameters')
+  if fresh_points < 0:
+    raise ConfigError(f'--fresh_points must be >= 0 (0: the test split), got {fresh_points}')
   path = os.path.join(workdir, PARAMS_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '
                        f'--config=experiments/hidden_units.py --workdir={workdir}')
+  try:
+    saved_runs = load_params(path)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "truncated"})'
+                       f'; train again into a new --workdir') from None
+  saved = None
+  if not fresh_points:  # read before evaluating, so a damaged results.json costs no work
+    saved = workdir_lib.read_json(os.path.join(workdir, 'results.json')).get('records')
+    if not isinstance(saved, list):
+      raise WorkdirError(f'{workdir}/results.json holds no records; train again into a new --workdir')
+  workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   which, n = (toy2d.FRESH, fresh_points) if fresh_points else (toy2d.TEST, config.data.num_test)
   datasets = {t: toy2d.draw(config.data.seed, t, which, n, config.data.margin) for t in config.data.tasks}
   rows = []
-  for models, padded, params in load_params(path):
+  for models, padded, params in saved_runs:
     x = np.stack([datasets[m.task][0] for m in models])
     y = np.stack([datasets[m.task][1] for m in models])
     one = functools.partial(vmap_sweep.evaluate, activation=config.model.activation, loss=config.train.loss)
@@ -238,10 +252,12 @@ def evaluate(config, workdir, step=None, fresh_points=0):
       {'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': m.depth, 'init': m.init,
        'seed': m.seed, 'test_accuracy': a} for m, a in rows]}
   if not fresh_points:
-    saved = workdir_lib.read_json(os.path.join(workdir, 'results.json'))['records']
-    key = lambda r: tuple(r[f] for f in fields)
-    expected = {key(r): r['test_accuracy'] for r in saved}
+    key = lambda r: tuple(r.get(f) for f in fields)
+    expected = {key(r): r.get('test_accuracy') for r in saved if isinstance(r, dict)}
     got = {key(r): r['test_accuracy'] for r in out['records']}
+    if any(not isinstance(expected.get(k), (int, float)) for k in got):
+      raise WorkdirError(f'{workdir}/results.json does not record every saved model\'s test accuracy; train again '
+                         'into a new --workdir')
     worst = max(abs(expected[k] - got[k]) for k in got)
     out['max_abs_diff_vs_results_json'] = worst
     if worst > 1e-6:

@@ -2,7 +2,7 @@
 
   python -m experiments.sweep --config=experiments/fashion_mnist.py:mlp --workdir=workdirs/sweep_mlp \
       --grid=model.dense=128:256,128:256:256 --grid=train.learning_rate=0.001,0.0003 --seeds=0,1 [--parallel=2]
-  python -m experiments.sweep --sweep=experiments/fashion_mnist_ablations.py:pooling --workdir=workdirs/abl_pool
+  python -m experiments.sweep --sweep=experiments/fashion_mnist_ablations.py:cnn --workdir=workdirs/abl_cnn
   python -m experiments.sweep ... --slurm_array=sweep.sbatch [--slurm_option=--gres=gpu:1]   # then: sbatch it
 
 A grid is the product of its --grid axes (`key=v1,v2,...`; a tuple value is written with ':' between items) and
@@ -14,18 +14,28 @@ train.log), or into a SLURM array job (--slurm_array=PATH writes it; one array t
 --parallel at once). When every run is done, DIR/sweep.csv, DIR/sweep.md and DIR/sweep.png hold each run's
 results.json figures and the mean and spread over seeds of each setting; a grid with one numeric axis is also
 plotted as the metric against that value (DIR/sweep_<key>.png).
+
+Before any run starts, every run's config is resolved exactly as train.py would resolve it (a misspelled key or a
+bad value stops the sweep in one line), and --metric is checked against what the experiment's results offer. A
+run counts as finished only if its workdir's config.json equals that config: a workdir holding another config
+(the sweep's command changed since it ran) stops the sweep in one line naming the differing keys, unless
+--move_changed moves such workdirs aside (to NAME/seed_S.replaced-N) and reruns them.
 """
 import csv
-import importlib.util
 import itertools
-import json
 import os
 import shlex
 import subprocess
 import sys
 
-from absl import app
 from absl import flags
+
+import experiments
+from training import cli
+from training import workdir as workdir_lib
+from training.errors import ConfigError
+from training.errors import UserError
+from training.errors import WorkdirError
 
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment config, as for train.py (with a grid).')
 _SWEEP = flags.DEFINE_string('sweep', None, 'A sweep file PATH[:ARG] defining get_sweep(arg).')
@@ -39,12 +49,14 @@ _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (local processes, 
 _SLURM_ARRAY = flags.DEFINE_string('slurm_array', None, 'Write a SLURM array job of the unfinished runs here.')
 _SLURM_OPTION = flags.DEFINE_multi_string('slurm_option', [], 'An #SBATCH option for each array task, e.g. '
                                           '--gres=gpu:1 or --time=4:00:00.')
+_MOVE_CHANGED = flags.DEFINE_bool('move_changed', False, 'Move run workdirs that hold another config aside '
+                                  '(NAME/seed_S.replaced-N) and run them again, instead of stopping.')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class SweepError(Exception):
-  pass
+class SweepError(UserError):
+  """The sweep's flags or files are inconsistent; printed as one line."""
 
 
 def _value(text):
@@ -71,10 +83,10 @@ def load_sweep(spec):
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
     raise SweepError(f'sweep file {path} does not exist')
-  module_spec = importlib.util.spec_from_file_location('sweep_file', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_sweep(arg)
+  try:
+    return cli.load_python_file(path, 'sweep_file').get_sweep(arg)
+  except (AttributeError, TypeError, ValueError) as e:
+    raise SweepError(f'--sweep={spec}: {e}') from None
 
 
 def command(config, workdir, overrides):
@@ -83,14 +95,42 @@ def command(config, workdir, overrides):
 
 
 def plan(config, runs, seeds, common, workdir):
-  """The table of every (run, seed): name, seed, workdir, overrides, command, and whether it has finished."""
+  """The table of every (run, seed): name, seed, workdir, overrides, the resolved config, command, and its
+  state: 'done' (results.json beside a config.json of this very config), 'todo' (nothing there, or an
+  unfinished run of this config, which resumes) or 'changed' (the workdir holds something else)."""
   table = []
   for (name, overrides), seed in itertools.product(runs, seeds):
     run_dir = os.path.join(workdir, name, f'seed_{seed}')
-    table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides,
-                  'command': command(config, run_dir, {**common, **overrides, 'seed': seed}),
-                  'done': os.path.exists(os.path.join(run_dir, 'results.json'))})
+    every = {**common, **overrides, 'seed': seed}
+    resolved = cli.load_config(config, every)
+    try:
+      workdir_lib.check_usable(run_dir, resolved)
+      done = os.path.exists(os.path.join(run_dir, workdir_lib.CONFIG_FILE)) and os.path.exists(
+          os.path.join(run_dir, 'results.json'))
+      state, why = ('done' if done else 'todo'), None
+    except WorkdirError as e:
+      state, why = 'changed', str(e)
+    table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides, 'config': resolved,
+                  'command': command(config, run_dir, every), 'state': state, 'why': why})
   return table
+
+
+def move_aside(run):
+  """Renames a run's workdir to the first free NAME.replaced-N; returns the new path."""
+  n = 1
+  while os.path.exists(f'{run["workdir"]}.replaced-{n}'):
+    n += 1
+  target = f'{run["workdir"]}.replaced-{n}'
+  os.rename(run['workdir'], target)
+  return target
+
+
+def check_metric(config, metric):
+  """A ConfigError unless the experiment's results.json offers `metric` (experiments.METRICS)."""
+  offered = experiments.metrics(config)
+  if metric not in offered:
+    raise ConfigError(f'--metric={metric} is not a figure of {config.experiment}\'s results; choose one of '
+                      f'{", ".join(offered)}')
 
 
 def run_local(pending, parallel):
@@ -137,8 +177,7 @@ def summarise(table, workdir, metric):
 
   rows = []
   for r in table:
-    with open(os.path.join(r['workdir'], 'results.json')) as f:
-      res = json.load(f)
+    res = workdir_lib.read_json(os.path.join(r['workdir'], 'results.json'))
     rows.append({'name': r['name'], 'seed': r['seed'], **{f'config.{k}': v for k, v in r['overrides'].items()},
                  **{k: v for k, v in res.items() if isinstance(v, (int, float, str)) and k != 'experiment'}})
   keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -199,38 +238,64 @@ def numeric_axis(table):
   return key if len(values) > 1 else None
 
 
+def parse_seeds(values):
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise SweepError(f'--seeds={",".join(values)} must be whole numbers, e.g. --seeds=0,1,2') from None
+
+
+def parse_sets(values):
+  common = {}
+  for s in values:
+    key, sep, value = s.partition('=')
+    if not sep or not key:
+      raise SweepError(f'--set={s} is not KEY=VALUE; for example --set=train.epochs=4')
+    common[key] = value
+  return common
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise SweepError(f'unexpected arguments {argv[1:]}')
+  del argv  # cli.parse_flags refuses stray arguments
   if not _WORKDIR.value:
     raise SweepError('pass --workdir=DIR for the sweep\'s runs and summary')
   if bool(_CONFIG.value) == bool(_SWEEP.value):
     raise SweepError('pass exactly one of --config (with --grid) and --sweep')
-  common = dict(s.split('=', 1) for s in _SET.value)
+  common = parse_sets(_SET.value)
   if _SWEEP.value:
     spec = load_sweep(_SWEEP.value)
     config, runs, seeds = spec['config'], spec['runs'], spec.get('seeds', [0])
     common = {**spec.get('common', {}), **common}
   else:
-    config, runs, seeds = _CONFIG.value, grid_runs(_GRID.value), [int(s) for s in _SEEDS.value]
+    config, runs, seeds = _CONFIG.value, grid_runs(_GRID.value), parse_seeds(_SEEDS.value)
   if _PARALLEL.value < 1:
     raise SweepError(f'--parallel must be >= 1, got {_PARALLEL.value}')
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    raise SweepError(f'--workdir={_WORKDIR.value} is a file, not a directory')
+  table = plan(config, runs, seeds, common, _WORKDIR.value)  # every run's config resolved: nothing written yet
+  check_metric(table[0]['config'], _METRIC.value)
+  changed = [r for r in table if r['state'] == 'changed']
+  if changed and not _MOVE_CHANGED.value:
+    raise SweepError(f'{len(changed)} run workdir(s) hold something other than what this sweep would run, e.g. '
+                     f'{changed[0]["why"]}; pass --move_changed to move them aside and run them again, or a new '
+                     '--workdir')
+  pending = [r for r in table if r['state'] != 'done']
+  if _DRY_RUN.value:
+    for r in pending:
+      print(('(moved aside first) ' if r['state'] == 'changed' else '') + ' '.join(r['command']))
+    return
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  table = plan(config, runs, seeds, common, _WORKDIR.value)
-  pending = [r for r in table if not r['done']]
+  workdir_lib.lock(_WORKDIR.value)  # one sweep at a time in this directory
+  for r in changed:
+    print(f'moved {r["workdir"]} aside to {move_aside(r)}', flush=True)
   if _SLURM_ARRAY.value:
     if not pending:
       print('every run has finished; nothing to submit')
     else:
-      with open(_SLURM_ARRAY.value, 'w') as f:
-        f.write(slurm_array_script(pending, _PARALLEL.value, _SLURM_OPTION.value))
+      workdir_lib.write_text(_SLURM_ARRAY.value, slurm_array_script(pending, _PARALLEL.value, _SLURM_OPTION.value))
       print(f'wrote {_SLURM_ARRAY.value}: {len(pending)} array tasks, at most {_PARALLEL.value} at once; submit '
             f'with `sbatch {_SLURM_ARRAY.value}`, then run this command again to summarise')
       return
-  elif _DRY_RUN.value:
-    for r in pending:
-      print(' '.join(r['command']))
-    return
   else:
     failed = run_local(pending, _PARALLEL.value)
     if failed:
@@ -241,12 +306,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-
-  def guarded(argv):
-    try:
-      main(argv)
-    except SweepError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-
-  app.run(guarded)
+  cli.main(main)

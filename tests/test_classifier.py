@@ -221,3 +221,78 @@ def test_ensemble_and_ten_view_evaluation_average_probabilities():
   assert int(out['correct_top5']) == int(np.sum((top5 == lab[:, None]).any(-1)[real]))
   np.testing.assert_allclose(float(out['loss_sum']), -np.sum(np.log(probs[np.arange(8), lab])[real]), rtol=1e-5)
   assert np.asarray(out['confusion']).sum() == 6
+
+
+def test_ctrl_c_saves_at_the_next_step_then_resume_is_bitwise_equal(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = str(tmp_path / 'interrupted')
+  code, _, err = start_and_signal(workdir, fashion_mnist_tfds, 5, signal.SIGINT)
+  assert code == 130, err[-2000:]
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('SIGINT: saved the checkpoint at step '), err[-2000:]
+  saved = int(lines[0].split('at step ')[1].split()[0])
+  assert str(saved) in os.listdir(os.path.join(workdir, 'checkpoints'))
+  proc = run(workdir, fashion_mnist_tfds)
+  assert proc.returncode == 0 and f'resuming from the checkpoint at step {saved}' in proc.stdout
+  assert results(workdir)['params_sha256'] == results(uninterrupted)['params_sha256']
+
+
+def test_a_second_ctrl_c_stops_at_once(fashion_mnist_tfds, tmp_path):
+  workdir = str(tmp_path / 'stopped')
+  proc = subprocess.Popen(command(workdir, fashion_mnist_tfds), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=USER_ENV)
+  deadline = time.time() + 240
+  while logged_step(workdir) < 3 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert proc.returncode == 130 and len(lines) == 1 and 'Traceback' not in err, err[-2000:]
+  assert lines[0].startswith('SIGINT: saved') or lines[0].startswith('interrupted (Ctrl-C) at once'), lines
+
+
+def test_a_full_disk_during_a_checkpoint_gets_one_line_and_keeps_earlier_checkpoints(fashion_mnist_tfds,
+                                                                                       tmp_path):
+  """A file-size limit stands in for a full disk: every write past it fails as a full disk's would. The first
+  run saves checkpoints with room to spare; the second, resumed under the limit, fails at its next save."""
+  import resource  # noqa: PLC0415
+
+  workdir = str(tmp_path / 'full')
+  code, _, err = start_and_signal(workdir, fashion_mnist_tfds, 5, signal.SIGTERM)
+  assert code == 0, err[-2000:]
+  kept = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+
+  def limit():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # an MLP checkpoint is ~2 MB
+
+  proc = subprocess.run(command(workdir, fashion_mnist_tfds), cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=USER_ENV, preexec_fn=limit)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: could not save the checkpoint at step '), proc.stderr[-3000:]
+  assert 'File too large' in lines[0] and 'run the same command to resume' in lines[0]
+  assert sorted(s for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()) == kept
+  proc = run(workdir, fashion_mnist_tfds)  # room again: resumes from the last good checkpoint and finishes
+  assert proc.returncode == 0 and f'resuming from the checkpoint at step {max(kept, key=int)}' in proc.stdout
+
+
+def test_a_checkpoint_without_its_manifest_gets_one_line(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = tmp_path / 'no_manifest'
+  subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+  os.remove(workdir / 'checkpoints' / '24' / 'state' / 'manifest.ocdbt')
+  proc = run(str(workdir), fashion_mnist_tfds, script='eval.py')
+  assert_one_line_error(proc, f'checkpoint {workdir}/checkpoints/24 cannot be read', 'remove that directory')
+  proc = run(str(workdir), fashion_mnist_tfds)
+  assert_one_line_error(proc, f'checkpoint {workdir}/checkpoints/24 cannot be read')
+
+
+def test_a_truncated_training_record_gets_one_line(fashion_mnist_tfds, tmp_path):
+  tfds_dir = tmp_path / 'tfds'
+  subprocess.run(['cp', '-r', fashion_mnist_tfds, str(tfds_dir)], check=True)
+  prepared = tfds_dir / 'fashion_mnist' / '3.0.1'
+  record, = [f for f in os.listdir(prepared) if '-train.tfrecord' in f]
+  os.truncate(prepared / record, 100_000)
+  proc = run(str(tmp_path / 'w'), str(tfds_dir))
+  assert_one_line_error(proc, f'the prepared fashion_mnist in {prepared} cannot be read', 'truncated record',
+                        f'remove {prepared}')
+  assert not os.path.exists(tmp_path / 'w')

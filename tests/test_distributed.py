@@ -132,3 +132,34 @@ def test_sigterm_to_every_process_saves_one_step_then_resumes(fashion_mnist_tfds
   assert [p.returncode for p in resumed] == [0, 0], outs[0][1][-2000:]
   assert f'resuming from the checkpoint at step {saved}' in outs[0][0]
   assert results(workdir)['steps'] == 16
+
+
+def test_a_process_that_never_starts_is_named_within_the_join_timeout(tmp_path):
+  """Processes 0 and 1 of 3 start, process 2 never does: both stop within --join_timeout with one line naming
+  process 2, instead of JAX's C++ abort after minutes."""
+  port = free_port()
+  job = [subprocess.Popen([sys.executable, 'train.py', f'--config={MLP}', f'--workdir={tmp_path}/w',
+                           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=3', f'--process_id={i}',
+                           '--join_timeout=4'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=USER_ENV) for i in (0, 1)]
+  for p in job:
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2, err[-2000:]
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'processes 2 of 3 did not join the job at 127.0.0.1:' in lines[0], err[-2000:]
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_process_0_missing_is_named(tmp_path):
+  proc = subprocess.run([sys.executable, 'train.py', f'--config={MLP}', f'--workdir={tmp_path}/w',
+                         f'--coordinator_address=127.0.0.1:{free_port()}', '--num_processes=2', '--process_id=1',
+                         '--join_timeout=2'], cwd=ROOT, capture_output=True, text=True, timeout=120, env=USER_ENV)
+  assert_one_line_error(proc, 'process 1 of 2 could not reach process 0 at 127.0.0.1:', 'within 2 s')
+
+
+@pytest.mark.parametrize('address', ['127.0.0.1:70000', '127.0.0.1', ':1234', 'host:http', '[::1]'])
+def test_bad_coordinator_addresses_get_one_line(tmp_path, address):
+  proc = subprocess.run([sys.executable, 'train.py', f'--config={MLP}', f'--workdir={tmp_path}/w',
+                         f'--coordinator_address={address}', '--num_processes=2', '--process_id=0'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60, env=USER_ENV)
+  assert_one_line_error(proc, f'--coordinator_address={address} is not HOST:PORT with a port in 1..65535')

@@ -133,3 +133,29 @@ def test_train_py_with_missing_files_gets_one_line(tmp_path):
                          f'--config.data.source_dir={tmp_path / "none"}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=300, env=USER_ENV)
   assert_one_line_error(proc, 'lacks', 'apt-get install dataset-fashion-mnist')
+
+
+def test_a_truncated_source_file_is_named(tmp_path):
+  write_idx_set(tmp_path / 'src')
+  path = tmp_path / 'src' / 'train-images-idx3-ubyte.gz'
+  path.write_bytes(path.read_bytes()[:20])
+  with pytest.raises(DataError, match=f'{path} cannot be read .*replace it with the original file'):
+    fashion_mnist.builder(str(tmp_path / 'tfds'), str(tmp_path / 'src'))
+
+
+@pytest.mark.parametrize('kind', ['file', 'damaged'])
+def test_an_unusable_tfds_data_dir_gets_one_line(tmp_path, kind):
+  data_dir = tmp_path / 'tfds'
+  if kind == 'file':
+    data_dir.write_text('not a directory')
+    fragment = 'is a file, not a directory'
+  else:
+    info = data_dir / 'fashion_mnist' / '3.0.1' / 'dataset_info.json'
+    os.makedirs(info.parent)
+    info.write_text('{"name": ')
+    fragment = 'the prepared fashion_mnist in'
+  proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/fashion_mnist.py:mlp,quick',
+                         f'--workdir={tmp_path / "w"}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**USER_ENV, 'TFDS_DATA_DIR': str(data_dir)})
+  assert_one_line_error(proc, fragment, '$TFDS_DATA_DIR')
+  assert not os.path.exists(tmp_path / 'w')

@@ -1,12 +1,19 @@
 """ImageNet through TFDS's real imagenet2012 builder, on fake archives in ImageNet's format: preparation, the
 paper's preprocessing, 10 crops, resumable order, and the missing-data message."""
 
+import os
+import subprocess
+import sys
+import types
+
 import ml_collections
 import numpy as np
 import pytest
 
 from data import imagenet
 from data import pipeline
+from tests.test_classifier import USER_ENV
+from tests.test_cli import ROOT
 from training.errors import DataError
 
 
@@ -97,3 +104,33 @@ def test_missing_archives_get_one_line(tmp_path, monkeypatch):
   assert str(tmp_path / 'downloads' / 'manual') in str(e.value)
   monkeypatch.setenv(imagenet.ENV_VAR, str(tmp_path / 'elsewhere'))
   assert imagenet.manual_dir(data_cfg(tmp_path)) == str(tmp_path / 'elsewhere')
+
+
+def test_a_damaged_jpeg_is_named_at_preparation(tmp_path):
+  manual = imagenet.write_fake_manual_dir(str(tmp_path / 'manual'), images=6, damaged_val=(3,))
+  with pytest.raises(DataError, match='1 image.* do not decode as JPEG \\(validation/ILSVRC2012_val_00000004.JPEG\\)'):
+    imagenet.builder(str(tmp_path / 'tfds'), manual)
+
+
+def test_a_truncated_archive_gets_one_line_from_prepare(tmp_path):
+  manual = imagenet.write_fake_manual_dir(str(tmp_path / 'manual'), images=6)
+  tar = os.path.join(manual, imagenet.TRAIN_TAR)
+  os.truncate(tar, os.path.getsize(tar) // 2)
+  proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tmp_path / "tfds"}',
+                         f'--manual_dir={manual}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=USER_ENV)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: preparing imagenet2012 from the archives in') and 'are complete' in last, last
+
+
+def test_prepared_files_that_changed_since_verification_are_refused(fake, tmp_path):
+  b = fake._builder
+  assert os.path.exists(os.path.join(b.data_dir, imagenet.VERIFIED))
+  imagenet.verify(b)  # unchanged: passes without decoding again
+  copy = tmp_path / 'copy'
+  subprocess.run(['cp', '-r', b.data_dir, str(copy)], check=True)
+  record = sorted(f for f in os.listdir(copy) if '-train.tfrecord' in f)[0]
+  os.truncate(copy / record, 10)
+  with pytest.raises(DataError, match=f'changed since it was verified \\({record}\\)'):
+    imagenet.verify(types.SimpleNamespace(data_dir=str(copy)))

@@ -1,5 +1,6 @@
 """The sweep launcher: grids, skipping finished runs, and the summary table and figure."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,9 @@ import pytest
 
 from experiments import sweep
 from tests.test_cli import ROOT
+from tests.test_cli import assert_one_line_error
+from training import cli
+from training import workdir as workdir_lib
 
 
 def test_grid_is_the_product_of_its_axes():
@@ -52,10 +56,28 @@ def test_sweep_runs_in_parallel_summarises_and_skips_finished_runs(fashion_mnist
   assert again.returncode == 0 and 'train.py' not in again.stdout, 'finished runs are skipped'
 
 
+def finished_run(run_dir, config, overrides):
+  """A workdir as train.py leaves it: config.json of the resolved config, and results.json."""
+  os.makedirs(run_dir)
+  resolved = workdir_lib.config_to_dict(cli.load_config(config, overrides))
+  (run_dir / 'config.json').write_text(json.dumps(resolved))
+  (run_dir / 'results.json').write_text('{}')
+
+
+def test_load_config_resolves_as_train_py_does(tmp_path):
+  """The sweep decides 'finished' by comparing with cli.load_config: it must equal the config.json train.py
+  writes for the same overrides."""
+  proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/hidden_units.py:quick',
+                         f'--workdir={tmp_path}', '--config.train.lr_decay_steps=500', '--config.model.hidden_units=2,3,10'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  resolved = cli.load_config('experiments/hidden_units.py:quick',
+                             {'train.lr_decay_steps': '500', 'model.hidden_units': '2,3,10'})
+  assert workdir_lib.config_to_dict(resolved) == json.loads((tmp_path / 'config.json').read_text())
+
+
 def test_slurm_array_holds_one_task_per_unfinished_run(tmp_path):
-  done = tmp_path / 'pool=max' / 'seed_0'
-  os.makedirs(done)
-  (done / 'results.json').write_text('{}')
+  finished_run(tmp_path / 'pool=max' / 'seed_0', 'experiments/fashion_mnist.py:cnn', {'model.pool': 'max', 'seed': 0})
   script = tmp_path / 'sweep.sbatch'
   proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--config=experiments/fashion_mnist.py:cnn',
                          f'--workdir={tmp_path}', '--grid=model.pool=max,sum', '--seeds=0,1', '--parallel=2',
@@ -74,3 +96,45 @@ def test_bad_parallel_gets_one_line(tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--config=experiments/fashion_mnist.py:cnn',
                          f'--workdir={tmp_path}', '--parallel=0'], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 2 and proc.stderr.strip() == 'error: --parallel must be >= 1, got 0'
+
+
+def sweep_cmd(tmp_path, *args):
+  return subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--workdir={tmp_path}', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--config=experiments/fashion_mnist.py:mlp', '--seeds=a'], '--seeds=a must be whole numbers'),
+    (['--config=experiments/fashion_mnist.py:mlp', '--set=KEY'], '--set=KEY is not KEY=VALUE'),
+    (['--config=experiments/fashion_mnist.py:mlp', '--bogus=1'], "Unknown command line flag 'bogus'"),
+    (['--config=experiments/fashion_mnist.py:mlp', 'train.epochs=3'], "unexpected argument 'train.epochs=3'"),
+    (['--config=experiments/fashion_mnist.py:mlp', '--metric=bogus'], '--metric=bogus is not a figure of'),
+    (['--config=experiments/nope.py', '--grid=seed=1'], 'experiments/nope.py does not exist'),
+    (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.widht=1,2'], "unknown config key 'widht'"),
+    (['--config=experiments/fashion_mnist.py:mlp', '--grid=train.epochs=1,x'], '--config.train.epochs=x'),
+    (['--sweep=experiments/fashion_mnist_ablations.py:pooling'], 'pass cnn or mlp'),
+])
+def test_bad_sweeps_are_refused_before_any_run(tmp_path, args, fragment):
+  assert_one_line_error(sweep_cmd(tmp_path / 's', *args), fragment)
+  assert not os.path.exists(tmp_path / 's'), 'nothing is written'
+
+
+def test_a_changed_config_is_not_reported_as_the_old_runs(tmp_path):
+  """A sweep's finished runs are reused only if they ran the config the sweep would run now; otherwise the
+  sweep stops naming what differs, or --move_changed keeps the old run aside and runs the new one."""
+  base = ['--config=experiments/hidden_units.py:quick', '--metric=num_models', '--set=claims.zero_init=False',
+          '--set=claims.at_epoch=2']
+  first = sweep_cmd(tmp_path, *base, '--set=train.epochs=2')
+  assert first.returncode == 0, first.stderr[-2000:]
+  run_dir = tmp_path / 'default' / 'seed_0'
+  assert json.loads((run_dir / 'config.json').read_text())['train']['epochs'] == 2
+  again = sweep_cmd(tmp_path, *base, '--set=train.epochs=2')
+  assert again.returncode == 0 and 'train.py' not in again.stdout, 'the same sweep skips its finished run'
+  before = (run_dir / 'results.json').read_bytes()
+  changed = sweep_cmd(tmp_path, *base, '--set=train.epochs=3')
+  assert_one_line_error(changed, 'train.epochs: 2 -> 3', '--move_changed')
+  assert (run_dir / 'results.json').read_bytes() == before
+  moved = sweep_cmd(tmp_path, *base, '--set=train.epochs=3', '--move_changed')
+  assert moved.returncode == 0, moved.stderr[-2000:]
+  assert json.loads((run_dir / 'config.json').read_text())['train']['epochs'] == 3
+  assert (tmp_path / 'default' / 'seed_0.replaced-1' / 'results.json').read_bytes() == before

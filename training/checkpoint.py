@@ -7,6 +7,7 @@ parameters. orbax writes each checkpoint into a temporary directory and renames 
 cut short by a kill is never listed; a listed one whose parameters do not hash to the recorded value is refused
 with an error naming it, never loaded silently.
 """
+import contextlib
 import hashlib
 
 import jax
@@ -14,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from training.errors import UserError
+from training.errors import one_line
 
 
 class CheckpointError(UserError):
@@ -47,6 +49,7 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
     self.directory = directory
+    self._pending = None  # the step of the last save asked for (it may still be being written)
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -55,10 +58,26 @@ class Checkpoints:
     return list(self._manager.all_steps())
 
   def save(self, step, state):
-    """Saves `state` at `step` (asynchronously: training goes on while it is written)."""
+    """Saves `state` at `step` (asynchronously: training goes on while it is written). A failure to write, now
+    or of an earlier asynchronous save, is a CheckpointError; the checkpoints saved before it are kept."""
     meta = {'step': int(step), 'params_sha256': params_sha256(state['params'])}
-    self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           meta=ocp.args.JsonSave(meta)), force=True)
+    with self._writing(None):  # the previous save's failure, if any, under its own step (orbax waits here too)
+      self._manager.wait_until_finished()
+    with self._writing(step):
+      self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                             meta=ocp.args.JsonSave(meta)), force=True)
+    self._pending = int(step)
+
+  @contextlib.contextmanager
+  def _writing(self, step):
+    """Turns orbax's errors while writing (a full disk, a vanished directory) into one CheckpointError line."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 (orbax and its async writers raise many types)
+      step = self._pending if step is None else step
+      raise CheckpointError(f'could not save the checkpoint at step {step} in {self.directory} '
+                            f'({one_line(e)}); the checkpoints saved before it are kept: free space or fix the '
+                            'directory, then run the same command to resume') from e
 
   def restore(self, step, abstract_state):
     """The state saved at `step`, laid out like `abstract_state` (shapes, dtypes and shardings); verified."""
@@ -67,8 +86,8 @@ class Checkpoints:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable files
-      raise CheckpointError(f'checkpoint {where} cannot be read ({type(e).__name__}: {str(e)[:200]}); remove it to '
-                            'resume from the previous checkpoint, or pass a new --workdir') from e
+      raise CheckpointError(f'checkpoint {where} cannot be read ({one_line(e)}); remove that directory to resume '
+                            'from the previous checkpoint, or pass a new --workdir') from e
     state, meta = restored['state'], restored['meta']
     if meta.get('step') != step or meta.get('params_sha256') != params_sha256(state['params']):
       raise CheckpointError(f'checkpoint {where} is corrupt: its parameters do not match the sha256 recorded when '
@@ -76,8 +95,11 @@ class Checkpoints:
     return state
 
   def wait(self):
-    self._manager.wait_until_finished()
+    with self._writing(None):
+      self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.wait_until_finished()
+    with self._writing(None):
+      self._manager.wait_until_finished()
     self._manager.close()
+

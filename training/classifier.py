@@ -21,7 +21,6 @@ rebuilt from (seed, epoch) and its first batches skipped) and every random key. 
 (training/distributed.py) every process runs all of this; process 0 alone writes files.
 """
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -40,6 +39,7 @@ from nets import cnn  # noqa: E402
 from nets import onednn  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import distributed  # noqa: E402
+from training import errors  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
@@ -60,21 +60,24 @@ class TrainingDiverged(UserError):
 def model_for(config):
   """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits) of config.model."""
   if config.model.name == 'cnn':
-    module, arch = cnn, cnn.Arch.from_config(config.model)
+    module = cnn
   elif config.model.name == 'alexnet':
     from nets import alexnet as module  # noqa: PLC0415
-
-    try:
-      arch = module.Arch.from_config(config.model)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
   else:
     raise ConfigError(f'model.name {config.model.name!r} is unknown; choose cnn or alexnet')
+  try:
+    arch = module.Arch.from_config(config.model)
+  except (TypeError, ValueError) as e:  # e.g. model.conv=(32, 5): numbers where (features, kernel, stride) go
+    raise ConfigError(f'the model section does not describe a {config.model.name} ({e}); see --show_config for '
+                      'the form of each key') from None
   problems = arch.validate()
   if problems:
     raise ConfigError(problems[0])
   return (lambda key, shape: module.init(key, arch, shape),
           lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key))
+
+
+DATASETS = ('fashion_mnist', 'imagenet2012')
 
 
 def dataset_for(config):
@@ -86,7 +89,7 @@ def dataset_for(config):
     from data import imagenet  # noqa: PLC0415
 
     return imagenet.Dataset(config.data)
-  raise ConfigError(f'data.name {config.data.name!r} is unknown; choose fashion_mnist or imagenet2012')
+  raise ConfigError(f'data.name {config.data.name!r} is unknown; choose one of {DATASETS}')
 
 
 def eval_crops(config):
@@ -100,14 +103,29 @@ def eval_crops(config):
 
 
 def validate(config):
+  """Raises ConfigError for the first value that cannot run: everything that needs neither the data nor a
+  workdir (the model, the optimiser and schedule, the batch sizes against the devices), so a mistake costs
+  seconds and writes nothing."""
   t = config.train
-  for key, ok in (('batch_size', t.batch_size >= 1), ('epochs', t.epochs >= 1), ('log_every', t.log_every >= 1),
+  for key, ok in (('batch_size', t.batch_size >= 1), ('eval_batch_size', t.eval_batch_size >= 1),
+                  ('epochs', t.epochs >= 1), ('log_every', t.log_every >= 1),
                   ('checkpoint_every', t.checkpoint_every >= 1), ('keep_checkpoints', t.keep_checkpoints >= 1)):
     if not ok:
       raise ConfigError(f'train.{key} must be >= 1, got {t[key]}')
   for key in ('num_train', 'num_test'):
     if config.data[key] < 0:
       raise ConfigError(f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
+  if config.data.name not in DATASETS:
+    raise ConfigError(f'data.name {config.data.name!r} is unknown; choose one of {DATASETS}')
+  model_for(config)
+  optim.classifier_optimizer(config.train, total_steps=1)
+  eval_crops(config)
+  mesh = sharding.data_mesh()
+  try:
+    sharding.check_batch_divides(config.train.batch_size, mesh)
+    sharding.check_batch_divides(config.train.eval_batch_size, mesh, key='train.eval_batch_size')
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------------------ steps
@@ -149,13 +167,9 @@ class Setup:
 
 
 def _setup(config):
+  validate(config)
   init_fn, apply_fn = model_for(config)
   mesh = sharding.data_mesh()
-  try:
-    sharding.check_batch_divides(config.train.batch_size, mesh)
-    sharding.check_batch_divides(config.train.eval_batch_size, mesh, key='train.eval_batch_size')
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
   dataset = distributed.main_first(lambda: dataset_for(config))  # process 0 prepares the data, then the others
   steps_per_epoch = dataset.num_train // config.train.batch_size
   if steps_per_epoch < 1:
@@ -188,11 +202,12 @@ def _checkpoints(config, workdir):
 def train_and_evaluate(config, workdir):
   """Trains, evaluates and reports. In a multi-process job every process runs this; process 0 alone writes
   config.json, metrics, TensorBoard events, figures and results, and checkpoints are saved collectively."""
-  validate(config)
   main = distributed.is_main()
-  distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
+  if main:
+    workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
   start_time = time.time()
-  setup = _setup(config)
+  setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
+  distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
   apply_fn = setup.apply_fn
   train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding)
@@ -212,8 +227,17 @@ def train_and_evaluate(config, workdir):
   tb = (pipeline.tf().summary.create_file_writer(os.path.join(workdir, 'tensorboard')) if main
         else pipeline.tf().summary.create_noop_writer())
 
-  stop = {'sigterm': False}
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+  # SIGTERM (a scheduler's pre-emption) and a first Ctrl-C (SIGINT) ask for a save at the next step boundary; a
+  # second Ctrl-C stops at once (KeyboardInterrupt), keeping the checkpoints saved so far.
+  stop = {'signal': None}
+
+  def on_signal(signum, frame):
+    del frame
+    stop['signal'] = signum
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   bar = metrics_lib.progress(total_steps, config.experiment, disable=not main)
   bar.update(step)
   saved = latest
@@ -258,9 +282,9 @@ def train_and_evaluate(config, workdir):
         # at logging steps only, where all processes agree (a collective, kept off the other steps), so they save
         # the same step together
         if multiprocess:
-          terminating = step % config.train.log_every == 0 and distributed.any_process(stop['sigterm'])
+          terminating = step % config.train.log_every == 0 and distributed.any_process(stop['signal'] is not None)
         else:
-          terminating = stop['sigterm']
+          terminating = stop['signal'] is not None
         due_save = step % config.train.checkpoint_every == 0 or terminating or step == total_steps
         if step % config.train.log_every == 0 or due_save:
           m = jax.tree.map(float, jax.device_get(m))
@@ -275,13 +299,24 @@ def train_and_evaluate(config, workdir):
           saved = step
         if terminating:
           ckpt.close()
+          name = signal.Signals(stop['signal'] or signal.SIGTERM).name
+          message = (f'{name}: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to '
+                     'resume')
+          if stop['signal'] == signal.SIGINT:
+            raise errors.Interrupted(message)
           if main:
-            print(f'SIGTERM: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to '
-                  'resume')
+            print(message)
           return None
     ckpt.wait()
+  except UserError:
+    try:
+      ckpt.wait()  # a checkpoint still being written is completed before the error ends the process
+    except UserError:
+      pass
+    raise
   finally:
-    signal.signal(signal.SIGTERM, previous_handler)
+    for s, handler in previous_handlers.items():
+      signal.signal(s, handler)
     bar.close()
     tb.flush()
 
@@ -355,10 +390,11 @@ def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
   checkpoints of the `ensemble` workdirs; writes eval.json, the evaluation section of results.md and figures."""
   if fresh_points:
     raise ConfigError('--fresh_points applies to hidden_units only')
-  validate(config)
   setup = _setup(config)
   step, params = _restore_params(config, setup, workdir, step)
   members = [params] + [_restore_params(config, setup, d)[1] for d in ensemble]
+  if distributed.is_main():
+    workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)
   eval_step = steps.make_eval_step(setup.apply_fn, setup.mesh, dataset.num_classes)
   ev = evaluate_params(eval_step, steps.stack_models(*members), dataset, config.train.eval_batch_size, setup.mesh,
@@ -433,8 +469,7 @@ def eval_markdown(config, out):
 
 
 def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  return workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]
 
 
 def learning_curves(workdir, out_path):

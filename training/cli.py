@@ -5,7 +5,9 @@ becomes `error: <message>` on stderr and exit status 2, with no traceback; any o
 its traceback.
 """
 import ctypes
+import functools
 import importlib.util
+import logging as std_logging
 import os
 import platform
 import sys
@@ -17,6 +19,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from training.errors import ConfigError
+from training.errors import Interrupted
 from training.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -110,65 +113,163 @@ def check_cpu_conv(environ=os.environ):
     raise ConfigError(str(e)) from None
 
 
-def fail(message):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
+def fail(message, status=EXIT_USER_ERROR, prefix='error: '):
+  """Prints `message` as the last line on stderr and ends the process with `status`. It leaves with os._exit,
+  after flushing: the libraries' threads (orbax's, tensorstore's) would otherwise print tracebacks about their
+  closed event loops at interpreter exit, and a multi-process job would wait at JAX's shutdown barrier for
+  processes that may never reach it. The trainers finish their checkpoint writes before raising."""
+  sys.stdout.flush()
+  print(f'{prefix}{message}', file=sys.stderr, flush=True)
+  os._exit(status)
 
 
-def _parse_flags(argv):
+def _config_file_arg(argv):
+  """The PATH of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, if given."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1].split(':', 1)[0]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':', 1)[0]
+  return None
+
+
+def _missing_config_file(path):
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments')
+  names = sorted(f for f in os.listdir(here) if f.endswith('.py') and not f.startswith('_')
+                 and 'get_config' in open(os.path.join(here, f)).read())
+  return ConfigError(f'experiment file {path} does not exist; pass one of ' +
+                     ', '.join(f'experiments/{n}' for n in names))
+
+
+def parse_flags(flag_values, argv):
+  """flag_values(argv) with every problem as a ConfigError of one line: a config file that is missing or fails
+  to load, an override of a key the config lacks or of the wrong type, a stray positional argument. Returns
+  argv's first element (the program)."""
+  path = _config_file_arg(argv)
+  if path is not None and path and not os.path.isfile(path):
+    raise _missing_config_file(path)  # before ml_collections, which raises OSError when overrides are given
   try:
-    return flags.FLAGS(argv)
+    rest = flag_values(argv)
   except flags.Error as e:
     text = str(e)
     if 'Traceback (most recent call last)' in text:  # get_config raised: keep the flag and the exception line
       last = [l for l in text.splitlines() if l.strip()][-1].strip()
       text = f'{text.split(": ")[0]}: {last}'
-    fail(text.replace('\n', ' '))
+    raise ConfigError(text.replace('\n', ' ')) from None
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
     inner = e.args[0] if e.args else e
     if not isinstance(inner, KeyError):  # e.g. the config file has no get_config
-      fail(f'the --config file could not be loaded ({inner}); it must define get_config(arg)')
+      raise ConfigError(f'the --config file could not be loaded ({inner}); it must define get_config(arg)') from None
     text = str(inner.args[0] if inner.args else inner)
     key, _, hint = text.partition('\n')
     overrides = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
-    fail(f'unknown config key {key} in {overrides or "the overrides"}' + (f' ({hint.strip()})' if hint else '')
-         + '; print the valid keys with --show_config')
+    raise ConfigError(f'unknown config key {key} in {overrides or "the overrides"}' +
+                      (f' ({hint.strip()})' if hint else '') + '; print the valid keys with --show_config') from None
+  if len(rest) > 1:
+    stray = rest[1]
+    hint = f'; did you mean --{stray}?' if '=' in stray and not stray.startswith('-') else ''
+    raise ConfigError(f'unexpected argument {stray!r}: every argument is a flag such as --config.KEY=VALUE{hint}')
+  return rest[:1]
 
 
-def config_from_flag(config_flag):
-  """The resolved config behind a DEFINE_config_file flag; a config file that failed to load is a ConfigError."""
+def _parse_flags(argv):
+  try:
+    return parse_flags(flags.FLAGS, argv)
+  except UserError as e:
+    fail(str(e))
+
+
+def _fits(value, default):
+  """Whether an overridden tuple `value` has the element types of the config file's `default` tuple."""
+  if isinstance(default, (tuple, list)):
+    if not isinstance(value, (tuple, list)):
+      return False
+    return not default or all(_fits(v, default[0]) for v in value)
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  return isinstance(value, type(default))
+
+
+def load_python_file(path, name):
+  """The module in the Python file `path` (a config or sweep file), imported under `name`."""
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def config_file_default(spec):
+  """get_config(ARG) of the config file PATH in `spec` = PATH[:ARG], without overrides."""
+  path, *arg = spec.split(':', 1)
+  return load_python_file(path, 'config_file_default').get_config(*arg)
+
+
+def check_tuple_overrides(config_flag):
+  """A ConfigError for an overridden tuple whose items are not of the default's kind (ml_collections checks the
+  type of scalars, not of a tuple's items): `--config.model.hidden_units=` gives ('',), and
+  `--config.model.conv=32,5` gives (32, 5) where ((features, kernel, stride), ...) is meant."""
+  overrides = config_flags.get_override_values(config_flag)
+  if not any(isinstance(v, (tuple, list)) for v in overrides.values()):
+    return
+  default = config_file_default(config_flag.config_filename)
+  for key, value in overrides.items():
+    try:
+      before = functools.reduce(lambda c, k: c[k], key.split('.'), default)
+    except (KeyError, AttributeError):
+      continue
+    if isinstance(value, (tuple, list)) and not _fits(value, before):
+      nested = bool(before) and isinstance(before[0], (tuple, list))
+      example = f'"{tuple(before)!r}"' if nested else (','.join(map(str, before)) or '1,2')
+      raise ConfigError(f'--config.{key}={",".join(map(str, value))} does not fit {key}, a tuple of '
+                        f'{"tuples" if nested else "numbers"}; write it like --config.{key}={example}')
+
+
+def config_from_flag(config_flag, flag_values=flags.FLAGS):
+  """The resolved config behind a DEFINE_config_file flag; a config file that failed to load, or an override of
+  the wrong kind, is a ConfigError."""
   value = config_flag.value
   if value is None:
     raise ConfigError('no --config given; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
+  flag = flag_values[config_flag.name]
   if not isinstance(value, ml_collections.ConfigDict):
-    path = config_flags.get_config_filename(flags.FLAGS[config_flag.name])
+    path = config_flags.get_config_filename(flag)
     if not os.path.isfile(path):
-      here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments')
-      names = sorted(f for f in os.listdir(here) if f.endswith('.py') and not f.startswith('_')
-                     and 'get_config' in open(os.path.join(here, f)).read())
-      raise ConfigError(f'experiment file {path} does not exist; pass one of ' +
-                        ', '.join(f'experiments/{n}' for n in names))
+      raise _missing_config_file(path)
     error = str(object.__getattribute__(value, '_error')).splitlines()[0]
     raise ConfigError(f'--config={path} could not be loaded ({error}); it must define get_config(arg)')
+  check_tuple_overrides(flag)
   return value
 
 
+def load_config(spec, overrides=()):
+  """The config train.py would run for --config=`spec` and `overrides` {KEY: VALUE as typed on the command
+  line}, parsed by the same flags; a ConfigError for whatever train.py would refuse while parsing them."""
+  argv = ['load_config', f'--config={spec}', *[f'--config.{k}={v}' for k, v in overrides.items()]]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True, sys_argv=argv)
+  parse_flags(values, argv)
+  return config_from_flag(holder, values)
+
+
 def define_distributed_flags():
-  """--coordinator_address, --num_processes, --process_id (training/distributed.py)."""
+  """--coordinator_address, --num_processes, --process_id, --join_timeout (training/distributed.py)."""
+  from training import distributed  # noqa: PLC0415 (imports no JAX)
+
   return (flags.DEFINE_string('coordinator_address', None, 'Multi-process jobs: HOST:PORT of process 0\'s '
                               'coordinator (without these three flags, SLURM\'s or a TPU VM\'s environment is used).'),
           flags.DEFINE_integer('num_processes', None, 'Multi-process jobs: how many processes.'),
-          flags.DEFINE_integer('process_id', None, 'Multi-process jobs: this process\'s index, 0..num_processes-1.'))
+          flags.DEFINE_integer('process_id', None, 'Multi-process jobs: this process\'s index, 0..num_processes-1.'),
+          flags.DEFINE_float('join_timeout', distributed.JOIN_TIMEOUT_S, 'Multi-process jobs: seconds to wait for '
+                             'every process to start before stopping with a line naming the missing ones.'))
 
 
 def start_distributed(distributed_flags):
   """Joins a multi-process job if the flags or the scheduler describe one (before JAX's devices are touched)."""
   from training import distributed  # noqa: PLC0415
 
-  try:
-    described = distributed.initialize(*(f.value for f in distributed_flags))
-  except distributed.DistributedError as e:
-    raise ConfigError(str(e)) from None
+  described = distributed.initialize(*(f.value for f in distributed_flags))
   if described:
     print(described, flush=True)
 
@@ -178,19 +279,40 @@ def _multiprocess():
   return jax is not None and jax.distributed.is_initialized()
 
 
+def _reported_elsewhere(record):
+  """A logging filter: orbax's own ERROR records (a failed asynchronous write, logged with its traceback from
+  the writing thread) are dropped, since training/checkpoint.py raises each such failure as one CheckpointError
+  line. --verbosity keeps them."""
+  return not (record.levelno >= std_logging.ERROR and f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+def _quiet_closed_loops(unraisable):
+  """sys.unraisablehook, less one harmless case: when orbax abandons a checkpoint read or write that failed (a
+  full disk, a damaged checkpoint), tensorstore's threads finish the other reads and writes later and find
+  orbax's event loop closed; each prints a RuntimeError traceback around the one-line CheckpointError that says
+  what is wrong."""
+  if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def main(run):
   """Runs `run(argv)` under absl, with flag errors and UserErrors reported as one line. In a multi-process job
   any failure ends this process at once with a last line saying so (training/distributed.py), never a hang."""
 
   def wrapped(argv):
+    sys.unraisablehook = _quiet_closed_loops
     if not flags.FLAGS['verbosity'].present:  # keep JAX's start-up INFO lines (no TPU found, ...) out of the way
       logging.set_verbosity(logging.WARNING)
+      logging.get_absl_handler().addFilter(_reported_elsewhere)
     try:
       run(argv)
+    except Interrupted as e:  # a first Ctrl-C: what could be saved was saved
+      fail(str(e), e.exit_status, prefix='')
+    except KeyboardInterrupt:
+      fail('interrupted (Ctrl-C) at once: checkpointed runs resume from their last saved checkpoint when the same '
+           'command is run again', Interrupted.exit_status, prefix='')
     except UserError as e:
-      if _multiprocess():  # a normal exit would wait for the other processes at JAX's shutdown barrier
-        print(f'error: {e}', file=sys.stderr, flush=True)
-        os._exit(EXIT_USER_ERROR)
       fail(str(e))
     except Exception as e:  # noqa: BLE001
       if _multiprocess():

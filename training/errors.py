@@ -2,6 +2,8 @@
 
 Everything else is a bug and keeps its traceback.
 """
+import os
+import re
 
 
 class UserError(Exception):
@@ -18,3 +20,25 @@ class WorkdirError(UserError):
 
 class DataError(UserError):
   """A dataset is missing or does not match what was expected."""
+
+
+class Interrupted(UserError):
+  """The user stopped the run (Ctrl-C) and what could be saved was saved; the message says how to go on."""
+
+  exit_status = 130  # the shell's status for a process ended by SIGINT
+
+
+def one_line(error):
+  """An exception from a library or the file system as one short line: the message of the first OSError in its
+  chain (e.g. 'No space left on device: PATH'), else its type and first line."""
+  seen, e = set(), error
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.strerror:
+      return e.strerror + (f': {e.filename}' if e.filename else '')
+    e = e.__cause__ or e.__context__
+  code = re.search(r"\[os_error_code='(\d+)'\]", str(error))  # tensorstore's form of an OSError
+  if code:
+    return f'{os.strerror(int(code.group(1)))} ({type(error).__name__} from tensorstore)'
+  first = re.sub(r'\{\{[^}]*\}\}\s*', '', (str(error).strip().splitlines() or [''])[0])[:200]  # TF's op prefix
+  return f'{type(error).__name__}: {first}' if first else type(error).__name__

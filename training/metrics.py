@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import tqdm
 
+from training import workdir as workdir_lib
+
 
 def _plain(v):
   if isinstance(v, (np.generic, np.ndarray)):
@@ -17,11 +19,10 @@ class MetricsWriter:
   """Writes `metrics.jsonl` in a workdir. `start_step`: lines of later steps are dropped (a resumed run)."""
 
   def __init__(self, workdir, start_step=None):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     lines = []
     if start_step is not None and os.path.exists(self.path):
-      with open(self.path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= start_step]
+      lines = [line for line, row in zip(*workdir_lib.read_jsonl(self.path)) if row.get('step', 0) <= start_step]
     with open(self.path, 'w') as f:
       f.writelines(lines)
 

@@ -2,17 +2,30 @@
 
 A workdir belongs to one experiment and one resolved config, recorded in its `config.json`. Running again with
 the same config is allowed (and, for checkpointed trainers, resumes); a workdir whose `config.json` records
-another experiment or other values is refused before anything is written, so no result is ever overwritten by a
-different run. Every file is written to a temporary name and renamed into place, so an interrupted write never
-leaves half a file behind.
+another experiment or other values, or a non-empty directory without `config.json`, is refused before anything
+is written, so no result is ever overwritten by a different run. One process at a time writes a workdir: it
+holds an exclusive lock on the workdir's `.lock` (released by the operating system when the process ends, however
+it ends), and a second run on the same workdir stops at once naming the holder. Every file is written to a
+temporary name and renamed into place, so an interrupted write never leaves half a file behind, with the
+permissions the user's umask gives.
 """
+import datetime
+import fcntl
 import json
 import os
+import socket
 import tempfile
 
 from training.errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+LOCK_FILE = '.lock'
+# What a workdir may hold before its config.json: the lock, and the log a parallel sweep opens for the run.
+BEFORE_CONFIG = frozenset({LOCK_FILE, 'train.log'})
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
 
 def _flatten(d, prefix=''):
@@ -30,22 +43,69 @@ def config_to_dict(config):
   return json.loads(config.to_json())
 
 
-def prepare(workdir, config):
-  """Creates `workdir` (or checks the existing one) for `config`; raises WorkdirError with the fix."""
+def check_usable(workdir, config):
+  """Raises WorkdirError unless `workdir` is absent, empty, or holds a run of exactly `config`. Writes nothing."""
   if not workdir:
     raise WorkdirError('no --workdir given; pass --workdir=DIR, a directory for this run\'s results')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is a file, not a directory; pass a directory path')
+  if not os.path.isdir(workdir):
+    return
+  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    check_matches(workdir, config)
+    if os.path.exists(os.path.join(workdir, METRICS_FILE)):
+      read_jsonl(os.path.join(workdir, METRICS_FILE))  # a resumed run keeps its rows: they must be readable
+    return
+  others = sorted(set(os.listdir(workdir)) - BEFORE_CONFIG)
+  if others:
+    shown = ', '.join(others[:3]) + (f' and {len(others) - 3} more' if len(others) > 3 else '')
+    raise WorkdirError(f'--workdir={workdir} is not empty ({shown}) and has no {CONFIG_FILE}, so it was not '
+                       'written by train.py; pass a new or empty --workdir so its files are not overwritten')
+
+
+def prepare(workdir, config):
+  """Creates `workdir` (or checks the existing one) for `config`, takes its lock and writes config.json; raises
+  WorkdirError with the fix, before writing anything, if the workdir cannot be used."""
+  check_usable(workdir, config)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-', delete=True)
     probe.close()
   except OSError as e:
     raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write to')
-  if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-    check_matches(workdir, config)
+  lock(workdir)
+  check_usable(workdir, config)  # again under the lock: a run that held it may have written config.json
   write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
   os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
+
+
+def lock(workdir):
+  """Takes the workdir's lock for the rest of this process's life; a WorkdirError naming the holder (its PID,
+  host and start time) if another process has it. Locking twice in one process is allowed."""
+  key = os.path.realpath(workdir)
+  if key in _held:
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError as e:
+    raise WorkdirError(f'cannot write {path} ({e.strerror}); pass a --workdir you can write to') from None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    try:
+      holder = json.loads(os.pread(fd, 4096, 0) or b'{}')
+    except ValueError:
+      holder = {}
+    os.close(fd)
+    who = (f'process {holder["pid"]} on {holder["host"]} (since {holder["since"]})' if holder.get('pid')
+           else 'another process')
+    raise WorkdirError(f'--workdir={workdir} is in use by {who}; wait for that run to end or stop it, or pass '
+                       'another --workdir') from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                            'since': datetime.datetime.now().isoformat(timespec='seconds')}).encode(), 0)
+  _held[key] = fd
 
 
 def check_matches(workdir, config, sections=None):
@@ -85,6 +145,7 @@ def write_bytes(path, data):
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-')
   try:
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from collaborators
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)
@@ -99,5 +160,32 @@ def write_json(path, obj):
 
 
 def read_json(path):
+  """The JSON object in `path`; a WorkdirError if it is missing or not JSON (a damaged workdir)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise WorkdirError(f'{path} is missing; train again with the same --config and --workdir') from None
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f'{path} cannot be read ({getattr(e, "strerror", None) or e}); restore it or train again '
+                       'into a new --workdir') from None
+
+
+def read_jsonl(path):
+  """([line, ...], [row, ...]) of a metrics.jsonl; a WorkdirError naming the first line that is not a JSON
+  object (a file edited or damaged by hand: resuming over it would lose or misreport the run's history)."""
+  lines, rows = [], []
   with open(path) as f:
-    return json.load(f)
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        row = None
+      if not isinstance(row, dict):
+        raise WorkdirError(f'line {n} of {path} is not a JSON object; repair or delete that line (the run resumes '
+                           'from its checkpoint either way), or pass a new --workdir')
+      lines.append(line)
+      rows.append(row)
+  return lines, rows

@@ -1,0 +1,115 @@
+"""Bad input through the real command line: each refusal is one line on stderr, exit status 2, no traceback, and
+nothing written (a new workdir is not created; an existing one keeps every byte). The checks that need no data
+come first in every trainer, so these run in seconds and would fail if a check moved after data loading."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_cli import QUICK
+from tests.test_cli import ROOT
+from tests.test_cli import assert_one_line_error
+from tests.test_cli import evaluate
+from tests.test_cli import snapshot
+from tests.test_cli import train
+
+CNN = 'experiments/fashion_mnist.py:cnn,quick'
+MLP = 'experiments/fashion_mnist.py:mlp,quick'
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (['--config=experiments/nope.py', '--config.seed=1'], ['experiments/nope.py does not exist']),
+    ([f'--config={QUICK}', '--config.model.hidden_units='], ['does not fit model.hidden_units', '=2,10']),
+    ([f'--config={QUICK}', 'config.train.epochs=3'], ["unexpected argument 'config.train.epochs=3'",
+                                                      'did you mean --config.train.epochs=3']),
+    ([f'--config={CNN}', '--config.model.conv=32,5'], ['does not fit model.conv', '((32, 5, 1), (64, 5, 1))']),
+    ([f'--config={MLP}', '--config.model.conv=32,5'], ['does not describe a cnn']),
+    ([f'--config={MLP}', '--config.train.optimizer=adamw'], ["train.optimizer 'adamw' is unknown"]),
+    ([f'--config={MLP}', '--config.train.lr_schedule=linear'], ["train.lr_schedule 'linear' is unknown"]),
+    ([f'--config={MLP}', '--config.train.learning_rate=-1.0'], ['train.learning_rate must be > 0']),
+    ([f'--config={MLP}', '--config.model.name=vgg'], ["model.name 'vgg' is unknown"]),
+    ([f'--config={MLP}', '--config.data.name=cifar10'], ["data.name 'cifar10' is unknown"]),
+    ([f'--config={CNN}', '--config.model.pool=median'], ["model.pool 'median' is unknown"]),
+    ([f'--config={MLP}', '--config.model.dropout=1.5'], ['model.dropout must be in [0, 1)']),
+    ([f'--config={MLP}', '--config.train.batch_size=100'], ['does not split over 8 devices']),
+])
+def test_config_errors_come_before_data_and_writes(tmp_path, args, fragments):
+  """The data directory is empty, so a check that ran after data loading would fail with another message."""
+  data = [f'--config.data.tfds_dir={tmp_path}/tfds'] if 'fashion_mnist' in args[0] else []
+  proc = train(*args, f'--workdir={tmp_path}/w', *data)
+  assert_one_line_error(proc, *fragments)
+  assert not os.path.exists(tmp_path / 'w'), 'a refused run writes nothing'
+
+
+def test_a_foreign_directory_is_not_adopted(tmp_path):
+  workdir = tmp_path / 'notes'
+  workdir.mkdir()
+  (workdir / 'analysis.ipynb').write_text('{}')
+  before = snapshot(workdir)
+  assert_one_line_error(train(f'--config={QUICK}', f'--workdir={workdir}'), 'is not empty (analysis.ipynb)',
+                        'no config.json')
+  assert snapshot(workdir) == before
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('refusals') / 'hu')
+  proc = train(f'--config={QUICK}', f'--workdir={workdir}')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return workdir
+
+
+def damaged_copy(src, dst, name, content):
+  subprocess.run(['cp', '-r', src, str(dst)], check=True)
+  path = os.path.join(dst, name)
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(content(data))
+  return dst
+
+
+@pytest.mark.parametrize('script,name,content,extra,fragments', [
+    ('eval.py', 'params.npz', lambda b: b[:len(b) // 2], [], ['params.npz cannot be read']),
+    ('eval.py', 'results.json', lambda b: b[:len(b) // 2], [], ['results.json cannot be read']),
+    ('eval.py', 'results.json', lambda b: b'{}', [], ['results.json holds no records']),
+    ('eval.py', 'config.json', lambda b: b, ['--fresh_points=-5'], ['--fresh_points must be >= 0']),
+    ('train.py', 'metrics.jsonl', lambda b: b.replace(b'\n', b'\n{"step": 3, oops\n', 1), [],
+     ['line 2 of', 'metrics.jsonl is not a JSON object']),
+])
+def test_damaged_workdirs_get_one_line_and_keep_every_byte(trained, tmp_path, script, name, content, extra,
+                                                            fragments):
+  workdir = damaged_copy(trained, tmp_path / 'copy', name, content)
+  before = snapshot(workdir)
+  run = evaluate if script == 'eval.py' else train
+  assert_one_line_error(run(f'--config={QUICK}', f'--workdir={workdir}', *extra), *fragments)
+  assert snapshot(workdir) == before
+
+
+def test_results_are_as_readable_as_the_metrics(trained):
+  """Every file a run writes gets the permissions the umask gives (mkstemp's 0600 would hide results from
+  collaborators on a shared cluster)."""
+  modes = {f: os.stat(os.path.join(trained, f)).st_mode & 0o777
+           for f in ('config.json', 'results.json', 'results.md', 'metrics.jsonl', 'params.npz')}
+  assert len(set(modes.values())) == 1 and modes['results.json'] & 0o044 == 0o044, modes
+
+
+def test_two_runs_on_one_workdir(tmp_path):
+  """The second run stops at once naming the first; the first finishes with each metrics row once."""
+  workdir = tmp_path / 'shared'
+  first = subprocess.Popen([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={workdir}'], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    lock = workdir / '.lock'
+    while first.poll() is None and not (lock.exists() and lock.read_text()):
+      time.sleep(0.05)
+    second = train(f'--config={QUICK}', f'--workdir={workdir}')
+    assert_one_line_error(second, f'is in use by process {first.pid} on ', 'wait for that run to end')
+  finally:
+    _, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-2000:]
+  steps = [json.loads(l)['step'] for l in open(workdir / 'metrics.jsonl')]
+  assert len(steps) == len(set(steps)), 'each metrics row once'
