@@ -1,5 +1,7 @@
-# Two commands from a fresh clone: `make reproduce` (the main result) and `make test`.
-# Each creates .venv with Python 3.11+ and installs requirements*.txt the first time.
+# Two commands from a fresh clone: `make reproduce` (the main result) and `make test`. Each creates .venv with
+# Python 3.11+ and installs requirements*.txt the first time; nothing else is needed and nothing outside the
+# checkout changes. Optional, each saying what it does: `make data` (Debian's offline Fashion-MNIST) and
+# `make onednn` (oneDNN's convolutions for the CPU, kernels/onednn.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,44 +16,48 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# Fashion-MNIST's four original files from Debian's package, where this machine lets us (root and apt-get);
-# elsewhere, data/fashion_mnist.py says how to get them when an experiment needs them.
+# Fashion-MNIST's four original files from Debian's package dataset-fashion-mnist, where data/fashion_mnist.py
+# looks for them; as root with apt-get only.
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 data:
-	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
+	@if [ -d $(FASHION_MNIST_DIR) ]; then echo "Fashion-MNIST's files are in $(FASHION_MNIST_DIR)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || \
-	  echo "note: could not install Debian's dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
-	else echo "note: not root or no apt-get: install Debian's dataset-fashion-mnist yourself, or see README.md"; fi
+	  echo "installing Debian's dataset-fashion-mnist (apt-get install)"; \
+	  apt-get install -y -q dataset-fashion-mnist || { echo "apt-get install failed: run apt-get update first," \
+	  "or see README.md for other ways to get the files"; exit 1; }; \
+	else echo "make data needs root and apt-get (Debian's dataset-fashion-mnist); see README.md for other ways"; \
+	  exit 1; fi
 
-# oneDNN's convolutions for JAX on the CPU (nets/onednn.py), built where oneDNN's headers are found (Debian and
-# Ubuntu: libdnnl-dev, installed here where root and apt-get allow); elsewhere XLA's convolutions are used.
+# oneDNN's convolutions for JAX on the CPU (kernels/onednn.py), built against oneDNN's headers (Debian and Ubuntu:
+# libdnnl-dev, which this installs with apt-get where it runs as root); model.kernels=auto then uses them.
 CXX ?= g++
-ONEDNN_LIB := nets/onednn_conv.so
+ONEDNN_LIB := kernels/onednn_conv.so
 HAVE_ONEDNN = echo '\#include <oneapi/dnnl/dnnl.hpp>' | $(CXX) -std=c++17 -fsyntax-only -x c++ - >/dev/null 2>&1
 onednn: $(VENV)/.installed
-	@if ! $(HAVE_ONEDNN) && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get install -y -qq libdnnl-dev >/dev/null 2>&1 || \
-	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libdnnl-dev >/dev/null 2>&1) || true; fi
-	@if $(HAVE_ONEDNN); then $(MAKE) -s --no-print-directory $(ONEDNN_LIB); \
-	else echo "note: $(CXX) does not find oneDNN's headers (Debian/Ubuntu: apt-get install libdnnl-dev):" \
-	  "convolutions on the CPU stay XLA's"; fi
+	@if ! $(HAVE_ONEDNN); then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's libdnnl-dev (apt-get install) for oneDNN's headers"; \
+	    apt-get install -y -q libdnnl-dev || { echo "apt-get install libdnnl-dev failed: run apt-get update" \
+	    "first"; exit 1; }; \
+	  else echo "$(CXX) does not find oneDNN's headers: install libdnnl-dev (Debian/Ubuntu) or oneDNN"; exit 1; fi; \
+	fi
+	@$(MAKE) -s --no-print-directory $(ONEDNN_LIB)
 
-$(ONEDNN_LIB): nets/onednn_conv.cc $(VENV)/.installed
+$(ONEDNN_LIB): kernels/onednn_conv.cc $(VENV)/.installed
 	@echo "building $@ (oneDNN's convolutions for the CPU)"
 	@$(CXX) -O2 -std=c++17 -Wall -shared -fPIC -fopenmp \
 	  -isystem "$$($(BIN)/python -c 'import jax.ffi; print(jax.ffi.include_dir())')" $< -o $@ -ldnnl
 
-setup: $(VENV)/.installed data onednn
+setup: $(VENV)/.installed
 
 reproduce: setup
 	$(BIN)/python train.py --config=experiments/hidden_units.py --workdir=$(WORKDIR)
 
+# PYTEST_ARGS=--require-onednn: the oneDNN kernel's tests fail, instead of skipping, where it is not built.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: setup
+bench: setup onednn
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python benchmarks/toy_sgd.py
 	$(BIN)/python benchmarks/fashion_mnist_cnn.py

@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
+import kernels  # noqa: E402
 from nets import alexnet  # noqa: E402
 from training import sharding  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
@@ -51,10 +52,10 @@ def peak_flops(device):
   return next((v for k, v in PEAK_BF16.items() if k in device.device_kind), None)
 
 
-def jax_images_per_s(arch, batch, steps, repeats):
+def jax_images_per_s(arch, batch, steps, repeats, ops):
   mesh = sharding.data_mesh()
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
-  apply = lambda p, x, train=False, key=None: alexnet.apply(p, x, arch, train=train, key=key)
+  apply = lambda p, x, train=False, key=None: alexnet.apply(p, x, arch, train=train, key=key, ops=ops)
 
   def new_state():
     return steps_lib.initial_state(alexnet.init(jax.random.PRNGKey(0), arch), tx, jax.random.PRNGKey(1))
@@ -133,25 +134,27 @@ def main():
   p.add_argument('--repeats', type=int, default=5 if gpu else 3)
   p.add_argument('--dtype', choices=alexnet.DTYPES, default='bfloat16' if gpu else 'float32')
   p.add_argument('--networks', default=','.join(NETWORKS), help='comma-separated, from: ' + ', '.join(NETWORKS))
-  p.add_argument('--group_impl', choices=alexnet.GROUP_IMPLS, default=alexnet.Arch.group_impl)
-  p.add_argument('--space_to_depth', action=argparse.BooleanOptionalAction, default=alexnet.Arch.space_to_depth,
-                 help='conv1 over 4x4 pixel blocks (--no-space_to_depth: the direct strided convolution)')
+  p.add_argument('--kernels', default='auto', help='speed kernels, as model.kernels: auto, none or names from '
+                 'kernels/__init__.py (e.g. split_groups,space_to_depth)')
   p.add_argument('--no_torch', action='store_true', help='skip the PyTorch peers')
   args = p.parse_args()
   unknown = set(args.networks.split(',')) - set(NETWORKS)
   if unknown:
     p.error(f'unknown networks {sorted(unknown)}; choose from {", ".join(NETWORKS)}')
+  try:
+    ops, kernel_names = kernels.resolve(args.kernels, jax.default_backend())
+  except kernels.KernelError as e:
+    p.error(f'--kernels: {e}')
   device = jax.devices()[0]
   peak = peak_flops(device) if args.dtype == 'bfloat16' else None
   result = {'batch': args.batch, 'dtype': args.dtype, 'steps': args.steps, 'repeats': args.repeats,
             'device': device.device_kind, 'devices': len(jax.devices()), 'jax': jax.__version__,
-            'python': platform.python_version(), 'machine': platform.machine(), 'group_impl': args.group_impl,
-            'space_to_depth': args.space_to_depth, 'networks': {}}
+            'python': platform.python_version(), 'machine': platform.machine(),
+            'kernels': list(kernel_names), 'networks': {}}
   for name in args.networks.split(','):
-    arch = dataclasses.replace(NETWORKS[name], dtype=args.dtype, group_impl=args.group_impl,
-                               space_to_depth=args.space_to_depth)
+    arch = dataclasses.replace(NETWORKS[name], dtype=args.dtype)
     t0 = time.time()
-    ips = jax_images_per_s(arch, args.batch, args.steps, args.repeats)
+    ips = jax_images_per_s(arch, args.batch, args.steps, args.repeats, ops)
     flops = 6 * alexnet.multiply_adds(arch)
     mfu = ips * flops / peak if peak else None
     result['networks'][name] = {'images_per_s': round(ips, 1), 'model_gflop_per_image': round(flops / 1e9, 3),

@@ -1,6 +1,7 @@
 """CNN training throughput on the CPU: this codebase against the same network in PyTorch, in one run.
 
   python benchmarks/fashion_mnist_cnn.py [--repeats=5] [--steps=20] [--to_accuracy=0.92] [--conv2_kernel=5]
+                                        [--kernels=auto]
 
 The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> ReLU -> 2x2 max pool -> conv 5x5
 64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
@@ -10,8 +11,9 @@ train on the same synthetic batches (throughput does not depend on the pixels):
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
 Both run in this one process, so both get the glibc malloc settings that train.py makes (training/cli.py's
 keep_freed_memory: freed memory kept for reuse); KEEP_FREED_MEMORY=0 runs both with glibc's defaults instead.
-The JSON says which (`malloc_kept`), and which library computed this codebase's convolutions (`cpu_conv`:
-'onednn' where `make` built nets/onednn_conv.so, else 'xla'; CPU_CONV=xla chooses XLA's, see nets/onednn.py).
+The JSON says which (`malloc_kept`), and which speed kernels computed this codebase's step (`kernels`, as
+--kernels chooses like the config key model.kernels: auto, the default, takes oneDNN's convolutions where `make
+onednn` built them; none runs the plain layers; see kernels/__init__.py).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
 accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
@@ -41,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from nets import cnn  # noqa: E402
-from nets import onednn  # noqa: E402
+import kernels  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
@@ -49,6 +51,8 @@ from training import sharding  # noqa: E402
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Training steps per timing.')
 _TO_ACCURACY = flags.DEFINE_float('to_accuracy', 0.0, 'If > 0, also time a real run to this test accuracy.')
+_KERNELS = flags.DEFINE_string('kernels', 'auto', 'Speed kernels of this codebase: auto, none or names (as '
+                               'model.kernels).')
 _CONV2_KERNEL = flags.DEFINE_integer(
     'conv2_kernel', 5, "Side of conv2's kernel in both networks (odd; 5 is the benchmark's network, 1 shows by "
     "difference what conv2 costs).")
@@ -68,12 +72,12 @@ def median_images_per_s(run_steps, repeats, steps):
   return BATCH * steps / timing.median_seconds(lambda: run_steps(steps), repeats)
 
 
-def jax_images_per_s(images, labels, repeats, steps, conv2_kernel):
+def jax_images_per_s(images, labels, repeats, steps, conv2_kernel, ops):
   import ml_collections  # noqa: PLC0415
 
   net = arch(conv2_kernel)
   mesh = sharding.data_mesh()
-  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, net, train=train, key=key)
+  apply = lambda p, x, train=False, key=None: cnn.apply(p, x, net, train=train, key=key, ops=ops)
   tx = optim.classifier_optimizer(ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, lr_schedule='constant', weight_decay=0.0, momentum=0.0)), 1)
   params = cnn.init(jax.random.PRNGKey(0), net, (28, 28, 1))
@@ -140,17 +144,21 @@ def main(argv):
   k = _CONV2_KERNEL.value
   if k < 1 or k % 2 == 0:
     cli.fail(f'--conv2_kernel={k}: give an odd kernel side >= 1 (SAME padding keeps the 14x14 maps), e.g. 5 or 1')
+  try:
+    ops, names = kernels.resolve(_KERNELS.value, 'cpu')
+  except kernels.KernelError as e:
+    cli.fail(f'--kernels: {e}')
   rng = np.random.default_rng(0)
   images = [rng.standard_normal((BATCH, 28, 28, 1), dtype=np.float32) for _ in range(4)]
   labels = [rng.integers(0, 10, BATCH).astype(np.int32) for _ in range(4)]
-  jax_ips = jax_images_per_s(images, labels, _REPEATS.value, _STEPS.value, k)
+  jax_ips = jax_images_per_s(images, labels, _REPEATS.value, _STEPS.value, k, ops)
   print(f'this codebase (JAX {jax.__version__}, {len(jax.devices())} devices): {jax_ips:8.0f} images/s', flush=True)
   torch_ips, torch_version = torch_images_per_s(images, labels, _REPEATS.value, _STEPS.value, k)
   print(f'PyTorch {torch_version} ({os.cpu_count()} threads):        {torch_ips:8.0f} images/s', flush=True)
   print(f'ratio: {jax_ips / torch_ips:.2f}x PyTorch')
   result = {'images_per_s': round(jax_ips), 'torch_images_per_s': round(torch_ips),
             'x_torch': round(jax_ips / torch_ips, 3), 'batch': BATCH, 'conv2_kernel': k, 'repeats': _REPEATS.value,
-            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'cpu_conv': onednn.library(),
+            'steps': _STEPS.value, 'malloc_kept': MALLOC_KEPT, 'kernels': list(names),
             'jax': jax.__version__, 'torch': torch_version,
             'devices': [str(d) for d in jax.devices()], 'cpu_count': os.cpu_count(),
             'machine': platform.machine(), 'python': platform.python_version()}

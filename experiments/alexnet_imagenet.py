@@ -67,8 +67,7 @@ def get_config(arg='paper'):
   c.model.init_std = 0.01
   c.model.dropout = 0.5
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'
-  c.model.group_impl = 'split'  # one convolution per group; 'xla': one with feature groups (slower on an H200)
-  c.model.space_to_depth = True  # conv1 over 4x4 pixel blocks: the same function, faster on GPUs
+  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # global: split over the devices

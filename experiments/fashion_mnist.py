@@ -60,6 +60,7 @@ def get_config(arg='cnn'):
   c.model.dense = (1024,)
   c.model.dropout = 0.5
   c.model.num_classes = 10
+  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # global: split over the devices

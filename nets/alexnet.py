@@ -20,9 +20,9 @@ report that 1 can stall training, 0.1 is a common choice) and 0 elsewhere.
 torchvision's variant (`Arch.torchvision()`): widths 64-192-384-256-256, no groups, no normalisation, dropout
 before fc6 and fc7, PyTorch's default (uniform fan-in) initialisation replaced by the same N(0, 0.01) here.
 
-How, not what: `group_impl='split'` runs each group as its own convolution, and `space_to_depth=True` computes
-conv1 as a stride-1 convolution over 4x4 pixel blocks (48 channels instead of 3); both are the same function
-as the direct forms (tested) and faster on the H200 and the CPU measured (README, Performance).
+How it is computed is apart from what: `apply(..., ops=...)` takes faster formulations of the same functions from
+kernels/ (grouped layers as one convolution per group, conv1 over 4x4 pixel blocks, the pooling and normalisation
+gradients), as the config's model.kernels chooses.
 
 `dtype='bfloat16'` computes in bfloat16 (mixed precision); parameters stay float32 and logits come back float32.
 Parameters: {'conv1': {'W', 'b'}, ..., 'conv5', 'fc6', 'fc7', 'fc8'}.
@@ -38,7 +38,6 @@ from nets import layers
 
 IMAGE_SIZE = 224
 DTYPES = ('float32', 'bfloat16')
-GROUP_IMPLS = ('xla', 'split')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +57,6 @@ class Arch:
   init_std: float = 0.01
   bias_one: float = 1.0  # the bias of conv2, conv4, conv5, fc6, fc7
   dtype: str = 'float32'
-  group_impl: str = 'split'  # 'split': one convolution per group; 'xla': one convolution with feature groups
-  space_to_depth: bool = True  # conv1 as a stride-1 convolution over 4x4 pixel blocks: the same function, faster
 
   @classmethod
   def torchvision(cls, **kw):
@@ -87,8 +84,6 @@ class Arch:
       errors.append(f'model.groups {self.groups} must divide each conv layer\'s input and output widths')
     if self.dtype not in DTYPES:
       errors.append(f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
-    if self.group_impl not in GROUP_IMPLS:
-      errors.append(f'model.group_impl {self.group_impl!r} is unknown; choose one of {GROUP_IMPLS}')
     if not 0 <= self.dropout < 1:
       errors.append(f'model.dropout must be in [0, 1), got {self.dropout}')
     return errors
@@ -119,35 +114,25 @@ def init(key, arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3)):
   return params
 
 
-def _conv(p, x, arch, i):
-  _, stride, pad = KERNELS[i]
-  groups = arch.groups[i]
-  if groups > 1 and arch.group_impl == 'split':
-    xs = jnp.split(x, groups, axis=-1)
-    ws, bs = jnp.split(p['W'], groups, axis=-1), jnp.split(p['b'], groups)
-    return jnp.concatenate([layers.conv({'W': w, 'b': b}, xg, stride=stride, padding=pad)
-                            for xg, w, b in zip(xs, ws, bs)], axis=-1)
-  return layers.conv(p, x, stride=stride, padding=pad, groups=groups, space_to_depth=arch.space_to_depth)
-
-
-def _features(params, x, arch, conv_shapes=None):
+def _features(params, x, arch, conv_shapes=None, ops=layers.PLAIN):
   """The flattened conv5 features; `conv_shapes`, if given, receives each conv layer's output shape."""
   x = x.astype(arch.dtype)
-  for i in range(5):
-    x = jax.nn.relu(_conv(params[f'conv{i + 1}'], x, arch, i))
+  for i, (_, stride, pad) in enumerate(KERNELS):
+    x = jax.nn.relu(ops.conv(params[f'conv{i + 1}'], x, stride=stride, padding=pad, groups=arch.groups[i]))
     if conv_shapes is not None:
       conv_shapes[f'conv{i + 1}'] = x.shape[1:]
     if arch.lrn and NORMALISED[i]:
-      x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
-                     alpha_over_n=arch.lrn_alpha_over_n)
+      x = ops.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
+                  alpha_over_n=arch.lrn_alpha_over_n)
     if POOLED[i]:
-      x = layers.max_pool(x, 3, 2)
+      x = ops.max_pool(x, 3, 2)
   return x.reshape(x.shape[0], -1)
 
 
-def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
-  """Logits (B, num_classes), float32. In training, dropout needs `key`."""
-  h = _features(params, x_BxHxWxC, arch)
+def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
+  """Logits (B, num_classes), float32. In training, dropout needs `key`. `ops`: the conv, max_pool and lrn to
+  compute with (nets.layers.PLAIN, or faster ones of the same functions from kernels.resolve)."""
+  h = _features(params, x_BxHxWxC, arch, ops=ops)
   drop = train and arch.dropout > 0
   keys = jax.random.split(key, len(arch.dense)) if drop else [None] * len(arch.dense)
   for i, k in enumerate(keys):
@@ -156,7 +141,7 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
     h = jax.nn.relu(layers.dense(params[f'fc{i + 6}'], h))
     if not arch.dropout_before_dense:
       h = layers.dropout(h, arch.dropout, key=k, train=train)
-  return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.float32)
+  return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.promote_types(arch.dtype, jnp.float32))
 
 
 num_params = cnn.num_params

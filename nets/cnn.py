@@ -62,28 +62,28 @@ class Arch:
     return errors
 
 
-def _pool(arch, x):
+def _pool(arch, x, ops):
   if arch.pool == 'none':
     return x
-  fn = {'max': layers.max_pool, 'sum': layers.sum_pool, 'avg': layers.avg_pool}[arch.pool]
+  fn = {'max': ops.max_pool, 'sum': layers.sum_pool, 'avg': layers.avg_pool}[arch.pool]
   return fn(x, arch.pool_window, arch.pool_stride, 'SAME' if arch.pool == 'max' else 'VALID')
 
 
-def _features(params, x, arch):
+def _features(params, x, arch, ops=layers.PLAIN):
   # ReLU and max pooling commute (both take maxima), in values and in gradients; pooling first, the ReLU touches
   # a quarter of the pixels: the Fashion-MNIST CNN's step is 5% faster on 2 CPU cores. Not past normalisation.
   pool_first = arch.pool == 'max' and not arch.lrn
   for i, (_, _, stride) in enumerate(arch.conv):
-    x = layers.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding)
+    x = ops.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding)
     if arch.feature_groups > 1:
       x = layers.feature_group_max(x, arch.feature_groups)
     if pool_first:
-      x = jax.nn.relu(_pool(arch, x))
+      x = jax.nn.relu(_pool(arch, x, ops))
       continue
     x = jax.nn.relu(x)
     if arch.lrn:
-      x = layers.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta)
-    x = _pool(arch, x)
+      x = ops.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta)
+    x = _pool(arch, x, ops)
   return x.reshape(x.shape[0], -1)
 
 
@@ -104,9 +104,10 @@ def init(key, arch, input_shape_HxWxC):
   return params
 
 
-def apply(params, x_BxHxWxC, arch, *, train=False, key=None):
-  """Logits (B, num_classes). In training, dropout needs `key`."""
-  h = _features(params, x_BxHxWxC, arch)
+def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
+  """Logits (B, num_classes). In training, dropout needs `key`. `ops`: the conv, max_pool and lrn to compute with
+  (nets.layers.PLAIN, or faster ones of the same functions from kernels.resolve)."""
+  h = _features(params, x_BxHxWxC, arch, ops)
   keys = jax.random.split(key, len(arch.dense)) if (train and arch.dropout > 0) else [None] * len(arch.dense)
   for i in range(len(arch.dense)):
     h = jax.nn.relu(layers.dense(params[f'fc{i + 1}'], h))

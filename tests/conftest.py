@@ -18,6 +18,11 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 import pytest  # noqa: E402
 
 
+def pytest_addoption(parser):
+  parser.addoption('--require-onednn', action='store_true',
+                   help='fail the oneDNN kernel\'s tests where kernels/onednn_conv.so is not built (CI builds it)')
+
+
 @pytest.fixture(scope='session')
 def fashion_mnist_tfds(tmp_path_factory):
   """A TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist."""

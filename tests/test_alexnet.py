@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import kernels
 from nets import alexnet
+from nets import layers
 
 PAPER = alexnet.Arch()
 
@@ -38,37 +40,42 @@ def test_multiply_adds_per_image():
   assert alexnet.multiply_adds(alexnet.Arch.torchvision()) == 714_188_480  # 0.71 G
 
 
+def _conv(params, x, i, ops=layers.PLAIN):
+  _, stride, pad = alexnet.KERNELS[i]
+  return ops.conv(params, x, stride=stride, padding=pad, groups=PAPER.groups[i])
+
+
 def test_grouped_layers_are_two_towers():
   """conv2's first 128 maps see only conv1's first 48 maps; conv3 sees both towers."""
   params = alexnet.init(jax.random.PRNGKey(0), PAPER)
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 9, 9, 96))
   x2 = x.at[..., 48:].add(1.0)  # change only tower 2's inputs
-  y, y2 = (alexnet._conv(params['conv2'], v, PAPER, 1) for v in (x, x2))
+  y, y2 = (_conv(params['conv2'], v, 1) for v in (x, x2))
   np.testing.assert_array_equal(y[..., :128], y2[..., :128])
   assert not np.allclose(y[..., 128:], y2[..., 128:])
   z = jax.random.normal(jax.random.PRNGKey(2), (1, 5, 5, 256))
-  w, w2 = (alexnet._conv(params['conv3'], v, PAPER, 2) for v in (z, z.at[..., 200:].add(1.0)))
+  w, w2 = (_conv(params['conv3'], v, 2) for v in (z, z.at[..., 200:].add(1.0)))
   assert not np.allclose(w[..., :192], w2[..., :192])
 
 
 def test_split_groups_equal_xla_feature_groups():
   params = alexnet.init(jax.random.PRNGKey(0), PAPER)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 13, 13, 384))
-  xla, split = alexnet.Arch(group_impl='xla'), alexnet.Arch(group_impl='split')
-  np.testing.assert_allclose(alexnet._conv(params['conv4'], x, xla, 3), alexnet._conv(params['conv4'], x, split, 3),
-                             rtol=1e-5, atol=1e-5)
+  split = kernels.ops(('split_groups',))
+  np.testing.assert_allclose(_conv(params['conv4'], x, 3), _conv(params['conv4'], x, 3, split), rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_space_to_depth_conv1_is_the_same_network():
-  """The default computes conv1 over 4x4 pixel blocks: the same logits and gradients as the direct conv1."""
+  """conv1 over 4x4 pixel blocks: the same logits and gradients as the direct conv1."""
   arch = alexnet.Arch(dense=(16, 16), bias_one=0.1)
-  direct = alexnet.Arch(dense=(16, 16), bias_one=0.1, space_to_depth=False)
-  assert arch.space_to_depth
+  s2d = kernels.ops(('space_to_depth',))
   params = alexnet.init(jax.random.PRNGKey(0), arch, (67, 67, 3))
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 67, 67, 3))
-  loss = lambda a: lambda p: jnp.sum(alexnet.apply(p, x, a) ** 2)
-  np.testing.assert_allclose(alexnet.apply(params, x, arch), alexnet.apply(params, x, direct), rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(jax.grad(loss(arch))(params)['conv1']['W'], jax.grad(loss(direct))(params)['conv1']['W'],
+  loss = lambda ops: lambda p: jnp.sum(alexnet.apply(p, x, arch, ops=ops) ** 2)
+  np.testing.assert_allclose(alexnet.apply(params, x, arch, ops=s2d), alexnet.apply(params, x, arch), rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(jax.grad(loss(s2d))(params)['conv1']['W'], jax.grad(loss(layers.PLAIN))(params)['conv1']['W'],
                              rtol=1e-3, atol=1e-6)
 
 

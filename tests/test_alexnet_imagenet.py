@@ -98,12 +98,12 @@ def test_throughput_benchmark_imports_no_tensorflow():
 def test_throughput_benchmark_runs_and_records_its_layout():
   """End to end at a tiny batch on the CPU: the direct conv1 layout when asked, in the JSON line; an unknown
   network gets argparse's one-line error."""
-  cmd = [sys.executable, 'benchmarks/alexnet_throughput.py', '--networks=torchvision', '--no-space_to_depth',
+  cmd = [sys.executable, 'benchmarks/alexnet_throughput.py', '--networks=torchvision', '--kernels=split_groups',
          '--no_torch', '--batch=2', '--steps=1', '--repeats=1']
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=USER_ENV)
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert result['space_to_depth'] is False and result['group_impl'] == 'split'
+  assert result['kernels'] == ['split_groups']
   assert result['networks']['torchvision']['images_per_s'] > 0
   proc = subprocess.run(cmd[:2] + ['--networks=vgg'], cwd=ROOT, capture_output=True, text=True, env=USER_ENV)
   assert proc.returncode == 2 and "unknown networks ['vgg']" in proc.stderr

@@ -117,9 +117,10 @@ def test_bad_keep_freed_memory_value(tmp_path):
   assert not os.path.exists(f'{tmp_path}/w')
 
 
-def test_bad_cpu_conv_value(tmp_path):
-  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'CPU_CONV': 'fast'})
-  assert_one_line_error(proc, "CPU_CONV='fast' is not one of auto, onednn, xla")
+def test_the_retired_cpu_conv_variable_is_refused(tmp_path):
+  """No environment variable chooses behaviour: a CPU_CONV left from older instructions gets one line."""
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'CPU_CONV': 'xla'})
+  assert_one_line_error(proc, "CPU_CONV='xla' is no longer read", '--config.model.kernels')
   assert not os.path.exists(f'{tmp_path}/w')
 
 

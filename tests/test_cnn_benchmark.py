@@ -1,5 +1,5 @@
 """benchmarks/fashion_mnist_cnn.py: its --conv2_kernel option (the same change in both networks, or a one-line
-refusal), a bad CPU_CONV refused in one line, and, where torch is installed (`make bench`), one tiny run end to
+refusal), a bad --kernels refused in one line, and, where torch is installed (`make bench`), one tiny run end to
 end."""
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nets import onednn
+import kernels
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
@@ -53,9 +53,9 @@ def test_tiny_run_end_to_end_with_torch():
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['conv2_kernel'] == 1 and result['images_per_s'] > 0 and result['torch_images_per_s'] > 0
-  assert result['cpu_conv'] == onednn.library()
+  assert result['kernels'] == list(kernels.names_for('auto', 'cpu'))
 
 
-def test_a_cpu_conv_setting_it_cannot_honour_is_one_line():
-  proc = run(SCRIPT, timeout=120, env={**USER_ENV, 'CPU_CONV': 'fast'})
-  assert_one_line_error(proc, "CPU_CONV='fast'", 'auto, onednn, xla')
+def test_a_kernel_setting_it_cannot_honour_is_one_line():
+  assert_one_line_error(run(SCRIPT, '--kernels=fast_conv', timeout=120), "--kernels: model.kernels='fast_conv'",
+                        'is not a kernel')

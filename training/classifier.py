@@ -35,8 +35,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import pipeline  # noqa: E402
+import kernels  # noqa: E402
 from nets import cnn  # noqa: E402
-from nets import onednn  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import distributed  # noqa: E402
 from training import errors  # noqa: E402
@@ -58,7 +58,8 @@ class TrainingDiverged(UserError):
 
 
 def model_for(config):
-  """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits) of config.model."""
+  """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits, kernel names) of config.model,
+  apply computing with the kernels config.model.kernels chooses for the platform JAX computes on."""
   if config.model.name == 'cnn':
     module = cnn
   elif config.model.name == 'alexnet':
@@ -73,8 +74,13 @@ def model_for(config):
   problems = arch.validate()
   if problems:
     raise ConfigError(problems[0])
+  try:
+    ops, names = kernels.resolve(config.model.kernels, jax.default_backend())
+  except kernels.KernelError as e:
+    raise ConfigError(str(e)) from None
   return (lambda key, shape: module.init(key, arch, shape),
-          lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key))
+          lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key, ops=ops),
+          names)
 
 
 DATASETS = ('fashion_mnist', 'imagenet2012')
@@ -168,7 +174,7 @@ class Setup:
 
 def _setup(config):
   validate(config)
-  init_fn, apply_fn = model_for(config)
+  init_fn, apply_fn, _ = model_for(config)
   mesh = sharding.data_mesh()
   dataset = distributed.main_first(lambda: dataset_for(config))  # process 0 prepares the data, then the others
   steps_per_epoch = dataset.num_train // config.train.batch_size
@@ -352,7 +358,7 @@ def train_and_evaluate(config, workdir):
       'params_sha256': params_sha256,
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
-      'cpu_conv': onednn.library() if jax.default_backend() == 'cpu' else None,  # which library convolved
+      'kernels': list(model_for(config)[2]),  # the speed kernels that computed it (kernels/__init__.py)
       'per_epoch': history,
   }
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
@@ -432,7 +438,7 @@ def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
 def markdown(config, results):
   lines = [f'# {config.experiment}: results', '',
            f'Devices: {", ".join(results["devices"])}'
-           + (f' (convolutions on the CPU: {results["cpu_conv"]})' if results['cpu_conv'] else '')
+           + f' (kernels: {", ".join(results["kernels"]) or "none"})'
            + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
            '| test accuracy | test loss | final training loss | parameters | params sha256 |', '|---|---|---|---|---|',
            f'| {results["test_accuracy"]:.4f} | {results["test_loss"]:.4f} | {results["final_loss"]:.4f} | '

@@ -92,25 +92,16 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
 
 
 def prepare_cpu(cores=None, environ=os.environ):
-  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
-  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core), and CPU_CONV is
-  checked (check_cpu_conv). Returns whether freed memory is kept."""
+  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory), and
+  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core). Returns whether
+  freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is refused: model.kernels does."""
+  if 'CPU_CONV' in environ:
+    raise ConfigError(f'CPU_CONV={environ["CPU_CONV"]!r} is no longer read; choose the convolution kernels with '
+                      '--config.model.kernels (auto, none or names such as onednn_conv; see kernels/__init__.py) '
+                      'and unset CPU_CONV')
   kept = keep_freed_memory(environ)
   environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
-  check_cpu_conv(environ)
   return kept
-
-
-def check_cpu_conv(environ=os.environ):
-  """Which library computes convolutions on the CPU, 'onednn' or 'xla' (nets/onednn.py); a CPU_CONV it cannot
-  honour is a ConfigError now rather than a traceback at the first convolution. Imports JAX (not its backend),
-  so call it after XLA_FLAGS are set."""
-  from nets import onednn  # noqa: PLC0415
-
-  try:
-    return onednn.library(environ)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
 
 
 def fail(message, status=EXIT_USER_ERROR, prefix='error: '):
@@ -243,10 +234,10 @@ def config_from_flag(config_flag, flag_values=flags.FLAGS):
   return value
 
 
-def load_config(spec, overrides=()):
+def load_config(spec, overrides=None):
   """The config train.py would run for --config=`spec` and `overrides` {KEY: VALUE as typed on the command
   line}, parsed by the same flags; a ConfigError for whatever train.py would refuse while parsing them."""
-  argv = ['load_config', f'--config={spec}', *[f'--config.{k}={v}' for k, v in overrides.items()]]
+  argv = ['load_config', f'--config={spec}', *[f'--config.{k}={v}' for k, v in (overrides or {}).items()]]
   values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True, sys_argv=argv)
   parse_flags(values, argv)

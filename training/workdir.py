@@ -23,6 +23,10 @@ METRICS_FILE = 'metrics.jsonl'
 LOCK_FILE = '.lock'
 # What a workdir may hold before its config.json: the lock, and the log a parallel sweep opens for the run.
 BEFORE_CONFIG = frozenset({LOCK_FILE, 'train.log'})
+# Keys a config gained after workdirs were trained, with the value that reproduces those runs, and keys it lost
+# with the value that the new keys reproduce: such a workdir still matches, so it resumes and evaluates.
+ADDED = {'model.kernels': 'auto'}
+RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
@@ -124,6 +128,8 @@ def check_matches(workdir, config, sections=None):
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
   a, b = _flatten(old), _flatten(new)
+  a = {k: v for k, v in a.items() if RETIRED.get(k, object()) != v}  # what model.kernels=auto now computes
+  a.update({k: v for k, v in ADDED.items() if k in b and k not in a})
   if sections:
     a, b = ({k: v for k, v in d.items() if k.split('.')[0] in sections} for d in (a, b))
   diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

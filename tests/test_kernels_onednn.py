@@ -1,11 +1,10 @@
-"""oneDNN's convolutions through XLA's FFI (nets/onednn.py, nets/onednn_conv.cc): the same values and gradients
-as XLA's plain convolution, split along the batch over devices without gathering it, and chosen by CPU_CONV.
+"""oneDNN's convolutions through XLA's FFI (kernels/onednn.py, kernels/onednn_conv.cc): the same values and
+gradients as XLA's plain convolution, split along the batch over devices without gathering it, and chosen by
+model.kernels.
 
-Skipped where nets/onednn_conv.so is not built (no oneDNN headers), unless CPU_CONV=onednn demands it, as
+Skipped where kernels/onednn_conv.so is not built (`make onednn`), unless pytest's --require-onednn demands it, as
 .ci/run does.
 """
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,15 +13,18 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import kernels
+from kernels import conv as conv_lib
+from kernels import onednn
 from nets import layers
-from nets import onednn
-from training import cli
-from training.errors import ConfigError
 
 KEY = jax.random.PRNGKey(0)
 
-if onednn.load_error() and os.environ.get('CPU_CONV') != 'onednn':
-  pytest.skip(f'oneDNN convolutions not built: {onednn.load_error()}', allow_module_level=True)
+
+@pytest.fixture(autouse=True)
+def built(request):
+  if onednn.load_error() and not request.config.getoption('--require-onednn'):
+    pytest.skip(f'oneDNN convolutions not built: {onednn.load_error()}')
 
 
 def assert_close(a, b, tol):
@@ -44,7 +46,7 @@ def plain(x, w, stride, padding):
 def test_onednn_convolution_and_its_gradients_equal_xla(batch, hw, cin, cout, kernel, stride, padding):
   x = jax.random.normal(KEY, (batch, *hw, cin))
   w = jax.random.normal(jax.random.PRNGKey(1), (kernel, kernel, cin, cout)) / np.sqrt(kernel * kernel * cin)
-  ours = lambda x, w: layers._sliced_conv(x, w, stride, padding, 1, 'onednn')
+  ours = lambda x, w: conv_lib._sliced_conv(x, w, stride, padding, 1, 'onednn')
   y = jax.jit(ours)(x, w)
   assert_close(y, plain(x, w, stride, padding), 1e-5)
   probe = jax.random.normal(jax.random.PRNGKey(2), y.shape)
@@ -78,30 +80,26 @@ def test_the_batch_is_split_over_devices_not_gathered():
     assert_close(a, b, 1e-5)
 
 
-def test_conv_goes_to_onednn_on_the_cpu_unless_cpu_conv_says_xla(monkeypatch):
+def test_onednn_conv_computes_float32_ungrouped_convolutions():
   p = layers.conv_init(KEY, 3, 4, 8)
   x = jnp.ones((2, 6, 6, 4))
-  text = lambda: str(jax.make_jaxpr(lambda p: layers.conv(p, x))(p))
-  monkeypatch.delenv('CPU_CONV', raising=False)
-  assert 'custom_partitioning' in text() and 'conv_general_dilated' not in text()
-  monkeypatch.setenv('CPU_CONV', 'xla')
-  assert 'conv_general_dilated' in text() and 'custom_partitioning' not in text()
-  monkeypatch.setenv('CPU_CONV', 'onednn')  # feature groups and other dtypes stay XLA's
-  grouped = layers.conv_init(KEY, 3, 4, 8, groups=2)
-  assert 'conv_general_dilated' in str(jax.make_jaxpr(lambda p: layers.conv(p, x, groups=2))(grouped))
-  assert 'conv_general_dilated' in str(jax.make_jaxpr(lambda p: layers.conv(p, x.astype(jnp.bfloat16)))(p))
+  text = lambda ops, p=p, x=x, groups=1: str(jax.make_jaxpr(lambda p: ops.conv(p, x, groups=groups))(p))
+  with_onednn = kernels.ops(('onednn_conv',))
+  assert 'custom_partitioning' in text(with_onednn) and 'conv_general_dilated' not in text(with_onednn)
+  assert 'conv_general_dilated' in text(kernels.ops(('sliced_conv',))) and 'custom' not in text(layers.PLAIN)
+  grouped = layers.conv_init(KEY, 3, 4, 8, groups=2)  # feature groups and other dtypes stay XLA's
+  assert 'conv_general_dilated' in text(with_onednn, grouped, groups=2)
+  assert 'conv_general_dilated' in text(with_onednn, x=x.astype(jnp.bfloat16))
+  assert kernels.names_for('auto', 'cpu')[0] == 'onednn_conv', 'auto chooses it where built'
 
 
-def test_cpu_conv_settings_it_cannot_honour_are_one_clear_error(monkeypatch, tmp_path):
-  assert cli.check_cpu_conv({'CPU_CONV': 'xla'}) == 'xla' and cli.check_cpu_conv({}) == 'onednn'
-  with pytest.raises(ConfigError, match="CPU_CONV='fast' is not one of auto, onednn, xla"):
-    cli.check_cpu_conv({'CPU_CONV': 'fast'})
+def test_a_missing_build_is_one_clear_error(monkeypatch, tmp_path):
   monkeypatch.setattr(onednn, 'LIBRARY', str(tmp_path / 'missing.so'))
   onednn.load_error.cache_clear()
   try:
-    assert cli.check_cpu_conv({}) == 'xla', 'auto falls back to XLA'
-    with pytest.raises(ConfigError, match='make onednn'):
-      cli.check_cpu_conv({'CPU_CONV': 'onednn'})
+    assert kernels.names_for('auto', 'cpu')[0] == 'sliced_conv', 'auto falls back to XLA\'s sliced convolutions'
+    with pytest.raises(kernels.KernelError, match='names onednn_conv, but .*make onednn'):
+      kernels.names_for('onednn_conv', 'cpu')
   finally:
     monkeypatch.undo()
     onednn.load_error.cache_clear()

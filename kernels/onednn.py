@@ -1,14 +1,13 @@
-"""oneDNN's convolutions for JAX on the CPU, through XLA's FFI (the kernels: nets/onednn_conv.cc).
+"""oneDNN's convolutions for JAX on the CPU, through XLA's FFI (the C++ side: kernels/onednn_conv.cc).
 
 On the CPU, XLA (jax 0.10-0.12) computes convolutions with YNNPACK, whose gradients run ~20% slower per core than
-oneDNN's, the library PyTorch uses. `make` builds `nets/onednn_conv.so` where oneDNN's headers are installed
-(Debian and Ubuntu: libdnnl-dev, which `make` installs where it can); `nets.layers.conv` then uses it on the CPU
-for float32 convolutions without feature groups. CPU_CONV chooses: `auto` (the default: oneDNN when built),
-`onednn` (an error when it is not built) or `xla`.
+oneDNN's, the library PyTorch uses (docs/cnn_cpu_performance.md). `make onednn` builds `kernels/onednn_conv.so`
+where oneDNN's headers are installed (Debian and Ubuntu: libdnnl-dev); the kernel `onednn_conv` (kernels/conv.py)
+then computes float32 convolutions without feature groups with it.
 
 The three operations are plain functions of arrays (no state): `forward(x, w, g)`, `input_grad(dy, w, g)` and
 `weight_grad(x, dy, g)`, images NHWC and kernels HWIO, `g = geometry(...)` static. Each runs on one thread
-(nets.layers cuts the batch into slices that XLA runs side by side). XLA may split them along the batch over
+(kernels/conv.py cuts the batch into slices that XLA runs side by side). XLA may split them along the batch over
 devices (custom_partitioning): the weight gradient is then summed over the devices, as a data-parallel step
 needs. Under jax.vmap, a mapped axis on the images alone joins the batch; any other is a loop (custom_vmap).
 """
@@ -24,7 +23,6 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.so')
-CHOICES = ('auto', 'onednn', 'xla')
 _TARGETS = {'onednn_conv_forward': 'OnednnConvForward', 'onednn_conv_input_grad': 'OnednnConvInputGrad',
             'onednn_conv_weight_grad': 'OnednnConvWeightGrad'}
 THREADS = 1  # OpenMP threads per call
@@ -42,19 +40,6 @@ def load_error():
   for target, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
   return None
-
-
-def library(environ=os.environ):
-  """Which library computes convolutions on the CPU, as CPU_CONV chooses: 'onednn' (auto, when the library
-  loads; onednn) or 'xla'. ValueError for a setting it cannot honour: an unknown value, or onednn when the
-  library does not load (with load_error()'s reason)."""
-  setting = environ.get('CPU_CONV', 'auto')
-  if setting not in CHOICES:
-    raise ValueError(f'CPU_CONV={setting!r} is not one of {", ".join(CHOICES)}; unset it for the default (auto)')
-  reason = None if setting == 'xla' else load_error()
-  if reason and setting == 'onednn':
-    raise ValueError(f'CPU_CONV=onednn, but {reason}; or set CPU_CONV=xla')
-  return 'xla' if setting == 'xla' or reason else 'onednn'
 
 
 def supports(x, w, groups):
