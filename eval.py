@@ -15,10 +15,10 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from errors import ConfigError  # noqa: E402
+from errors import WorkdirError  # noqa: E402
 import experiments  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
-from training.errors import ConfigError  # noqa: E402
-from training.errors import WorkdirError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
                                           lock_config=True)

@@ -17,9 +17,9 @@ import tempfile
 import zlib
 
 from data import pipeline
-from training import errors
-from training.errors import ConfigError
-from training.errors import DataError
+import errors
+from errors import ConfigError
+from errors import DataError
 
 NAME = 'fashion_mnist'
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'

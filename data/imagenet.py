@@ -29,10 +29,10 @@ import types
 import numpy as np
 
 from data import pipeline
-from training import errors
+import errors
+from errors import DataError
+from errors import UserError
 from training import workdir as workdir_lib
-from training.errors import DataError
-from training.errors import UserError
 
 NAME = 'imagenet2012'
 TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'

@@ -18,8 +18,8 @@ import tempfile
 import jax
 import numpy as np
 
-from training import errors
-from training.errors import DataError
+import errors
+from errors import DataError
 
 
 @functools.cache

@@ -6,7 +6,7 @@ experiment never pays for TensorFlow's import.
 """
 import importlib
 
-from training.errors import ConfigError
+from errors import ConfigError
 
 TRAINERS = {'hidden_units': 'experiments.hidden_units', 'classifier': 'training.classifier'}
 

@@ -29,6 +29,8 @@ import ml_collections
 import numpy as np
 
 from data import toy2d
+from errors import ConfigError
+from errors import WorkdirError
 from experiments import hidden_units_report as report
 from nets import activations
 from nets import init as init_lib
@@ -38,8 +40,6 @@ from training import metrics as metrics_lib
 from training import optim
 from training import vmap_sweep
 from training import workdir as workdir_lib
-from training.errors import ConfigError
-from training.errors import WorkdirError
 
 ARGS = ('quick',)
 

@@ -30,12 +30,12 @@ import sys
 
 from absl import flags
 
+from errors import ConfigError
+from errors import UserError
+from errors import WorkdirError
 import experiments
 from training import cli
 from training import workdir as workdir_lib
-from training.errors import ConfigError
-from training.errors import UserError
-from training.errors import WorkdirError
 
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment config, as for train.py (with a grid).')
 _SWEEP = flags.DEFINE_string('sweep', None, 'A sweep file PATH[:ARG] defining get_sweep(arg).')

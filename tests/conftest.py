@@ -27,7 +27,7 @@ def pytest_addoption(parser):
 def fashion_mnist_tfds(tmp_path_factory):
   """A TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist."""
   from data import fashion_mnist  # noqa: PLC0415
-  from training.errors import DataError  # noqa: PLC0415
+  from errors import DataError  # noqa: PLC0415
 
   try:
     fashion_mnist.find_sources()

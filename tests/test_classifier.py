@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import errors
 import kernels
 from nets import cnn
 from training import steps
@@ -290,3 +291,35 @@ def test_a_truncated_training_record_gets_one_line(fashion_mnist_tfds, tmp_path)
   assert_one_line_error(proc, f'the prepared fashion_mnist in {prepared} cannot be read', 'truncated record',
                         f'remove {prepared}')
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_a_model_is_found_by_name_among_the_modules_of_nets(monkeypatch):
+  """model.name names a module of nets/ with Arch, init and apply: adding a model is adding a file (here a module
+  put in place by hand) and a config, with no edit to the trainer."""
+  import types  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
+
+  from training import classifier  # noqa: PLC0415
+
+  tiny = types.ModuleType('nets.tiny')
+
+  class Arch:
+    @classmethod
+    def from_config(cls, model_cfg):
+      del model_cfg
+      return cls()
+
+    def validate(self):
+      return []
+
+  tiny.Arch = Arch
+  tiny.init = lambda key, arch, shape: {'W': jnp.ones((int(np.prod(shape)), 3))}
+  tiny.apply = lambda p, x, arch, train=False, key=None, ops=None: x.reshape(x.shape[0], -1) @ p['W']
+  monkeypatch.setitem(sys.modules, 'nets.tiny', tiny)
+  config = ml_collections.ConfigDict({'model': {'name': 'tiny', 'kernels': 'none'}})
+  init, apply, names = classifier.model_for(config)
+  assert names == () and apply(init(None, (2, 2, 1)), jnp.ones((4, 2, 2, 1))).shape == (4, 3)
+  config.model.name = 'vgg'
+  with pytest.raises(errors.ConfigError, match="model.name 'vgg' is unknown; choose one of alexnet, cnn"):
+    classifier.model_for(config)

@@ -10,10 +10,10 @@ import pytest
 
 from data import fashion_mnist
 from data import pipeline
+from errors import DataError
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
-from training.errors import DataError
 
 
 def write_idx_set(d, tamper=None):

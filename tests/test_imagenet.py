@@ -12,9 +12,9 @@ import pytest
 
 from data import imagenet
 from data import pipeline
+from errors import DataError
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
-from training.errors import DataError
 
 
 def data_cfg(tfds_dir, **kw):

@@ -4,8 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from errors import ConfigError
 from training import optim
-from training.errors import ConfigError
 
 
 def train_cfg(**kw):

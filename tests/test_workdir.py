@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from errors import WorkdirError
 from training import cli
 from training import workdir as workdir_lib
-from training.errors import WorkdirError
 
 
 @pytest.mark.parametrize('config', ['experiments/fashion_mnist.py:cnn', 'experiments/alexnet_imagenet.py'])

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from training.errors import UserError
-from training.errors import one_line
+from errors import UserError
+from errors import one_line
 
 
 class CheckpointError(UserError):

@@ -21,7 +21,9 @@ rebuilt from (seed, epoch) and its first batches skipped) and every random key. 
 (training/distributed.py) every process runs all of this; process 0 alone writes files.
 """
 import dataclasses
+import importlib
 import os
+import pkgutil
 import signal
 import time
 from typing import Any, Callable
@@ -35,19 +37,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import pipeline  # noqa: E402
+import errors  # noqa: E402
+from errors import ConfigError  # noqa: E402
+from errors import UserError  # noqa: E402
+from errors import WorkdirError  # noqa: E402
 import kernels  # noqa: E402
+import nets  # noqa: E402
 from nets import cnn  # noqa: E402
 from training import checkpoint as checkpoint_lib  # noqa: E402
 from training import distributed  # noqa: E402
-from training import errors  # noqa: E402
 from training import metrics as metrics_lib  # noqa: E402
 from training import optim  # noqa: E402
 from training import sharding  # noqa: E402
 from training import steps  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
-from training.errors import ConfigError  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.errors import WorkdirError  # noqa: E402
 
 
 class TrainingDiverged(UserError):
@@ -57,15 +60,26 @@ class TrainingDiverged(UserError):
 # ------------------------------------------------------------------------------------------------ model, data
 
 
+def model_module(name):
+  """The module nets/<name>.py, a model for this trainer: it defines Arch (with from_config and validate), init
+  and apply. A new model is a new file there and a config naming it."""
+  is_model = lambda m: all(hasattr(m, a) for a in ('Arch', 'init', 'apply'))
+  if name.isidentifier():
+    try:
+      module = importlib.import_module(f'nets.{name}')
+    except ModuleNotFoundError:
+      module = None
+    if module is not None and is_model(module):
+      return module
+  models = sorted(m.name for m in pkgutil.iter_modules(nets.__path__)
+                  if is_model(importlib.import_module(f'nets.{m.name}')))
+  raise ConfigError(f'model.name {name!r} is unknown; choose one of {", ".join(models)} (modules of nets/)')
+
+
 def model_for(config):
   """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits, kernel names) of config.model,
   apply computing with the kernels config.model.kernels chooses for the platform JAX computes on."""
-  if config.model.name == 'cnn':
-    module = cnn
-  elif config.model.name == 'alexnet':
-    from nets import alexnet as module  # noqa: PLC0415
-  else:
-    raise ConfigError(f'model.name {config.model.name!r} is unknown; choose cnn or alexnet')
+  module = model_module(config.model.name)
   try:
     arch = module.Arch.from_config(config.model)
   except (TypeError, ValueError) as e:  # e.g. model.conv=(32, 5): numbers where (features, kernel, stride) go

@@ -18,9 +18,9 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-from training.errors import ConfigError
-from training.errors import Interrupted
-from training.errors import UserError
+from errors import ConfigError
+from errors import Interrupted
+from errors import UserError
 
 EXIT_USER_ERROR = 2
 COUNT_FLAG = '--xla_force_host_platform_device_count'

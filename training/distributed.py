@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 
-from training.errors import UserError
+from errors import UserError
 
 HEARTBEAT_TIMEOUT_S = 60  # a process silent this long is declared dead and the job ends
 JOIN_TIMEOUT_S = 120  # default of --join_timeout: how long processes wait for each other at start-up

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from training.errors import ConfigError
+from errors import ConfigError
 
 SCHEDULES = ('constant', 'inverse_time', 'cosine')
 

@@ -16,7 +16,7 @@ import os
 import socket
 import tempfile
 
-from training.errors import WorkdirError
+from errors import WorkdirError
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'

@@ -1,6 +1,7 @@
 """Errors that mean the user asked for something that cannot be done; the entry points print them as one line.
 
-Everything else is a bug and keeps its traceback.
+Every layer (nets, data, training, experiments) may raise them, so this module sits above none of them and
+imports nothing of the project. Everything else is a bug and keeps its traceback.
 """
 import os
 import re
