@@ -114,9 +114,12 @@ std::unique_ptr<Op> MakeOp(Kind kind, const Geometry& g) {
 void Run(Kind kind, const Geometry& g, int64_t threads, void* src, void* weights, void* dst) {
   thread_local std::map<decltype(g.key(kind)), std::unique_ptr<Op>> cache;
   thread_local dnnl::stream stream(Engine());
+  // The thread count first: oneDNN fits a primitive's work split to the threads it sees when it is created, so a
+  // primitive made before on a thread that still had OpenMP's default would sum the weight gradient in another
+  // order, and which XLA thread first meets a shape depends on scheduling.
+  if (omp_get_max_threads() != threads) omp_set_num_threads(static_cast<int>(threads));
   auto& op = cache[g.key(kind)];
   if (!op) op = MakeOp(kind, g);
-  if (omp_get_max_threads() != threads) omp_set_num_threads(static_cast<int>(threads));
   op->src.set_data_handle(src);
   op->dst.set_data_handle(dst);
   op->user_weights.set_data_handle(weights);
