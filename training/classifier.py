@@ -123,9 +123,9 @@ def eval_crops(config):
 
 
 def validate(config):
-  """Raises ConfigError for the first value that cannot run: everything that needs neither the data nor a
-  workdir (the model, the optimiser and schedule, the batch sizes against the devices), so a mistake costs
-  seconds and writes nothing."""
+  """Raises ConfigError for the first value that cannot run among those that need neither the data nor a
+  workdir (the optimiser and schedule, the batch sizes against the devices; _setup checks the model next), so a
+  mistake costs seconds and writes nothing."""
   t = config.train
   for key, ok in (('batch_size', t.batch_size >= 1), ('eval_batch_size', t.eval_batch_size >= 1),
                   ('epochs', t.epochs >= 1), ('log_every', t.log_every >= 1),
@@ -137,7 +137,6 @@ def validate(config):
       raise ConfigError(f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
   if config.data.name not in DATASETS:
     raise ConfigError(f'data.name {config.data.name!r} is unknown; choose one of {DATASETS}')
-  model_for(config)
   optim.classifier_optimizer(config.train, total_steps=1)
   eval_crops(config)
   mesh = sharding.data_mesh()
@@ -184,11 +183,12 @@ class Setup:
   fresh_state: Callable  # () -> a new training state from config.seed, laid out as state_sharding says
   abstract_state: Any  # shapes, dtypes and shardings of the state, for restoring checkpoints
   state_sharding: Any  # the state's shardings (a pytree like the state)
+  kernels: tuple  # the speed kernels apply computes with (kernels/__init__.py)
 
 
 def _setup(config):
   validate(config)
-  init_fn, apply_fn, _ = model_for(config)
+  init_fn, apply_fn, kernel_names = model_for(config)  # the model checked before the data is loaded
   mesh = sharding.data_mesh()
   dataset = distributed.main_first(lambda: dataset_for(config))  # process 0 prepares the data, then the others
   steps_per_epoch = dataset.num_train // config.train.batch_size
@@ -208,7 +208,8 @@ def _setup(config):
   # The abstract state tells orbax how to lay out what it restores.
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding)
   fresh_state = jax.jit(new_state, out_shardings=state_sharding)  # each device makes only its part
-  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, fresh_state, abstract, state_sharding)
+  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, fresh_state, abstract, state_sharding,
+               kernel_names)
 
 
 def _checkpoints(config, workdir):
@@ -372,7 +373,7 @@ def train_and_evaluate(config, workdir):
       'params_sha256': params_sha256,
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
-      'kernels': list(model_for(config)[2]),  # the speed kernels that computed it (kernels/__init__.py)
+      'kernels': list(setup.kernels),  # the speed kernels that computed it
       'per_epoch': history,
   }
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
