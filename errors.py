@@ -23,10 +23,33 @@ class DataError(UserError):
   """A dataset is missing or does not match what was expected."""
 
 
+class CheckpointError(UserError):
+  """A checkpoint exists but cannot be trusted, or could not be written."""
+
+
+class DistributedError(UserError):
+  """The distributed flags are inconsistent, or the job's processes did not all start."""
+
+
+class SweepError(UserError):
+  """A sweep's flags or files are inconsistent."""
+
+
+class TrainingDiverged(UserError):
+  """The loss or the parameters stopped being finite."""
+
+
 class Interrupted(UserError):
   """The user stopped the run (Ctrl-C) and what could be saved was saved; the message says how to go on."""
 
   exit_status = 130  # the shell's status for a process ended by SIGINT
+
+
+def require(condition, message):
+  """The one way every layer checks a config value: a ConfigError with `message` (what is wrong, and what to pass
+  instead) unless `condition` holds."""
+  if not condition:
+    raise ConfigError(message)
 
 
 def one_line(error):

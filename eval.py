@@ -8,9 +8,9 @@ checkpoints of more workdirs trained with the same model (the AlexNet paper's fi
 """
 import os
 
-from training import cli
+import tf_host
 
-cli.quiet_tensorflow()  # before anything imports TensorFlow
+tf_host.quiet()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -18,6 +18,8 @@ from ml_collections import config_flags  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from errors import WorkdirError  # noqa: E402
 import experiments  # noqa: E402
+from training import cli  # noqa: E402
+import training  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
@@ -32,8 +34,9 @@ _ENSEMBLE = flags.DEFINE_list('ensemble', [], 'Classifiers: more workdirs whose 
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  # No JAX backend exists yet (config files only import modules), so the CPU can still be prepared for it.
-  cli.prepare_cpu(cores=experiments.cpu_devices(config))
+  trainer, report = training.trainer(config.trainer), experiments.report(config)
+  # No JAX backend exists yet (modules are only imported), so the CPU can still be prepared for it.
+  cli.prepare_cpu(cores=trainer.CPU_DEVICES)
   cli.start_distributed(_DISTRIBUTED)
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
@@ -48,7 +51,7 @@ def run(argv):
         raise WorkdirError(f'--ensemble member {d} is missing or empty; pass workdirs that train.py wrote')
       workdir_lib.check_matches(d, config, sections=('model', 'data'))
     kw['ensemble'] = tuple(_ENSEMBLE.value)
-  experiments.trainer_module(config).evaluate(config, workdir, step=_STEP.value, fresh_points=_FRESH.value, **kw)
+  trainer.evaluate(config, workdir, report, step=_STEP.value, fresh_points=_FRESH.value, **kw)
 
 
 if __name__ == '__main__':

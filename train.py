@@ -1,16 +1,18 @@
 """Trains an experiment: python train.py --config=experiments/NAME.py[:ARGS] --workdir=DIR [--config.KEY=VALUE].
 
-The config names its trainer; the trainer writes config.json, metrics.jsonl, results.json, results.md and
-figures/ into the workdir. See README.md for every experiment's command.
+The config names its trainer (config.trainer: a module of training/) and so its report (experiments/reports/); the
+trainer writes config.json, metrics.jsonl and results.json into the workdir, the report results.md and figures/.
+See README.md for every experiment's command.
 """
+import tf_host
 
-from training import cli
-
-cli.quiet_tensorflow()  # before anything imports TensorFlow
+tf_host.quiet()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import experiments  # noqa: E402
+from training import cli  # noqa: E402
+import training  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. experiments/hidden_units.py:quick',
                                           lock_config=True)
@@ -21,13 +23,14 @@ _DISTRIBUTED = cli.define_distributed_flags()
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  # No JAX backend exists yet (config files only import modules), so the CPU can still be prepared for it.
-  cli.prepare_cpu(cores=experiments.cpu_devices(config))
+  trainer, report = training.trainer(config.trainer), experiments.report(config)
+  # No JAX backend exists yet (modules are only imported), so the CPU can still be prepared for it.
+  cli.prepare_cpu(cores=trainer.CPU_DEVICES)
   if _SHOW_CONFIG.value:
     print(config)
     return
   cli.start_distributed(_DISTRIBUTED)
-  experiments.trainer_module(config).train_and_evaluate(config, _WORKDIR.value)
+  trainer.train_and_evaluate(config, _WORKDIR.value, report)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> 
 64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
 train on the same synthetic batches (throughput does not depend on the pixels):
   - this codebase: training/classifier.py's jitted, sharded step on the devices train.py gives it (one on a
-    CPU-only machine, see experiments/__init__.py);
+    CPU-only machine, see CPU_DEVICES in training/classifier.py);
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
 Both run in this one process, so both get the glibc malloc settings that train.py makes (training/cli.py's
 keep_freed_memory: freed memory kept for reuse); KEEP_FREED_MEMORY=0 runs both with glibc's defaults instead.
@@ -78,7 +78,7 @@ def jax_images_per_s(images, labels, repeats, steps, conv2_kernel, ops):
   net = arch(conv2_kernel)
   mesh = sharding.data_mesh()
   apply = lambda p, x, train=False, key=None: cnn.apply(p, x, net, train=train, key=key, ops=ops)
-  tx = optim.classifier_optimizer(ml_collections.ConfigDict(dict(
+  tx = optim.optimizer(ml_collections.ConfigDict(dict(
       optimizer='adam', learning_rate=1e-3, lr_schedule='constant', weight_decay=0.0, momentum=0.0)), 1)
   params = cnn.init(jax.random.PRNGKey(0), net, (28, 28, 1))
   state = jax.device_put(steps_lib.initial_state(params, tx, jax.random.PRNGKey(1)), sharding.replicated(mesh))

@@ -16,9 +16,9 @@ import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import cli  # noqa: E402
+import tf_host  # noqa: E402
 
-cli.quiet_tensorflow()
+tf_host.quiet()
 
 import numpy as np  # noqa: E402
 

@@ -124,10 +124,11 @@ class Dataset:
   image_shape = (28, 28, 1)
   num_classes = len(CLASSES)
   class_names = CLASSES
+  test_views = (1,)  # views per test image it offers: the image itself
 
   def __init__(self, data_cfg):
     self._random_flip = data_cfg.random_flip
-    self._random_shift = data_cfg.get('random_shift', 0)
+    self._random_shift = data_cfg.random_shift
     if not 0 <= self._random_shift < 14:
       raise ConfigError(f'data.random_shift must be in 0..13 pixels, got {self._random_shift}')
     b = builder(os.path.expanduser(data_cfg.tfds_dir), data_cfg.source_dir)

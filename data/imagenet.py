@@ -22,6 +22,7 @@ named ILSVRC2012_val_*.JPEG in the val tar), tiny, so tests and the `quick` conf
 """
 import hashlib
 import io
+import json
 import os
 import tarfile
 import types
@@ -30,9 +31,9 @@ import numpy as np
 
 from data import pipeline
 import errors
+import files
+import tf_host
 from errors import DataError
-from errors import UserError
-from training import workdir as workdir_lib
 
 NAME = 'imagenet2012'
 TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'
@@ -86,23 +87,24 @@ def verify(b):
   records each file's size in VERIFIED beside TFDS's files; later calls only compare the sizes. A DataError
   names the bad images or files."""
   marker = os.path.join(b.data_dir, VERIFIED)
-  files = {f: os.path.getsize(os.path.join(b.data_dir, f)) for f in sorted(os.listdir(b.data_dir))
+  sizes = {f: os.path.getsize(os.path.join(b.data_dir, f)) for f in sorted(os.listdir(b.data_dir))
            if '.tfrecord' in f}
   redo = f'remove {b.data_dir} and prepare it again (python -m data.imagenet)'
   if os.path.exists(marker):
     try:
-      recorded = workdir_lib.read_json(marker)['files']
-    except (UserError, KeyError, TypeError):
+      with open(marker) as f:
+        recorded = json.load(f)['files']
+    except (OSError, ValueError, KeyError, TypeError):
       recorded = None
-    if recorded != files:
-      changed = sorted(f for f in recorded.keys() | files.keys() if recorded.get(f) != files.get(f)) if isinstance(
+    if recorded != sizes:
+      changed = sorted(f for f in recorded.keys() | sizes.keys() if recorded.get(f) != sizes.get(f)) if isinstance(
           recorded, dict) else [VERIFIED]
       raise DataError(f'the prepared {NAME} in {b.data_dir} changed since it was verified ({", ".join(changed[:3])}'
                       f'{" ..." if len(changed) > 3 else ""}); {redo}')
     return
   with pipeline.native_stderr_held():  # TF's own lines about each bad image give way to the one line below
     counts = _decode_every_image(b, redo)
-  workdir_lib.write_json(marker, {'files': files, 'images': counts})
+  files.write_json(marker, {'files': sizes, 'images': counts})
 
 
 def _decode_every_image(b, redo):
@@ -174,6 +176,7 @@ class Dataset:
   """
 
   image_shape = (CROP, CROP, 3)
+  test_views = (1, 10)  # views per test image it offers: the centre crop, or the paper's ten
 
   def __init__(self, data_cfg):
     tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
@@ -235,7 +238,7 @@ def mean_image(b, num_images, cache_dir):
   mean = (total / n).astype(np.float32)
   buf = io.BytesIO()
   np.save(buf, mean)
-  workdir_lib.write_bytes(path, buf.getvalue())
+  files.write_bytes(path, buf.getvalue())
   return mean
 
 
@@ -295,9 +298,7 @@ def main(argv=None):
   time out)."""
   import argparse  # noqa: PLC0415
 
-  from training import cli  # noqa: PLC0415
-
-  cli.quiet_tensorflow()
+  tf_host.quiet()
   p = argparse.ArgumentParser(description=main.__doc__.split(':')[0])
   p.add_argument('--tfds_dir', default=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'))
   p.add_argument('--manual_dir', default='')

@@ -10,7 +10,6 @@ order and keeps only its own block of each global batch, before any decoding or 
 """
 import collections
 import contextlib
-import functools
 import os
 import sys
 import tempfile
@@ -19,20 +18,11 @@ import jax
 import numpy as np
 
 import errors
+import tf_host
 from errors import DataError
 
 
-@functools.cache
-def tf():
-  """TensorFlow, imported once, with every accelerator hidden from it."""
-  import tensorflow as tf_module  # noqa: PLC0415 (heavy: only pipelines need it)
-
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf_module.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # already initialised, or no such device kind
-      pass
-  return tf_module
+tf = tf_host.tf  # the pipelines' TensorFlow, hidden from accelerators
 
 
 def tfds_builder(name, data_dir):

@@ -1,43 +1,35 @@
-"""Experiment configs (`get_config(arg)`) and the code that turns their results into tables and figures.
+"""Experiment configs (`get_config(arg)`, light to import) and, in reports/, what turns results into tables and
+figures.
 
-A config's `trainer` names the module whose `train_and_evaluate(config, workdir)` trains it and whose
-`evaluate(config, workdir, **kw)` evaluates a trained workdir. Modules are imported on demand, so a toy
-experiment never pays for TensorFlow's import.
+A config's `trainer` names a module of training/ (training.trainer); the report of the same name here
+(experiments/reports/<trainer>.py) writes its results.md, figures and terminal summary. Modules are imported on
+demand, so a toy experiment never pays for TensorFlow's import.
 """
 import importlib
 
 from errors import ConfigError
 
-TRAINERS = {'hidden_units': 'experiments.hidden_units', 'classifier': 'training.classifier'}
 
-# JAX devices to split a CPU-only machine into, per trainer (None: one per core). A sweep of independent
-# models has no collectives and runs twice as fast on 2 cores as 2 devices. Data-parallel training gains nothing
-# from simulated CPU devices (measured: 1,254 vs 1,317 images/s for the Fashion-MNIST CNN) and its all-reduce
-# between them can stall XLA's in-process collectives on a small machine (seen once: an abort after 40 s), so
-# it uses one. An XLA_FLAGS device count set by the user always wins.
-CPU_DEVICES = {'hidden_units': None, 'classifier': 1}
-
-
-# The figures of a run's results.json that a sweep can summarise (experiments/sweep.py --metric), per trainer.
-METRICS = {
-    'classifier': ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
-                   'centre_crop_top5_error', 'final_loss', 'wall_time_s'),
-    'hidden_units': ('num_models', 'train_time_s', 'wall_time_s'),
-}
+def parse_arg(arg, file, *, variants=(), options=(), default=None):
+  """(variant, options) of a config file's argument, e.g. 'cnn,quick' -> ('cnn', {'quick'}): at most one of
+  `variants` (else `default`) and any of `options`, comma-separated. A ValueError, naming the file and what it
+  takes, for anything else."""
+  args = set(filter(None, (arg or '').split(',')))
+  chosen = args & set(variants)
+  if args - set(variants) - set(options) or len(chosen) > 1:
+    takes = ([f'at most one of {", ".join(variants)}'] if variants else []) + (
+        [f'any of {", ".join(options)}'] if options else [])
+    raise ValueError(f'argument(s) {",".join(sorted(args))} for {file}: it takes {" and ".join(takes) or "none"}, '
+                     'comma-separated (e.g. ' + ','.join([*variants[-1:], *options[:1]]) + ')')
+  return (chosen.pop() if chosen else default), args & set(options)
 
 
-def metrics(config):
-  """The figures of results.json a sweep of `config` can summarise."""
-  if config.get('trainer') not in METRICS:
-    raise ConfigError(f'config.trainer {config.get("trainer")!r} is unknown; choose one of {sorted(TRAINERS)}')
-  return METRICS[config.trainer]
-
-
-def cpu_devices(config):
-  return CPU_DEVICES.get(config.get('trainer'), 1)
-
-
-def trainer_module(config):
-  if config.get('trainer') not in TRAINERS:
-    raise ConfigError(f'config.trainer {config.get("trainer")!r} is unknown; choose one of {sorted(TRAINERS)}')
-  return importlib.import_module(TRAINERS[config.trainer])
+def report(config):
+  """The module of experiments/reports/ for config.trainer."""
+  try:
+    return importlib.import_module(f'experiments.reports.{config.trainer}')
+  except ModuleNotFoundError as e:
+    if e.name != f'experiments.reports.{config.trainer}':
+      raise
+    raise ConfigError(f'config.trainer {config.trainer!r} has no report module experiments/reports/'
+                      f'{config.trainer}.py; add one beside the trainer') from None

@@ -24,39 +24,26 @@ Expected (validation set of ILSVRC 2012):
   one model (the paper, Table 2)               40.7% top-1 error, 18.2% top-5 error
   five models averaged (eval.py --ensemble)    38.1% top-1,       16.4% top-5
   torchvision's variant (its published single centre crop)  43.5% top-1, 20.9% top-5
-results.md puts the measured errors beside these. Not measured here: the development machines have no ImageNet
-and no GPU (README.md, "AlexNet on ImageNet").
+results.md puts the measured errors beside these. Not measured yet: this code has not been trained on the real
+ImageNet (README.md, "AlexNet on ImageNet").
 """
-import os
+import experiments
+from experiments import defaults
 
-import ml_collections
-
-ARGS = ('paper', 'single', 'torchvision', 'bf16', 'quick')
 
 
 def get_config(arg='paper'):
-  args = set(filter(None, (arg or 'paper').split(',')))
-  variants = args & {'paper', 'single', 'torchvision'}
-  if args - set(ARGS) or len(variants) > 1:
-    raise ValueError(f'arguments {sorted(args)} for alexnet_imagenet.py: use at most one of paper, single, '
-                     f'torchvision, optionally with bf16 and quick (e.g. torchvision,quick)')
-  variant = variants.pop() if variants else 'paper'
-  c = ml_collections.ConfigDict()
+  variant, args = experiments.parse_arg(arg, 'alexnet_imagenet.py', variants=('paper', 'single', 'torchvision'),
+                                        options=('bf16', 'quick'), default='paper')
+  c = defaults.classifier()
   c.experiment = 'alexnet_imagenet'
-  c.trainer = 'classifier'
-  c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = 'imagenet2012'
-  c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
   c.data.manual_dir = ''  # '' : $IMAGENET_MANUAL_DIR, else <tfds_dir>/downloads/manual
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
-  c.data.num_train = 0  # 0: all 1,281,167
-  c.data.num_test = 0  # 0: all 50,000 validation images
   c.data.shuffle_buffer = 20_000  # examples; files are shuffled too, every epoch with its own seed
   c.data.mean_images = 0  # training images in the per-pixel mean (0: all, as the paper)
 
-  c.model = ml_collections.ConfigDict()
   c.model.name = 'alexnet'
   c.model.variant = 'torchvision' if variant == 'torchvision' else 'paper'
   if variant != 'torchvision':
@@ -65,33 +52,17 @@ def get_config(arg='paper'):
     c.model.lrn_alpha_over_n = False  # True: Caffe's and PyTorch's alpha / n
   c.model.bias_one = 1.0  # reproductions report that 1 can stall training; 0.1 is a common choice
   c.model.init_std = 0.01
-  c.model.dropout = 0.5
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'
-  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128  # global: split over the devices
   c.train.eval_batch_size = 100  # images; with 10 crops, 1,000 views per batch
   c.train.epochs = 90
-  c.train.optimizer = 'sgd'
-  c.train.momentum = 0.9
   c.train.weight_decay = 0.0005
-  c.train.learning_rate = 0.01
-  c.train.lr_schedule = 'plateau'
-  c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
-  c.train.plateau_patience = 5  # evaluations (epochs) without an improvement
-  c.train.plateau_min_delta = 0.001  # of top-1 error
-  c.train.plateau_factor = 10.0
-  c.train.plateau_reductions = 3
-  c.train.shard_dense = False  # True: split fc6-fc8's weights over the devices instead of replicating them
+  c.train.lr_schedule = 'plateau'  # the paper's: divided by 10 when the validation error stops improving
   c.train.log_every = 100
   c.train.checkpoint_every = 2000
-  c.train.keep_checkpoints = 3
 
-  c.eval = ml_collections.ConfigDict()
   c.eval.crops = 10  # the final evaluation and eval.py; per-epoch validation uses the centre crop
 
-  c.reference = ml_collections.ConfigDict()  # published (top-1, top-5) validation errors, shown in results.md
   if variant == 'torchvision':
     c.reference.torchvision_variant_1_crop = (0.435, 0.209)
   else:

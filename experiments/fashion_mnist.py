@@ -16,35 +16,20 @@ Expected (the benchmark table of github.com/zalandoresearch/fashion-mnist, and t
 Ablations are overrides of `model`: pool (max/sum/avg), pool_window/pool_stride (3/2 overlaps), lrn (contrast
 normalisation), feature_groups (max over groups of channels), dense widths.
 """
-import os
-
-import ml_collections
-
-KINDS = ('mlp', 'cnn')
-
+import experiments
+from experiments import defaults
 
 def get_config(arg='cnn'):
-  args = set(filter(None, (arg or 'cnn').split(',')))
-  kinds = args & set(KINDS)
-  if args - set(KINDS) - {'quick'} or len(kinds) > 1:
-    raise ValueError(f'arguments {sorted(args)} for fashion_mnist.py: use one of {KINDS}, optionally with quick '
-                     '(e.g. cnn,quick)')
-  kind = kinds.pop() if kinds else 'cnn'
-  c = ml_collections.ConfigDict()
+  kind, args = experiments.parse_arg(arg, 'fashion_mnist.py', variants=('mlp', 'cnn'), options=('quick',),
+                                     default='cnn')
+  c = defaults.classifier()
   c.experiment = 'fashion_mnist'
-  c.trainer = 'classifier'
-  c.seed = 0
 
-  c.data = ml_collections.ConfigDict()
   c.data.name = 'fashion_mnist'
-  c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
   c.data.source_dir = ''  # a directory with the four original files; see data/fashion_mnist.py
-  c.data.num_train = 0  # 0: all 60,000
-  c.data.num_test = 0  # 0: all 10,000
   c.data.random_flip = True  # mirror training images left-right with probability 1/2
   c.data.random_shift = 0  # > 0: translate training images by up to this many pixels each way
 
-  c.model = ml_collections.ConfigDict()
   c.model.name = 'cnn'
   c.model.conv = ((32, 5, 1), (64, 5, 1))  # (features, kernel, stride) per conv block
   c.model.padding = 'SAME'
@@ -58,23 +43,12 @@ def get_config(arg='cnn'):
   c.model.lrn_alpha = 1e-4
   c.model.lrn_beta = 0.75
   c.model.dense = (1024,)
-  c.model.dropout = 0.5
   c.model.num_classes = 10
-  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128  # global: split over the devices
-  c.train.eval_batch_size = 1000
   c.train.epochs = 20
   c.train.optimizer = 'adam'
   c.train.learning_rate = 1e-3
   c.train.lr_schedule = 'cosine'
-  c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
-  c.train.momentum = 0.9  # for optimizer='sgd'
-  c.train.weight_decay = 0.0
-  c.train.log_every = 50
-  c.train.checkpoint_every = 500
-  c.train.keep_checkpoints = 3
 
   if kind == 'mlp':
     c.model.conv = ()

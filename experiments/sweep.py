@@ -21,7 +21,6 @@ run counts as finished only if its workdir's config.json equals that config: a w
 (the sweep's command changed since it ran) stops the sweep in one line naming the differing keys, unless
 --move_changed moves such workdirs aside (to NAME/seed_S.replaced-N) and reruns them.
 """
-import csv
 import itertools
 import os
 import shlex
@@ -31,9 +30,10 @@ import sys
 from absl import flags
 
 from errors import ConfigError
-from errors import UserError
+from errors import SweepError
 from errors import WorkdirError
-import experiments
+from experiments.reports import sweep as sweep_report
+import training
 from training import cli
 from training import workdir as workdir_lib
 
@@ -53,10 +53,6 @@ _MOVE_CHANGED = flags.DEFINE_bool('move_changed', False, 'Move run workdirs that
                                   '(NAME/seed_S.replaced-N) and run them again, instead of stopping.')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class SweepError(UserError):
-  """The sweep's flags or files are inconsistent; printed as one line."""
 
 
 def _value(text):
@@ -126,8 +122,8 @@ def move_aside(run):
 
 
 def check_metric(config, metric):
-  """A ConfigError unless the experiment's results.json offers `metric` (experiments.METRICS)."""
-  offered = experiments.metrics(config)
+  """A ConfigError unless the experiment's results.json offers `metric` (its trainer's METRICS)."""
+  offered = training.trainer(config.trainer).METRICS
   if metric not in offered:
     raise ConfigError(f'--metric={metric} is not a figure of {config.experiment}\'s results; choose one of '
                       f'{", ".join(offered)}')
@@ -165,77 +161,6 @@ def slurm_array_script(pending, parallel, options):
   lines += [f'  {shlex.quote(shlex.join(r["command"]))}' for r in pending]
   lines += [')', 'eval "${RUNS[$SLURM_ARRAY_TASK_ID]}"']
   return '\n'.join(lines) + '\n'
-
-
-def summarise(table, workdir, metric):
-  """Writes sweep.csv (one row per run), sweep.md (mean and spread per setting) and sweep.png."""
-  import matplotlib  # noqa: PLC0415
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
-
-  rows = []
-  for r in table:
-    res = workdir_lib.read_json(os.path.join(r['workdir'], 'results.json'))
-    rows.append({'name': r['name'], 'seed': r['seed'], **{f'config.{k}': v for k, v in r['overrides'].items()},
-                 **{k: v for k, v in res.items() if isinstance(v, (int, float, str)) and k != 'experiment'}})
-  keys = list(dict.fromkeys(k for row in rows for k in row))
-  with open(os.path.join(workdir, 'sweep.csv'), 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-  names = list(dict.fromkeys(r['name'] for r in rows))
-  values = {n: [r[metric] for r in rows if r['name'] == n] for n in names}
-  lines = [f'| setting | overrides | {metric} (mean) | min | max | seeds | wall time (s) |',
-           '|---|---|---|---|---|---|---|']
-  for n in names:
-    over = next(r['overrides'] for r in table if r['name'] == n)
-    walls = [r.get('wall_time_s', float('nan')) for r in rows if r['name'] == n]
-    v = values[n]
-    lines.append(f'| {n} | {", ".join(f"`{k}={x}`" for k, x in over.items()) or "(defaults)"} | '
-                 f'{np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} | {len(v)} | {np.mean(walls):.0f} |')
-  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names) + 1), 3.6))
-  means = [np.mean(values[n]) for n in names]
-  ax.bar(range(len(names)), means, color='#6baed6')
-  for i, n in enumerate(names):
-    ax.plot([i] * len(values[n]), values[n], 'k.', ms=5)
-  lo = min(min(v) for v in values.values())
-  ax.set(xticks=range(len(names)), ylabel=metric, ylim=(max(0.0, lo - 0.02), min(1.0, max(means) + 0.01)))
-  ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
-  for i, m in enumerate(means):
-    ax.text(i, m, f'{m:.4f}', ha='center', va='bottom', fontsize=7)
-  fig.savefig(os.path.join(workdir, 'sweep.png'), dpi=110, bbox_inches='tight')
-  plt.close(fig)
-  axis = numeric_axis(table)
-  if axis:
-    xs = sorted({float(r['overrides'][axis]) for r in table})
-    per_x = [[r[metric] for r, t in zip(rows, table) if float(t['overrides'][axis]) == x] for x in xs]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(xs, [np.mean(v) for v in per_x], 'o-', label=f'mean over {max(len(v) for v in per_x)} seeds')
-    ax.fill_between(xs, [min(v) for v in per_x], [max(v) for v in per_x], alpha=0.25, label='min to max')
-    if min(xs) > 0 and max(xs) / min(xs) >= 10:
-      ax.set_xscale('log')
-    ax.set(xlabel=axis, ylabel=metric)
-    ax.legend(fontsize=8)
-    fig.savefig(os.path.join(workdir, f'sweep_{axis.split(".")[-1]}.png'), dpi=110, bbox_inches='tight')
-    plt.close(fig)
-  return '\n'.join(lines)
-
-
-def numeric_axis(table):
-  """The one overridden key whose values are all numbers and that takes several values, if there is one."""
-  keys = {k for r in table for k in r['overrides']}
-  if len(keys) != 1:
-    return None
-  key = keys.pop()
-  try:
-    values = {float(r['overrides'][key]) for r in table}
-  except (TypeError, ValueError):
-    return None
-  return key if len(values) > 1 else None
 
 
 def parse_seeds(values):
@@ -302,7 +227,7 @@ def main(argv):
       raise SweepError(f'{len(failed)} of {len(pending)} runs failed (' + ', '.join(
           f'{r["name"]} seed {r["seed"]}: exit {code}' for r, code in failed[:3]) + '); see their output or '
           'train.log, fix and start the sweep again: finished runs are kept')
-  print(summarise(table, _WORKDIR.value, _METRIC.value))
+  print(sweep_report.summarise(table, _WORKDIR.value, _METRIC.value))
 
 
 if __name__ == '__main__':

@@ -33,7 +33,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from nets import cnn
+from errors import require
+import nets
 from nets import layers
 
 IMAGE_SIZE = 224
@@ -66,9 +67,8 @@ class Arch:
   @classmethod
   def from_config(cls, model_cfg):
     """An Arch from a config's `model` section: `variant` ('paper' or 'torchvision') plus any field to override."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in model_cfg.items() if k in fields}
-    variant = model_cfg.get('variant', 'paper')
+    kw = nets.arch_fields(cls, model_cfg)
+    variant = model_cfg.variant
     if variant == 'torchvision':
       return cls.torchvision(**kw)
     if variant != 'paper':
@@ -76,17 +76,14 @@ class Arch:
     return cls(**kw)
 
   def validate(self):
-    errors = []
-    if len(self.widths) != 5 or len(self.groups) != 5:
-      errors.append(f'model.widths {self.widths} and model.groups {self.groups} need 5 entries (conv1..conv5)')
-    elif any(w % g for w, g in zip(self.widths, self.groups)) or any(
-        i and self.widths[i - 1] % g for i, g in enumerate(self.groups)):
-      errors.append(f'model.groups {self.groups} must divide each conv layer\'s input and output widths')
-    if self.dtype not in DTYPES:
-      errors.append(f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
-    if not 0 <= self.dropout < 1:
-      errors.append(f'model.dropout must be in [0, 1), got {self.dropout}')
-    return errors
+    """A ConfigError naming the first bad field's key and what is allowed."""
+    require(len(self.widths) == 5 and len(self.groups) == 5,
+            f'model.widths {self.widths} and model.groups {self.groups} need 5 entries (conv1..conv5)')
+    require(not any(w % g for w, g in zip(self.widths, self.groups)) and not any(
+        i and self.widths[i - 1] % g for i, g in enumerate(self.groups)),
+            f'model.groups {self.groups} must divide each conv layer\'s input and output widths')
+    require(self.dtype in DTYPES, f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
+    require(0 <= self.dropout < 1, f'model.dropout must be in [0, 1), got {self.dropout}')
 
 
 # (kernel, stride, padding) of conv1..conv5, and which are followed by normalisation and pooling
@@ -144,7 +141,6 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
   return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.promote_types(arch.dtype, jnp.float32))
 
 
-num_params = cnn.num_params
 
 
 def layer_shapes(arch, input_shape_HxWxC=(IMAGE_SIZE, IMAGE_SIZE, 3), params=None):

@@ -8,11 +8,12 @@ logits. An `Arch` with no conv blocks is an MLP on the flattened image ("MLP 256
 Parameters: {'conv1': {'W', 'b'}, ..., 'fc1': {'W', 'b'}, ..., 'out': {'W', 'b'}}.
 """
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 
+from errors import require
+import nets
 from nets import layers
 
 POOLS = ('max', 'sum', 'avg', 'none')
@@ -37,29 +38,21 @@ class Arch:
 
   @classmethod
   def from_config(cls, model_cfg):
-    """An Arch from a config's `model` section (its keys are the field names; lists become tuples)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in model_cfg.items() if k in fields}
-    kw['conv'] = tuple(tuple(int(v) for v in c) for c in kw.get('conv', ()))
-    kw['dense'] = tuple(int(v) for v in kw.get('dense', ()))
-    return cls(**kw)
+    """An Arch from a config's `model` section (its keys are the field names)."""
+    return cls(**nets.arch_fields(cls, model_cfg))
 
   def validate(self):
-    """A list of problems (empty if none), each naming the key and what is allowed."""
-    errors = []
-    if self.pool not in POOLS:
-      errors.append(f'model.pool {self.pool!r} is unknown; choose one of {POOLS}')
-    if any(len(c) != 3 or min(c) < 1 for c in self.conv):
-      errors.append(f'model.conv {self.conv} must be (features, kernel, stride) triples of positive integers')
-    if any(c[0] % self.feature_groups for c in self.conv):
-      errors.append(f'model.feature_groups={self.feature_groups} must divide every conv layer\'s features')
-    if any(d < 1 for d in self.dense) or self.num_classes < 2:
-      errors.append('model.dense widths must be >= 1 and model.num_classes >= 2')
-    if not 0 <= self.dropout < 1:
-      errors.append(f'model.dropout must be in [0, 1), got {self.dropout}')
-    if self.pool_window < 1 or self.pool_stride < 1:
-      errors.append('model.pool_window and model.pool_stride must be >= 1')
-    return errors
+    """A ConfigError naming the first bad field's key and what is allowed."""
+    require(self.pool in POOLS, f'model.pool {self.pool!r} is unknown; choose one of {POOLS}')
+    require(all(isinstance(c, tuple) and len(c) == 3 and all(isinstance(v, int) and v >= 1 for v in c)
+                for c in self.conv),
+            f'model.conv {self.conv} must be (features, kernel, stride) triples of positive integers')
+    require(self.feature_groups >= 1 and not any(c[0] % self.feature_groups for c in self.conv),
+            f'model.feature_groups={self.feature_groups} must divide every conv layer\'s features')
+    require(all(isinstance(d, int) and d >= 1 for d in self.dense) and self.num_classes >= 2,
+            'model.dense widths must be >= 1 and model.num_classes >= 2')
+    require(0 <= self.dropout < 1, f'model.dropout must be in [0, 1), got {self.dropout}')
+    require(self.pool_window >= 1 and self.pool_stride >= 1, 'model.pool_window and model.pool_stride must be >= 1')
 
 
 def _pool(arch, x, ops):
@@ -71,7 +64,7 @@ def _pool(arch, x, ops):
 
 def _features(params, x, arch, ops=layers.PLAIN):
   # ReLU and max pooling commute (both take maxima), in values and in gradients; pooling first, the ReLU touches
-  # a quarter of the pixels: the Fashion-MNIST CNN's step is 5% faster on 2 CPU cores. Not past normalisation.
+  # a quarter of the pixels (docs/cnn_cpu_performance.md). Not past normalisation, which does not commute.
   pool_first = arch.pool == 'max' and not arch.lrn
   for i, (_, _, stride) in enumerate(arch.conv):
     x = ops.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding)
@@ -113,7 +106,3 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
     h = jax.nn.relu(layers.dense(params[f'fc{i + 1}'], h))
     h = layers.dropout(h, arch.dropout, key=keys[i], train=train)
   return layers.dense(params['out'], h)
-
-
-def num_params(params):
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

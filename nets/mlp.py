@@ -61,5 +61,10 @@ def num_params(sizes):
 
 
 def unit_masks_for(hidden, padded):
-  """0/1 masks switching on the first hidden[l] of padded[l] units in each hidden layer."""
-  return [(jnp.arange(p) < h).astype(jnp.float32) for h, p in zip(hidden, padded)]
+  """0/1 masks switching on the first hidden[l] of padded[l] units in each hidden layer: [padded[l]] each, or
+  [M, padded[l]] for M models when each hidden[l] is an array of M widths."""
+  masks = []
+  for h, p in zip(hidden, padded):
+    h = jnp.asarray(h)
+    masks.append((jnp.arange(p).reshape((1,) * h.ndim + (p,)) < h[..., None]).astype(jnp.float32))
+  return masks

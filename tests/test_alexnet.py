@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from errors import ConfigError
 import kernels
+import nets
 from nets import alexnet
 from nets import layers
 
@@ -23,7 +25,7 @@ def abstract_params(arch):
     (alexnet.Arch.torchvision(), 61_100_840),  # torchvision.models.alexnet
 ])
 def test_parameter_counts(arch, count):
-  assert alexnet.num_params(abstract_params(arch)) == count
+  assert nets.num_params(abstract_params(arch)) == count
 
 
 def test_neurons_per_layer_match_the_paper():
@@ -113,9 +115,11 @@ def test_config_variants_and_validation():
   assert tv.widths == (64, 192, 384, 256, 256) and not tv.lrn and tv.dropout_before_dense
   assert alexnet.Arch.from_config(alexnet_imagenet.get_config('single').model).groups == (1,) * 5
   assert alexnet.Arch.from_config(alexnet_imagenet.get_config('bf16').model).dtype == 'bfloat16'
-  with pytest.raises(ValueError, match='use at most one of'):
+  with pytest.raises(ValueError, match='at most one of paper, single, torchvision and any of bf16, quick'):
     alexnet_imagenet.get_config('torchvision,single')
   with pytest.raises(ValueError, match='variant'):
     alexnet.Arch.from_config(ml_collections.ConfigDict({'variant': 'vgg'}))
-  assert 'groups' in alexnet.Arch(groups=(1, 3, 1, 2, 2)).validate()[0]
-  assert 'dtype' in alexnet.Arch(dtype='float16').validate()[0]
+  with pytest.raises(ConfigError, match='model.groups'):
+    alexnet.Arch(groups=(1, 3, 1, 2, 2)).validate()
+  with pytest.raises(ConfigError, match='model.dtype'):
+    alexnet.Arch(dtype='float16').validate()

@@ -15,6 +15,7 @@ import pytest
 
 import errors
 import kernels
+import tf_host
 from nets import cnn
 from training import steps
 from training import sharding
@@ -83,7 +84,10 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   with open(os.path.join(uninterrupted, 'results.md')) as f:
     assert f'(kernels: {", ".join(r["kernels"])})' in f.read()
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(os.path.join(uninterrupted, 'tensorboard')))
+  assert r['parameters']['fc1/W'] == [784, 256] and sorted(r['parameters'])[-2:] == ['out/W', 'out/b']
+  events = [os.path.join(uninterrupted, 'tensorboard', f) for f in os.listdir(os.path.join(uninterrupted, 'tensorboard'))]
+  tags = {v.tag for path in events for e in tf_host.tf().compat.v1.train.summary_iterator(path) for v in e.summary.value}
+  assert {'train/loss', 'train/grad_norm', 'test/accuracy', 'test/top5_error'} <= tags, 'metrics.jsonl\'s scalars'
   assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0
   steps = [json.loads(l)['step'] for l in open(os.path.join(uninterrupted, 'metrics.jsonl'))]
   assert steps == sorted(steps) and steps[-1] == 24
@@ -181,21 +185,20 @@ def test_one_step_on_8_devices_equals_one_device(shard_dense):
   out = {}
   for n in (1, 8):
     mesh = sharding.data_mesh(jax.devices()[:n])
-    state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-             'rng': jax.random.PRNGKey(3)}
+    state = steps.initial_state(params, tx, jax.random.PRNGKey(3))
     layout = sharding.state_shardings(state, mesh, shard_dense=shard_dense)
     state = jax.device_put(jax.tree.map(jnp.copy, state), layout)
     step = steps.make_train_step(apply, tx, mesh, layout)
     for _ in range(2):
       state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
-    assert state['params']['conv1']['W'].sharding.is_fully_replicated
-    fc1 = state['params']['fc1']['W']
+    assert state.params['conv1']['W'].sharding.is_fully_replicated
+    fc1 = state.params['fc1']['W']
     assert fc1.sharding.is_fully_replicated == (not shard_dense or n == 1)
     if shard_dense and n == 8:  # each device holds 2 of fc1's 16 columns, and of their momentum
       assert {s.data.shape for s in fc1.addressable_shards} == {(fc1.shape[0], 2)}
-      assert not state['opt_state'][0].trace['fc1']['W'].sharding.is_fully_replicated
+      assert not state.opt_state[0].trace['fc1']['W'].sharding.is_fully_replicated
     out[n] = (state, metrics)
-  for a, b in zip(jax.tree.leaves(out[1][0]['params']), jax.tree.leaves(out[8][0]['params'])):
+  for a, b in zip(jax.tree.leaves(out[1][0].params), jax.tree.leaves(out[8][0].params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out[1][1]['loss'], out[8][1]['loss'], rtol=1e-6)
 

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from errors import ConfigError
+import nets
 from nets import cnn
 from nets import layers
 
@@ -132,13 +134,17 @@ def test_dropout():
 ])
 def test_cnn_shapes_and_parameter_counts(arch, n_params):
   params = cnn.init(KEY, arch, (28, 28, 1))
-  assert cnn.num_params(params) == n_params
+  assert nets.num_params(params) == n_params
   x = jnp.zeros((3, 28, 28, 1))
   assert cnn.apply(params, x, arch).shape == (3, 10)
   assert cnn.apply(params, x, arch, train=True, key=KEY).shape == (3, 10)
 
 
 def test_arch_validation():
-  assert cnn.Arch(pool='median').validate()
-  assert cnn.Arch(conv=((30, 5, 1),), feature_groups=4).validate()
-  assert not cnn.Arch(conv=((32, 5, 1),)).validate()
+  with pytest.raises(ConfigError, match='model.pool'):
+    cnn.Arch(pool='median').validate()
+  with pytest.raises(ConfigError, match='model.feature_groups=4'):
+    cnn.Arch(conv=((30, 5, 1),), feature_groups=4).validate()
+  with pytest.raises(ConfigError, match='triples'):
+    cnn.Arch(conv=(32, 5, 1)).validate()
+  cnn.Arch(conv=((32, 5, 1),)).validate()

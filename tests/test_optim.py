@@ -1,4 +1,4 @@
-"""The classifier's optimisers: weight decay as the AlexNet paper adds it, and the plateau schedule."""
+"""The one optimiser builder: weight decay as the AlexNet paper adds it, the schedules, and the plateau rule."""
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -17,7 +17,7 @@ def train_cfg(**kw):
 
 def test_plateau_divides_the_step_when_the_error_stops_improving():
   cfg = train_cfg()
-  tx = optim.classifier_optimizer(cfg, 100)
+  tx = optim.optimizer(cfg, 100)
   params = {'w': jnp.ones(3)}
   state = tx.init(params)
   step = lambda s: float(tx.update({'w': jnp.ones(3)}, s, params)[0]['w'][0])
@@ -34,10 +34,26 @@ def test_plateau_divides_the_step_when_the_error_stops_improving():
 
 def test_other_schedules_ignore_plateau_updates_and_weight_decay_adds_w():
   cfg = train_cfg(lr_schedule='constant', weight_decay=0.5)
-  tx = optim.classifier_optimizer(cfg, 100)
+  tx = optim.optimizer(cfg, 100)
   params = {'w': jnp.full(2, 2.0)}
   state = tx.init(params)
   assert optim.plateau_update(state, 0.1, cfg) == (state, None)
   np.testing.assert_allclose(tx.update({'w': jnp.zeros(2)}, state, params)[0]['w'], -0.1 * 0.5 * 2.0)
   with pytest.raises(ConfigError, match='plateau'):
-    optim.classifier_optimizer(train_cfg(lr_schedule='sometimes'), 100)
+    optim.optimizer(train_cfg(lr_schedule='sometimes'), 100)
+  with pytest.raises(ConfigError, match='unknown here; choose one of constant, cosine$'):
+    optim.optimizer(train_cfg(lr_schedule='plateau'), 100, schedules=('constant', 'cosine'))
+
+
+@pytest.mark.parametrize('total_steps', [100, 400])
+def test_each_schedule_means_one_thing_whichever_trainer_builds_it(total_steps):
+  """cosine reaches 0 at the run's last step, step divides by 10 at fractions of the run, inverse_time halves the
+  rate after lr_decay_steps whatever the run's length."""
+  rate = lambda **kw: optim.schedule(train_cfg(lr_decay_steps=50, lr_boundaries=(0.5,), **kw), total_steps)
+  cosine, step, inverse = rate(lr_schedule='cosine'), rate(lr_schedule='step'), rate(lr_schedule='inverse_time')
+  assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(total_steps)) == pytest.approx(0.0, abs=1e-9)
+  assert float(cosine(total_steps // 2)) == pytest.approx(0.05, rel=1e-5)
+  assert float(step(total_steps // 2 - 1)) == pytest.approx(0.1) and float(step(total_steps // 2)) == pytest.approx(0.01)
+  assert float(inverse(50)) == pytest.approx(0.05)
+  with pytest.raises(ConfigError, match='lr_boundaries'):
+    optim.schedule(train_cfg(lr_schedule='step', lr_boundaries=(1.5,)), total_steps)

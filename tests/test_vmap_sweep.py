@@ -13,10 +13,11 @@ from training.vmap_sweep import Model
 def cfgs(**train):
   model = ml_collections.ConfigDict(dict(activation='tanh', weight_std=0.1, offset_init='zeros', offset_std=0.1))
   t = dict(loss='hinge', batch_size=1, sampling='uniform', epochs=10, stop_at_zero_loss=True, unroll=1,
-           learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000, momentum=0.0)
+           optimizer='sgd', learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000, momentum=0.0,
+           weight_decay=0.0)
   t.update(train)
   t = ml_collections.ConfigDict(t)
-  return model, t, optim.optimizer(t)
+  return model, t, optim.optimizer(t, total_steps=t.epochs * 100 // t.batch_size)
 
 
 @pytest.fixture(scope='module')

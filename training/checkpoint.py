@@ -14,12 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from errors import UserError
+from errors import CheckpointError
 from errors import one_line
-
-
-class CheckpointError(UserError):
-  """A checkpoint exists but cannot be trusted."""
 
 
 def host_array(a):
@@ -60,7 +56,7 @@ class Checkpoints:
   def save(self, step, state):
     """Saves `state` at `step` (asynchronously: training goes on while it is written). A failure to write, now
     or of an earlier asynchronous save, is a CheckpointError; the checkpoints saved before it are kept."""
-    meta = {'step': int(step), 'params_sha256': params_sha256(state['params'])}
+    meta = {'step': int(step), 'params_sha256': params_sha256(state.params)}
     with self._writing(None):  # the previous save's failure, if any, under its own step (orbax waits here too)
       self._manager.wait_until_finished()
     with self._writing(step):
@@ -89,7 +85,7 @@ class Checkpoints:
       raise CheckpointError(f'checkpoint {where} cannot be read ({one_line(e)}); remove that directory to resume '
                             'from the previous checkpoint, or pass a new --workdir') from e
     state, meta = restored['state'], restored['meta']
-    if meta.get('step') != step or meta.get('params_sha256') != params_sha256(state['params']):
+    if meta.get('step') != step or meta.get('params_sha256') != params_sha256(state.params):
       raise CheckpointError(f'checkpoint {where} is corrupt: its parameters do not match the sha256 recorded when '
                             'it was saved; remove it to resume from the previous checkpoint')
     return state

@@ -1,6 +1,7 @@
 """Supervised training of image classifiers: one sharded, jitted step, verified checkpoints, resumable runs.
 
-`train_and_evaluate(config, workdir)` runs these stages:
+`train_and_evaluate(config, workdir, report)` runs these stages (configs: experiments/defaults.py and the experiment
+files that override it):
   1. mesh       a 1-D 'data' mesh over every device of the job: the global batch split across them, parameters
                 replicated (or the large dense layers split, train.shard_dense).
   2. input      the dataset's tf.data pipelines on the host, each process reading its own block of every global
@@ -13,7 +14,8 @@
                 step's checkpoint, so lr_schedule='plateau' decisions are saved), checkpoints every
                 checkpoint_every steps (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the
                 step if the loss is no longer finite (the last good checkpoint stays).
-  7. results    results.json, results.md and the learning-curve figure (10-crop errors where configured).
+  7. results    results.json (10-crop errors where configured); `report` (experiments/reports/classifier.py)
+                writes results.md and the learning-curve figure.
 
 A run killed at any moment and started again with the same command ends with bitwise the same parameters as an
 uninterrupted run: the step fixes the data position (epoch = step // steps_per_epoch; the epoch's shuffle is
@@ -21,73 +23,55 @@ rebuilt from (seed, epoch) and its first batches skipped) and every random key. 
 (training/distributed.py) every process runs all of this; process 0 alone writes files.
 """
 import dataclasses
-import importlib
 import os
-import pkgutil
 import signal
 import time
 from typing import Any, Callable
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import data as data_lib
+from data import pipeline
+import errors
+from errors import ConfigError
+from errors import require
+from errors import TrainingDiverged
+from errors import UserError
+from errors import WorkdirError
+import kernels
+import nets
+from training import checkpoint as checkpoint_lib
+from training import distributed
+from training import metrics as metrics_lib
+from training import optim
+from training import sharding
+from training import steps
+from training import workdir as workdir_lib
 
-from data import pipeline  # noqa: E402
-import errors  # noqa: E402
-from errors import ConfigError  # noqa: E402
-from errors import UserError  # noqa: E402
-from errors import WorkdirError  # noqa: E402
-import kernels  # noqa: E402
-import nets  # noqa: E402
-from nets import cnn  # noqa: E402
-from training import checkpoint as checkpoint_lib  # noqa: E402
-from training import distributed  # noqa: E402
-from training import metrics as metrics_lib  # noqa: E402
-from training import optim  # noqa: E402
-from training import sharding  # noqa: E402
-from training import steps  # noqa: E402
-from training import workdir as workdir_lib  # noqa: E402
-
-
-class TrainingDiverged(UserError):
-  """The loss or the parameters stopped being finite."""
+# Data-parallel training gains nothing from splitting a CPU into simulated devices (its all-reduce between them
+# only adds work), so a CPU-only machine is one JAX device; an XLA_FLAGS device count set by the user wins.
+CPU_DEVICES = 1
+# The figures of results.json a sweep can summarise.
+METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
+           'centre_crop_top5_error', 'final_loss', 'wall_time_s')
 
 
 # ------------------------------------------------------------------------------------------------ model, data
 
 
-def model_module(name):
-  """The module nets/<name>.py, a model for this trainer: it defines Arch (with from_config and validate), init
-  and apply. A new model is a new file there and a config naming it."""
-  is_model = lambda m: all(hasattr(m, a) for a in ('Arch', 'init', 'apply'))
-  if name.isidentifier():
-    try:
-      module = importlib.import_module(f'nets.{name}')
-    except ModuleNotFoundError:
-      module = None
-    if module is not None and is_model(module):
-      return module
-  models = sorted(m.name for m in pkgutil.iter_modules(nets.__path__)
-                  if is_model(importlib.import_module(f'nets.{m.name}')))
-  raise ConfigError(f'model.name {name!r} is unknown; choose one of {", ".join(models)} (modules of nets/)')
-
-
 def model_for(config):
   """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits, kernel names) of config.model,
   apply computing with the kernels config.model.kernels chooses for the platform JAX computes on."""
-  module = model_module(config.model.name)
+  module = nets.module(config.model.name)
   try:
     arch = module.Arch.from_config(config.model)
   except (TypeError, ValueError) as e:  # e.g. model.conv=(32, 5): numbers where (features, kernel, stride) go
     raise ConfigError(f'the model section does not describe a {config.model.name} ({e}); see --show_config for '
                       'the form of each key') from None
-  problems = arch.validate()
-  if problems:
-    raise ConfigError(problems[0])
+  arch.validate()
   try:
     ops, names = kernels.resolve(config.model.kernels, jax.default_backend())
   except kernels.KernelError as e:
@@ -97,47 +81,25 @@ def model_for(config):
           names)
 
 
-DATASETS = ('fashion_mnist', 'imagenet2012')
-
-
-def dataset_for(config):
-  if config.data.name == 'fashion_mnist':
-    from data import fashion_mnist  # noqa: PLC0415
-
-    return fashion_mnist.Dataset(config.data)
-  if config.data.name == 'imagenet2012':
-    from data import imagenet  # noqa: PLC0415
-
-    return imagenet.Dataset(config.data)
-  raise ConfigError(f'data.name {config.data.name!r} is unknown; choose one of {DATASETS}')
-
-
 def eval_crops(config):
   """Views per test image in the final evaluation: 1 (centre) or 10 (corners, centre and their mirrors)."""
-  crops = config.get('eval', {}).get('crops', 1)
-  if crops not in (1, 10):
-    raise ConfigError(f'eval.crops must be 1 or 10, got {crops}')
-  if crops == 10 and config.data.name != 'imagenet2012':
-    raise ConfigError('eval.crops=10 applies to imagenet2012 only')
-  return crops
+  offered = data_lib.module(config.data.name).Dataset.test_views
+  if config.eval.crops not in offered:
+    raise ConfigError(f'eval.crops={config.eval.crops} is not offered by {config.data.name}; choose one of '
+                      f'{", ".join(map(str, offered))}')
+  return config.eval.crops
 
 
 def validate(config):
   """Raises ConfigError for the first value that cannot run among those that need neither the data nor a
   workdir (the optimiser and schedule, the batch sizes against the devices; _setup checks the model next), so a
   mistake costs seconds and writes nothing."""
-  t = config.train
-  for key, ok in (('batch_size', t.batch_size >= 1), ('eval_batch_size', t.eval_batch_size >= 1),
-                  ('epochs', t.epochs >= 1), ('log_every', t.log_every >= 1),
-                  ('checkpoint_every', t.checkpoint_every >= 1), ('keep_checkpoints', t.keep_checkpoints >= 1)):
-    if not ok:
-      raise ConfigError(f'train.{key} must be >= 1, got {t[key]}')
+  for key in ('batch_size', 'eval_batch_size', 'epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
+    require(config.train[key] >= 1, f'train.{key} must be >= 1, got {config.train[key]}')
   for key in ('num_train', 'num_test'):
-    if config.data[key] < 0:
-      raise ConfigError(f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
-  if config.data.name not in DATASETS:
-    raise ConfigError(f'data.name {config.data.name!r} is unknown; choose one of {DATASETS}')
-  optim.classifier_optimizer(config.train, total_steps=1)
+    require(config.data[key] >= 0, f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
+  data_lib.module(config.data.name)  # a known dataset
+  optim.optimizer(config.train, total_steps=1)
   eval_crops(config)
   mesh = sharding.data_mesh()
   try:
@@ -190,13 +152,13 @@ def _setup(config):
   validate(config)
   init_fn, apply_fn, kernel_names = model_for(config)  # the model checked before the data is loaded
   mesh = sharding.data_mesh()
-  dataset = distributed.main_first(lambda: dataset_for(config))  # process 0 prepares the data, then the others
+  dataset = distributed.main_first(lambda: data_lib.module(config.data.name).Dataset(config.data))  # process 0 prepares the data, then the others
   steps_per_epoch = dataset.num_train // config.train.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the {dataset.num_train} training '
                       'examples; pass a smaller batch size or more data')
   total_steps = config.train.epochs * steps_per_epoch
-  tx = optim.classifier_optimizer(config.train, total_steps)
+  tx = optim.optimizer(config.train, total_steps)
 
   def new_state():
     key = jax.random.PRNGKey(config.seed)
@@ -204,7 +166,7 @@ def _setup(config):
     return steps.initial_state(params, tx, jax.random.fold_in(key, 1))
 
   shapes = jax.eval_shape(new_state)
-  state_sharding = sharding.state_shardings(shapes, mesh, shard_dense=config.train.get('shard_dense', False))
+  state_sharding = sharding.state_shardings(shapes, mesh, shard_dense=config.train.shard_dense)
   # The abstract state tells orbax how to lay out what it restores.
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding)
   fresh_state = jax.jit(new_state, out_shardings=state_sharding)  # each device makes only its part
@@ -220,8 +182,8 @@ def _checkpoints(config, workdir):
 # ------------------------------------------------------------------------------------------------------ train
 
 
-def train_and_evaluate(config, workdir):
-  """Trains, evaluates and reports. In a multi-process job every process runs this; process 0 alone writes
+def train_and_evaluate(config, workdir, report):
+  """Trains, evaluates and reports (`report`: experiments/reports/classifier.py). In a multi-process job every process runs this; process 0 alone writes
   config.json, metrics, TensorBoard events, figures and results, and checkpoints are saved collectively."""
   main = distributed.is_main()
   if main:
@@ -243,10 +205,8 @@ def train_and_evaluate(config, workdir):
       print(f'resuming from the checkpoint at step {latest}')
   else:
     state = setup.fresh_state()
-  step = int(state['step'])
-  writer = metrics_lib.MetricsWriter(workdir, start_step=step) if main else metrics_lib.NullWriter()
-  tb = (pipeline.tf().summary.create_file_writer(os.path.join(workdir, 'tensorboard')) if main
-        else pipeline.tf().summary.create_noop_writer())
+  step = int(state.step)
+  writer = metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True) if main else metrics_lib.NullWriter()
 
   # SIGTERM (a scheduler's pre-emption) and a first Ctrl-C (SIGINT) ask for a save at the next step boundary; a
   # second Ctrl-C stops at once (KeyboardInterrupt), keeping the checkpoints saved so far.
@@ -276,18 +236,13 @@ def train_and_evaluate(config, workdir):
 
   def record_test(epoch):
     """Evaluates (centre crops), logs, and lets lr_schedule='plateau' react; returns the new state."""
-    ev = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
-                         mesh)
+    ev = evaluate_params(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
     writer.write(step, epoch=epoch, test_loss=ev['test_loss'], test_accuracy=ev['test_accuracy'],
                  test_top5_error=ev['top5_error'], wall_s=round(time.time() - start_time, 2))
-    with tb.as_default(step=step):
-      pipeline.tf().summary.scalar('test/accuracy', ev['test_accuracy'])
-      pipeline.tf().summary.scalar('test/loss', ev['test_loss'])
-      pipeline.tf().summary.scalar('test/top5_error', ev['top5_error'])
-    opt_state, message = optim.plateau_update(state['opt_state'], ev['top1_error'], config.train)
+    opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train)
     if message and main:
       print(f'epoch {epoch}: {message}')
-    return {**state, 'opt_state': opt_state}
+    return state.replace(opt_state=opt_state)
 
   try:
     for epoch in range(step // steps_per_epoch, config.train.epochs):
@@ -311,9 +266,6 @@ def train_and_evaluate(config, workdir):
           m = jax.tree.map(float, jax.device_get(m))
           check_finite(m, step)  # before any save, so no saved checkpoint holds a diverged state
           writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()})
-          with tb.as_default(step=step):
-            for k, v in m.items():
-              pipeline.tf().summary.scalar(f'train/{k}', v)
           bar.set_postfix(loss=f'{m["loss"]:.4f}')
         if due_save and saved != step:
           ckpt.save(step, state)
@@ -339,17 +291,17 @@ def train_and_evaluate(config, workdir):
     for s, handler in previous_handlers.items():
       signal.signal(s, handler)
     bar.close()
-    tb.flush()
+    writer.flush()
 
   ten = None
   if crops > 1:  # collective: every process evaluates its part
-    ten = evaluate_params(eval_step, steps.stack_models(state['params']), dataset, config.train.eval_batch_size,
+    ten = evaluate_params(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
                           mesh, crops=crops)
-  params_sha256 = checkpoint_lib.params_sha256(state['params'])  # collective where parameters are split
+  params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
   ckpt.close()
   if not main:
     return None
-  rows = read_metrics(workdir)  # the whole run, resumed parts included
+  rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]  # resumed parts included
   history = [{k: r.get(k) for k in ('epoch', 'step', 'test_loss', 'test_accuracy', 'test_top5_error')}
              for r in rows if 'test_loss' in r]
   ev = history[-1]
@@ -366,7 +318,8 @@ def train_and_evaluate(config, workdir):
       'eval_crops': final['crops'],
       'centre_crop_top1_error': 1.0 - ev['test_accuracy'],
       'centre_crop_top5_error': ev['test_top5_error'],
-      'num_params': cnn.num_params(state['params']),
+      'num_params': nets.num_params(state.params),
+      'parameters': {'/'.join(k): list(v.shape) for k, v in traverse_util.flatten_dict(state.params).items()},
       'steps': step,
       'epochs': config.train.epochs,
       'wall_time_s': round(time.time() - start_time, 1),
@@ -376,11 +329,10 @@ def train_and_evaluate(config, workdir):
       'kernels': list(setup.kernels),  # the speed kernels that computed it
       'per_epoch': history,
   }
+  results = report.analyse(config, workdir, results, metrics=rows)
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
-  learning_curves(workdir, os.path.join(workdir, 'figures', 'learning_curves.png'))
-  workdir_lib.write_text(os.path.join(workdir, 'results.md'), markdown(config, results))
-  print(f'test accuracy {results["test_accuracy"]:.4f}, test loss {results["test_loss"]:.4f} after {step} steps '
-        f'({results["wall_time_s"]} s)')
+  workdir_lib.write_text(os.path.join(workdir, 'results.md'), report.markdown(config, results))
+  print(report.summary(results))
   return results
 
 
@@ -403,12 +355,13 @@ def _restore_params(config, setup, workdir, step=None):
                        'every ensemble member must be trained with the same model config') from None
   finally:
     ckpt.close()
-  return step, state['params']
+  return step, state.params
 
 
-def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
+def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
   """Evaluates the workdir's latest (or given) checkpoint on the test split, alone or averaged with the latest
-  checkpoints of the `ensemble` workdirs; writes eval.json, the evaluation section of results.md and figures."""
+  checkpoints of the `ensemble` workdirs; writes eval.json, and `report` the evaluation section of results.md
+  and the figures."""
   if fresh_points:
     raise ConfigError('--fresh_points applies to hidden_units only')
   setup = _setup(config)
@@ -425,99 +378,17 @@ def evaluate(config, workdir, step=None, fresh_points=0, ensemble=()):
          'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}
   if not distributed.is_main():  # every process evaluated its part; process 0 reports
     return out
-  views = f'{crops} crop{"s" if crops > 1 else ""}, {len(members)} model{"s" if len(members) > 1 else ""}'
-  print(f'step {step} ({views}): test accuracy {ev["test_accuracy"]:.4f}, test loss {ev["test_loss"]:.4f}, '
-        f'top-1 error {ev["top1_error"]:.4f}, top-5 error {ev["top5_error"]:.4f}')
-  confusion = ev['confusion']
-  if confusion is not None:
-    out['per_class_accuracy'] = {name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+  if ev['confusion'] is not None:
+    out['per_class_accuracy'] = {name: float(ev['confusion'][i, i] / max(ev['confusion'][i].sum(), 1))
                                  for i, name in enumerate(dataset.class_names)}
-    out['confusion'] = confusion.tolist()
-    confusion_figure(confusion, dataset.class_names, os.path.join(workdir, 'figures', 'confusion_matrix.png'),
-                     f'{config.experiment}, step {step}: test accuracy {ev["test_accuracy"]:.4f}')
-    for name, acc in out['per_class_accuracy'].items():
-      print(f'  {name:12s} {acc:.4f}')
+    out['confusion'] = ev['confusion'].tolist()
+  out = report.analyse_evaluation(config, workdir, out, class_names=dataset.class_names)
   workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
   md = os.path.join(workdir, 'results.md')
   before = ''
   if os.path.exists(md):
     with open(md) as f:
-      before = f.read().split(EVAL_HEADING)[0].rstrip() + '\n\n'
-  workdir_lib.write_text(md, before + eval_markdown(config, out))
+      before = f.read().split(report.EVAL_HEADING)[0].rstrip() + '\n\n'
+  workdir_lib.write_text(md, before + report.evaluation_markdown(config, out))
+  print(report.evaluation_summary(out))
   return out
-
-
-# --------------------------------------------------------------------------------------------- reports, figures
-
-
-def markdown(config, results):
-  lines = [f'# {config.experiment}: results', '',
-           f'Devices: {", ".join(results["devices"])}'
-           + f' (kernels: {", ".join(results["kernels"]) or "none"})'
-           + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
-           '| test accuracy | test loss | final training loss | parameters | params sha256 |', '|---|---|---|---|---|',
-           f'| {results["test_accuracy"]:.4f} | {results["test_loss"]:.4f} | {results["final_loss"]:.4f} | '
-           f'{results["num_params"]:,} | `{results["params_sha256"][:16]}` |', '',
-           '| epoch | step | test accuracy | test loss |', '|---|---|---|---|']
-  lines += [f'| {h["epoch"]} | {h["step"]} | {h["test_accuracy"]:.4f} | {h["test_loss"]:.4f} |'
-            for h in results['per_epoch']]
-  lines += ['', '![learning curves](figures/learning_curves.png)']
-  if config.get('reference'):
-    lines += ['', f'Final evaluation ({results["eval_crops"]} crop{"s" if results["eval_crops"] > 1 else ""}): '
-              f'top-1 error {results["top1_error"]:.4f}, top-5 error {results["top5_error"]:.4f}.', '',
-              *reference_rows(config, 'this run, 1 model', results['top1_error'], results['top5_error'])]
-  return '\n'.join(lines) + '\n'
-
-
-EVAL_HEADING = '## Evaluation (eval.py)'
-
-
-def reference_rows(config, label, top1, top5):
-  """A table of the measured errors beside the published ones in config.reference ({row: (top1, top5)})."""
-  rows = ['| | top-1 error | top-5 error |', '|---|---|---|', f'| **{label}** | **{top1:.4f}** | **{top5:.4f}** |']
-  for name, (r1, r5) in config.get('reference', {}).items():
-    rows.append(f'| {name.replace("_", " ")} (published) | {r1:.3f} | {r5:.3f} |')
-  return rows
-
-
-def eval_markdown(config, out):
-  label = (f'step {out["step"]}, {out["models"]} model{"s" if out["models"] > 1 else ""}, {out["crops"]} '
-           f'crop{"s" if out["crops"] > 1 else ""}')
-  lines = [EVAL_HEADING, '', *reference_rows(config, label, out['top1_error'], out['top5_error'])]
-  if out['ensemble']:
-    lines += ['', 'Ensemble members besides this workdir: ' + ', '.join(f'`{d}`' for d in out['ensemble'])]
-  return '\n'.join(lines) + '\n'
-
-
-def read_metrics(workdir):
-  return workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]
-
-
-def learning_curves(workdir, out_path):
-  """Training loss against step and test accuracy against step, from metrics.jsonl (resumed runs included)."""
-  rows = read_metrics(workdir)
-  train = [(r['step'], r['train_loss']) for r in rows if 'train_loss' in r]
-  test = [(r['step'], r['test_accuracy']) for r in rows if 'test_accuracy' in r]
-  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-  if train:
-    a.plot(*zip(*train))
-  a.set(xlabel='step', ylabel='training loss', yscale='log', title='training loss')
-  if test:
-    b.plot(*zip(*test), marker='o')
-  b.set(xlabel='step', ylabel='test accuracy', title='test accuracy')
-  fig.savefig(out_path, dpi=110, bbox_inches='tight')
-  plt.close(fig)
-
-
-def confusion_figure(confusion, names, out_path, title):
-  fig, ax = plt.subplots(figsize=(7, 6))
-  rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-  ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
-  for i, j in np.ndindex(confusion.shape):
-    ax.text(j, i, str(confusion[i, j]), ha='center', va='center', fontsize=7,
-            color='white' if rates[i, j] > 0.5 else 'black')
-  ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel='predicted', ylabel='true', title=title)
-  ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
-  ax.set_yticklabels(names, fontsize=8)
-  fig.savefig(out_path, dpi=110, bbox_inches='tight')
-  plt.close(fig)

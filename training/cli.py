@@ -40,15 +40,6 @@ def cpu_devices_flag(environ=os.environ, cores=None):
   return f'{flags_now} {COUNT_FLAG}={cores or os.cpu_count() or 1}'.strip()
 
 
-def quiet_tensorflow(environ=os.environ):
-  """TensorFlow's C++ INFO and WARNING lines off, errors kept, unless the user set these variables: a user error
-  must stay one line. TensorFlow prints its oneDNN notice at any log level unless TF_ENABLE_ONEDNN_OPTS=0; here
-  TF only reads and augments data, and its oneDNN kernels serve model arithmetic this project never runs in TF.
-  Must run before TensorFlow is imported."""
-  environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-
-
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 MALLOC_SETTINGS = {_M_TOP_PAD: 1 << 28, _M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30}
@@ -63,17 +54,16 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   compute on the CPU. Returns whether it did; a KEEP_FREED_MEMORY other than 0 or 1 is a UserError. Call it
   before JAX starts its threads.
 
-  Each execution of a jitted XLA:CPU program allocates its temporaries afresh, from XLA's worker threads: for the
-  Fashion-MNIST CNN's training step one block of 45 MB. By default glibc maps a block that large straight from
-  the kernel, or grows a worker thread's heap for it and shrinks the heap again when it is freed; either way
-  every page faults on its first touch, every step: 11,000 page faults and ~12 ms of kernel time per 55 ms step
-  on 2 cores. Blocks below 1 GiB from the heap, heaps grown 256 MB at a time and not trimmed until 1 GiB is
-  free: ~100 page faults per step, and the step takes 48 ms (benchmarks/fashion_mnist_cnn.py; the hidden-units
-  sweep is unchanged). The price: the process keeps its peak heap (freed memory is reused, not returned).
+  Each execution of a jitted XLA:CPU program allocates its temporaries afresh, from XLA's worker threads (for the
+  Fashion-MNIST CNN's training step, one block of tens of MB). By default glibc maps a block that large straight
+  from the kernel, or grows a worker thread's heap for it and shrinks the heap again when it is freed; either way
+  every page faults on its first touch, every step. Blocks below 1 GiB from the heap, heaps grown 256 MB at a
+  time and not trimmed until 1 GiB is free, avoid that (docs/cnn_cpu_performance.md has the page faults and step
+  times). The price: the process keeps its peak heap (freed memory is reused, not returned).
   Left alone: other C libraries; machines with a JAX GPU or TPU plugin installed (not measured there); users
   who set glibc's own variables (MALLOC_TOP_PAD_, GLIBC_TUNABLES, ...), whose choice wins; and KEEP_FREED_MEMORY=0,
   which keeps glibc's defaults (setting any one of glibc's thresholds by hand would not: it also switches off
-  glibc's dynamic mmap threshold, which made JAX 20% and PyTorch 28% slower on this CNN).
+  glibc's dynamic mmap threshold, which made both JAX and PyTorch slower on this CNN).
   """
   if environ.get(OPT_OUT, '1') not in ('0', '1'):
     raise UserError(f'{OPT_OUT}={environ[OPT_OUT]!r} is not understood; set it to 0 (glibc\'s malloc defaults) '

@@ -21,16 +21,12 @@ import threading
 import time
 import traceback
 
-from errors import UserError
+from errors import DistributedError
 
 HEARTBEAT_TIMEOUT_S = 60  # a process silent this long is declared dead and the job ends
 JOIN_TIMEOUT_S = 120  # default of --join_timeout: how long processes wait for each other at start-up
 EXIT_PEER_FAILED = 3
 EXIT_USER_ERROR = 2
-
-
-class DistributedError(UserError):
-  """The distributed flags are inconsistent, or the job's processes did not all start."""
 
 
 def parse_address(address):

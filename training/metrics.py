@@ -1,4 +1,5 @@
-"""Metrics a run logs: one JSON object per logged step in `metrics.jsonl`, and a progress bar for people."""
+"""What a run logs: one writer for `metrics.jsonl` (a JSON object per logged step) and, where asked, TensorBoard
+events in WORKDIR/tensorboard; and a progress bar for people."""
 import json
 import os
 import sys
@@ -6,6 +7,7 @@ import sys
 import numpy as np
 import tqdm
 
+import tf_host
 from training import workdir as workdir_lib
 
 
@@ -15,20 +17,43 @@ def _plain(v):
   return v
 
 
-class MetricsWriter:
-  """Writes `metrics.jsonl` in a workdir. `start_step`: lines of later steps are dropped (a resumed run)."""
+def tensorboard_tag(key):
+  """The TensorBoard tag of a metrics.jsonl key: 'train_loss' -> 'train/loss', 'test_top5_error' ->
+  'test/top5_error'; other keys as they are."""
+  for prefix in ('train_', 'test_'):
+    if key.startswith(prefix):
+      return f'{prefix[:-1]}/{key[len(prefix):]}'
+  return key
 
-  def __init__(self, workdir, start_step=None):
+
+class MetricsWriter:
+  """Writes `metrics.jsonl` in a workdir, and with `tensorboard` the same scalars as TensorBoard events (their
+  tags from tensorboard_tag). `start_step`: lines of later steps are dropped (a resumed run)."""
+
+  def __init__(self, workdir, start_step=None, tensorboard=False):
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     lines = []
     if start_step is not None and os.path.exists(self.path):
       lines = [line for line, row in zip(*workdir_lib.read_jsonl(self.path)) if row.get('step', 0) <= start_step]
     with open(self.path, 'w') as f:
       f.writelines(lines)
+    self._tf, self._events = None, None
+    if tensorboard:
+      self._tf = tf_host.tf()  # imported only when asked for
+      self._events = self._tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step, **scalars):
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n')
+    if self._events is not None:
+      with self._events.as_default(step=int(step)):
+        for k, v in scalars.items():
+          if k != 'epoch' and isinstance(_plain(v), (int, float)):
+            self._tf.summary.scalar(tensorboard_tag(k), v)
+
+  def flush(self):
+    if self._events is not None:
+      self._events.flush()
 
 
 class NullWriter:
@@ -36,6 +61,9 @@ class NullWriter:
 
   def write(self, step, **scalars):
     del step, scalars
+
+  def flush(self):
+    pass
 
 
 def progress(total, desc, disable=False):

@@ -1,12 +1,18 @@
-"""Optimisers and step-size schedules eta_k, built from a config so ablations can change them.
+"""The optimiser and step-size schedule of every trainer, built from config.train so ablations can change them.
 
-Config keys (under `train`):
+Keys (under `train`; a key is read only where the chosen optimiser or schedule uses it):
+  optimizer       'sgd' (with `momentum`; 0 is the lecture's plain SGD) or 'adam'
   learning_rate   eta_0 > 0
   lr_schedule     'constant'      eta_k = eta_0
                   'inverse_time'  eta_k = eta_0 / (1 + k / lr_decay_steps)  (the classic decaying SGD rate)
-                  'cosine'        eta_0 decayed to 0 over lr_decay_steps
-  lr_decay_steps  > 0, used by the decaying schedules
-  momentum        0 for the lecture's plain SGD
+                  'cosine'        eta_0 decayed to 0 over the run's total steps
+                  'step'          divided by 10 at each of `lr_boundaries` (fractions of the run)
+                  'plateau'       divided by `plateau_factor` when the test error has not improved by
+                                  `plateau_min_delta` for `plateau_patience` evaluations, at most
+                                  `plateau_reductions` times: the AlexNet paper's "divide by 10 when the
+                                  validation error stops improving" (the trainer calls plateau_update after each
+                                  evaluation, so only trainers that evaluate during training offer it)
+  weight_decay    added to the gradient as weight_decay * w before the step (the AlexNet paper's form)
 """
 from typing import NamedTuple
 
@@ -17,64 +23,39 @@ import optax
 
 from errors import ConfigError
 
-SCHEDULES = ('constant', 'inverse_time', 'cosine')
+SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step', 'plateau')
+OPTIMIZERS = ('sgd', 'adam')
 
 
-def schedule(train_cfg):
+def schedule(train_cfg, total_steps, schedules=SCHEDULES):
+  """eta_k as a function of the step k (optax's form), for a run of `total_steps` steps."""
   eta0 = train_cfg.learning_rate
   if not eta0 > 0:
     raise ConfigError(f'train.learning_rate must be > 0, got {eta0}; pass e.g. --config.train.learning_rate=0.1')
   name = train_cfg.lr_schedule
-  if name == 'constant':
+  if name not in schedules:
+    raise ConfigError(f'train.lr_schedule {name!r} is unknown here; choose one of {", ".join(schedules)}')
+  if name in ('constant', 'plateau'):
     return optax.constant_schedule(eta0)
-  if train_cfg.lr_decay_steps <= 0:
-    raise ConfigError(f'train.lr_decay_steps must be > 0 for schedule {name!r}, got {train_cfg.lr_decay_steps}')
   if name == 'inverse_time':
+    if train_cfg.lr_decay_steps <= 0:
+      raise ConfigError(f'train.lr_decay_steps must be > 0 for lr_schedule inverse_time, got '
+                        f'{train_cfg.lr_decay_steps}')
     return lambda k: eta0 / (1.0 + k / train_cfg.lr_decay_steps)
   if name == 'cosine':
-    return optax.cosine_decay_schedule(eta0, train_cfg.lr_decay_steps)
-  raise ConfigError(f'train.lr_schedule {name!r} is unknown; choose one of {SCHEDULES}')
+    return optax.cosine_decay_schedule(eta0, max(total_steps, 1))
+  boundaries = tuple(train_cfg.lr_boundaries)
+  if not all(0 < b < 1 for b in boundaries):
+    raise ConfigError(f'train.lr_boundaries must be fractions of the run in (0, 1), got {boundaries}')
+  return optax.piecewise_constant_schedule(eta0, {int(b * total_steps): 0.1 for b in boundaries})
 
 
-def optimizer(train_cfg):
-  """SGD (with momentum when train.momentum > 0) on the configured schedule."""
-  if not 0 <= train_cfg.momentum < 1:
-    raise ConfigError(f'train.momentum must be in [0, 1), got {train_cfg.momentum}')
-  return optax.sgd(schedule(train_cfg), momentum=train_cfg.momentum or None)
-
-
-OPTIMIZERS = ('sgd', 'adam')
-
-
-def classifier_optimizer(train_cfg, total_steps):
-  """The optimiser of a classifier run, from `train`:
-
-    optimizer       'sgd' (with `momentum`) or 'adam'
-    learning_rate   eta_0 > 0
-    lr_schedule     'constant', 'cosine' (to 0 over the run), 'step' (divided by 10 at each of
-                    `lr_boundaries`, fractions of the run), or 'plateau' (divided by `plateau_factor` when the
-                    test error has not improved by `plateau_min_delta` for `plateau_patience` evaluations, at most
-                    `plateau_reductions` times: the AlexNet paper's "divide by 10 when the validation error stops
-                    improving"; the trainer calls `plateau_update` after each evaluation)
-    weight_decay    added to the gradient as weight_decay * w before the step (the AlexNet paper's form)
-  """
-  eta0 = train_cfg.learning_rate
-  if not eta0 > 0:
-    raise ConfigError(f'train.learning_rate must be > 0, got {eta0}')
+def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
+  """The optax transformation of config.train for a run of `total_steps` steps; `schedules`: those the trainer
+  supports. Raises ConfigError naming the first bad value."""
   if train_cfg.weight_decay < 0:
     raise ConfigError(f'train.weight_decay must be >= 0, got {train_cfg.weight_decay}')
-  name = train_cfg.lr_schedule
-  if name == 'constant':
-    sched = optax.constant_schedule(eta0)
-  elif name == 'cosine':
-    sched = optax.cosine_decay_schedule(eta0, max(total_steps, 1))
-  elif name == 'step':
-    sched = optax.piecewise_constant_schedule(
-        eta0, {int(b * total_steps): 0.1 for b in train_cfg.lr_boundaries})
-  elif name == 'plateau':
-    sched = optax.constant_schedule(eta0)
-  else:
-    raise ConfigError(f'train.lr_schedule {name!r} is unknown; choose one of constant, cosine, step, plateau')
+  sched = schedule(train_cfg, total_steps, schedules)
   if train_cfg.optimizer == 'sgd':
     if not 0 <= train_cfg.momentum < 1:
       raise ConfigError(f'train.momentum must be in [0, 1), got {train_cfg.momentum}')
@@ -82,10 +63,10 @@ def classifier_optimizer(train_cfg, total_steps):
   elif train_cfg.optimizer == 'adam':
     step = optax.adam(sched)
   else:
-    raise ConfigError(f'train.optimizer {train_cfg.optimizer!r} is unknown; choose one of {OPTIMIZERS}')
+    raise ConfigError(f'train.optimizer {train_cfg.optimizer!r} is unknown; choose one of {", ".join(OPTIMIZERS)}')
   parts = [optax.add_decayed_weights(train_cfg.weight_decay)] if train_cfg.weight_decay else []
   parts.append(step)
-  if name == 'plateau':
+  if train_cfg.lr_schedule == 'plateau':
     parts.append(plateau_scale())
   return optax.chain(*parts) if len(parts) > 1 else step
 

@@ -3,6 +3,9 @@
 Kept apart from the trainer (training/classifier.py) so that benchmarks run the very same step on a machine that
 has only JAX, optax and the nets (no TensorFlow, no checkpointing, no plotting).
 """
+from typing import Any
+
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -11,9 +14,18 @@ from nets import losses
 from training import sharding
 
 
+@flax.struct.dataclass
+class TrainState:
+  """What the step takes and returns, and what a checkpoint holds (a pytree: its fields are its leaves' paths)."""
+  params: Any
+  opt_state: Any
+  step: Any  # int32 scalar: steps taken
+  rng: Any  # the base PRNG key; step k's dropout key is fold_in(rng, k)
+
+
 def initial_state(params, tx, rng):
-  """The training state the step takes and returns: parameters, optimiser state, step count, base PRNG key."""
-  return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32), 'rng': rng}
+  """A fresh training state: the parameters, the optimiser's initial state, step 0 and the base key."""
+  return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=rng)
 
 
 def make_train_step(apply_fn, tx, mesh, state_sharding=None):
@@ -25,19 +37,19 @@ def make_train_step(apply_fn, tx, mesh, state_sharding=None):
     return losses.softmax_cross_entropy(logits, batch['label']).mean(), logits
 
   def step(state, batch):
-    key = jax.random.fold_in(state['rng'], state['step'])
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], batch, key)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    key = jax.random.fold_in(state.rng, state.step)
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
                'grad_norm': optax.global_norm(grads), 'param_norm': optax.global_norm(params)}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1, 'rng': state['rng']}, metrics
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
   rep, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   state_sharding = rep if state_sharding is None else state_sharding
   # Donating the old state lets accelerators update it in place (AlexNet's state is 0.7 GB). XLA's CPU backend
-  # gains nothing from it and its in-place schedule made the Fashion-MNIST CNN's step 12-15% slower (72 against
-  # 83 ms at batch 128 on 2 cores), so the CPU keeps the old buffers.
+  # gains nothing from it and its in-place schedule made the CPU step slower (docs/cnn_cpu_performance.md), so the
+  # CPU keeps the old buffers.
   donate = () if mesh.devices.flat[0].platform == 'cpu' else (0,)
   return jax.jit(step, in_shardings=(state_sharding, batch), out_shardings=(state_sharding, rep),
                  donate_argnums=donate)

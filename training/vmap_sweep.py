@@ -51,7 +51,7 @@ def evaluate(params, x_NxD, y_N, masks, *, activation, loss):
 def masks_for(models, padded):
   """Per hidden layer, the [M, padded width] 0/1 masks of the models' real units."""
   widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), len(padded))
-  return [(np.arange(p)[None, :] < widths_MxL[:, l:l + 1]).astype(np.float32) for l, p in enumerate(padded)]
+  return [np.asarray(m) for m in mlp.unit_masks_for(widths_MxL.T, padded)]
 
 
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):

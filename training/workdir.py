@@ -17,6 +17,9 @@ import socket
 import tempfile
 
 from errors import WorkdirError
+from files import write_bytes  # noqa: F401 (re-exported: the workdir's files are written with these)
+from files import write_json
+from files import write_text  # noqa: F401
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -25,10 +28,11 @@ LOCK_FILE = '.lock'
 BEFORE_CONFIG = frozenset({LOCK_FILE, 'train.log'})
 # Keys a config gained after workdirs were trained, with the value that reproduces those runs, and keys it lost
 # with the value that the new keys reproduce: such a workdir still matches, so it resumes and evaluates.
-ADDED = {'model.kernels': 'auto'}
+ADDED = {'model.kernels': 'auto', 'train.lr_decay_steps': 0, 'train.plateau_patience': 5,
+         'train.plateau_min_delta': 0.001, 'train.plateau_factor': 10.0, 'train.plateau_reductions': 3,
+         'train.shard_dense': False, 'eval.crops': 1, 'train.optimizer': 'sgd', 'train.weight_decay': 0.0,
+         'train.lr_boundaries': [0.5, 0.75]}
 RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True}
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
 
@@ -138,31 +142,6 @@ def check_matches(workdir, config, sections=None):
     more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
     raise WorkdirError(f'--workdir={workdir} holds a run with another config ({shown}{more}); pass a new '
                        '--workdir so its results are not overwritten, or the config it was trained with')
-
-
-def write_text(path, text):
-  """Writes `text` to `path` atomically (temporary file, then rename)."""
-  write_bytes(path, text.encode())
-
-
-def write_bytes(path, data):
-  """Writes `data` to `path` atomically (temporary file, then rename)."""
-  d = os.path.dirname(path) or '.'
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-')
-  try:
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from collaborators
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def write_json(path, obj):
-  write_text(path, json.dumps(obj, indent=1, sort_keys=False) + '\n')
 
 
 def read_json(path):

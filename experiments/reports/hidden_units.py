@@ -1,6 +1,6 @@
-"""Turns a hidden-units sweep into records, the lecture's claims with measured numbers, results.md and figures.
+"""The hidden-units sweep's report: the lecture's claims with measured numbers, results.md, figures, summaries.
 
-Nothing here trains: every number comes from the runs `experiments/hidden_units.py` passes in.
+Nothing here trains: every number comes from the records and runs training/hidden_units.py passes in.
 """
 import os
 import sys
@@ -12,37 +12,12 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import nets  # noqa: E402
 from nets import mlp  # noqa: E402
 
 
 def _model_params(tree, i):
   return jax.tree.map(lambda a: a[i], tree)
-
-
-def _weights_moved(run, i):
-  """max |W - W_init| and |V - V_init| of model i (offsets excluded)."""
-  p, p0 = _model_params(run['params'], i), _model_params(run['params0'], i)
-  diffs = [np.abs(p['V'] - p0['V']).max()]
-  diffs += [np.abs(l['W'] - l0['W']).max() for l, l0 in zip(p['layers'], p0['layers'])]
-  return float(max(diffs))
-
-
-def records(runs, config):
-  """One dict per trained model, in the order of the runs (experiments.hidden_units.models_for)."""
-  at = config.claims.at_epoch
-  out = []
-  for run in runs:
-    depth = run['depth']
-    c, test = run['curves'], run['test'][config.train.epochs]
-    for i, m in enumerate(run['models']):
-      out.append({
-          'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
-          'seed': m.seed, 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
-          'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
-          'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
-          f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
-          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': _weights_moved(run, i)})
-  return out
 
 
 def _select(recs, **kw):
@@ -54,9 +29,15 @@ def _median(recs, key):
 
 
 def counted_params(depth, width):
-  """Parameters of a real (unpadded) net, counted from its initialised arrays."""
-  params = mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))
-  return int(sum(x.size for x in jax.tree.leaves(params)))
+  """Parameters of a real (unpadded) net, counted from the arrays its init makes."""
+  return nets.num_params(jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))))
+
+
+def analyse(config, workdir, results, *, runs, datasets):
+  """results with the claims added and the figures written to workdir/figures (their names added)."""
+  claims_ = claims(results['records'], runs, config, datasets)
+  names = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
+  return {**results, 'claims': claims_, 'figures': names}
 
 
 def claims(recs, runs, config, datasets):
@@ -132,7 +113,7 @@ def claims(recs, runs, config, datasets):
   return out
 
 
-def markdown(results, config):
+def markdown(config, results):
   """results.md: the claims table, accuracy by task/depth/width, parameter counts, and the figures."""
   recs = results['records']
   lines = ['# Hidden units: measured results', '',
@@ -174,6 +155,17 @@ def summary(results):
   out = [f'{results["num_models"]} models in {results["wall_time_s"]} s']
   out += [f'[{"yes" if c["holds"] else "NO "}] {c["claim"]}: {c["measured"]}' for c in results['claims']]
   return '\n'.join(out)
+
+
+def evaluation_summary(out):
+  """eval.py's lines for the terminal: median test accuracy over seeds of each setting."""
+  by_setting = {}
+  for r in out['records']:
+    by_setting.setdefault((r['task'], r['hidden_units'], r['depth'], r['init']), []).append(r['test_accuracy'])
+  lines = [f'median test accuracy over seeds on the {out["split"]} ({len(out["records"])} models):']
+  lines += [f'  {t:8s} depth {d} {w:3d} units {init:8s} {np.median(accs):.3f}'
+            for (t, w, d, init), accs in sorted(by_setting.items())]
+  return '\n'.join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- figures

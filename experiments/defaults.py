@@ -1,0 +1,52 @@
+"""The defaults every classifier experiment starts from: each key the classifier trainer reads, so an experiment
+file sets only what differs and a misspelt override is refused (configs are locked).
+
+Keys a dataset or model adds (data.source_dir, model.conv, ...) are set by the experiment that uses it.
+"""
+import os
+
+import ml_collections
+
+
+def classifier():
+  c = ml_collections.ConfigDict()
+  c.experiment = ''  # set by the experiment: names its results and its sweeps
+  c.trainer = 'classifier'  # training/classifier.py
+  c.seed = 0  # initialisation, dropout and the data order
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ''  # a dataset's NAME (data/<module>.py)
+  c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
+  c.data.num_train = 0  # 0: the whole training split
+  c.data.num_test = 0  # 0: the whole test split
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = ''  # a model of nets/ (nets/<name>.py)
+  c.model.dropout = 0.5
+  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128  # global: split over the devices
+  c.train.eval_batch_size = 1000
+  c.train.epochs = 10
+  c.train.optimizer = 'sgd'  # sgd or adam; training/optim.py describes every optimiser and schedule key
+  c.train.learning_rate = 0.01
+  c.train.momentum = 0.9  # for optimizer='sgd'
+  c.train.weight_decay = 0.0
+  c.train.lr_schedule = 'constant'
+  c.train.lr_decay_steps = 0  # for lr_schedule='inverse_time'
+  c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
+  c.train.plateau_patience = 5  # for lr_schedule='plateau': evaluations (epochs) without an improvement
+  c.train.plateau_min_delta = 0.001  # of top-1 error
+  c.train.plateau_factor = 10.0
+  c.train.plateau_reductions = 3
+  c.train.shard_dense = False  # True: split the dense layers' weights over the devices instead of replicating them
+  c.train.log_every = 50  # steps between metrics.jsonl rows
+  c.train.checkpoint_every = 500  # steps between checkpoints
+  c.train.keep_checkpoints = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.crops = 1  # views per test image in the final evaluation: 1 (centre) or 10 (where the dataset has them)
+
+  c.reference = ml_collections.ConfigDict()  # published (top-1, top-5) errors to show beside this run's
+  return c

@@ -1,0 +1,11 @@
+"""What turns a trainer's results into tables, figures and terminal lines: one module per trainer, of its name.
+
+The entry points hand the module to the trainer (training/__init__.py), which calls
+  analyse(config, workdir, results, **artefacts) -> results   figures written, anything derived added
+  markdown(config, results) -> str                              results.md
+  summary(results) -> str                                       the lines printed at the end of training
+  evaluation_summary(out) -> str                                the lines eval.py prints
+and, for checkpointed trainers, analyse_evaluation / evaluation_markdown / EVAL_HEADING for eval.py's section of
+results.md. sweep.py summarises a sweep launcher's runs (sweep.csv, sweep.md, figures). Nothing here trains or
+reads the data.
+"""

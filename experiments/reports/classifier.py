@@ -1,0 +1,106 @@
+"""The classifier trainer's report: results.md with its tables, the learning curves, the confusion matrix, and
+the lines printed at the end of training and evaluation."""
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+EVAL_HEADING = '## Evaluation (eval.py)'
+
+
+def analyse(config, workdir, results, *, metrics):
+  """Draws the learning curves from `metrics` (the rows of metrics.jsonl, resumed parts included)."""
+  del config
+  learning_curves(metrics, os.path.join(workdir, 'figures', 'learning_curves.png'))
+  return results
+
+
+def summary(results):
+  return (f'test accuracy {results["test_accuracy"]:.4f}, test loss {results["test_loss"]:.4f} after '
+          f'{results["steps"]} steps ({results["wall_time_s"]} s)')
+
+
+def analyse_evaluation(config, workdir, out, *, class_names):
+  """Draws the confusion matrix, where the evaluation has one."""
+  if 'confusion' in out:
+    confusion_figure(np.asarray(out['confusion']), class_names,
+                     os.path.join(workdir, 'figures', 'confusion_matrix.png'),
+                     f'{config.experiment}, step {out["step"]}: test accuracy {out["test_accuracy"]:.4f}')
+  return out
+
+
+def evaluation_summary(out):
+  views = (f'{out["crops"]} crop{"s" if out["crops"] > 1 else ""}, {out["models"]} '
+           f'model{"s" if out["models"] > 1 else ""}')
+  lines = [f'step {out["step"]} ({views}): test accuracy {out["test_accuracy"]:.4f}, test loss '
+           f'{out["test_loss"]:.4f}, top-1 error {out["top1_error"]:.4f}, top-5 error {out["top5_error"]:.4f}']
+  lines += [f'  {name:12s} {acc:.4f}' for name, acc in out.get('per_class_accuracy', {}).items()]
+  return '\n'.join(lines)
+
+
+def markdown(config, results):
+  lines = [f'# {config.experiment}: results', '',
+           f'Devices: {", ".join(results["devices"])}'
+           + f' (kernels: {", ".join(results["kernels"]) or "none"})'
+           + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
+           '| test accuracy | test loss | final training loss | parameters | params sha256 |', '|---|---|---|---|---|',
+           f'| {results["test_accuracy"]:.4f} | {results["test_loss"]:.4f} | {results["final_loss"]:.4f} | '
+           f'{results["num_params"]:,} | `{results["params_sha256"][:16]}` |', '',
+           '| epoch | step | test accuracy | test loss |', '|---|---|---|---|']
+  lines += [f'| {h["epoch"]} | {h["step"]} | {h["test_accuracy"]:.4f} | {h["test_loss"]:.4f} |'
+            for h in results['per_epoch']]
+  lines += ['', '![learning curves](figures/learning_curves.png)']
+  if config.reference:
+    lines += ['', f'Final evaluation ({results["eval_crops"]} crop{"s" if results["eval_crops"] > 1 else ""}): '
+              f'top-1 error {results["top1_error"]:.4f}, top-5 error {results["top5_error"]:.4f}.', '',
+              *reference_rows(config, 'this run, 1 model', results['top1_error'], results['top5_error'])]
+  return '\n'.join(lines) + '\n'
+
+
+def reference_rows(config, label, top1, top5):
+  """A table of the measured errors beside the published ones in config.reference ({row: (top1, top5)})."""
+  rows = ['| | top-1 error | top-5 error |', '|---|---|---|', f'| **{label}** | **{top1:.4f}** | **{top5:.4f}** |']
+  for name, (r1, r5) in config.reference.items():
+    rows.append(f'| {name.replace("_", " ")} (published) | {r1:.3f} | {r5:.3f} |')
+  return rows
+
+
+def evaluation_markdown(config, out):
+  label = (f'step {out["step"]}, {out["models"]} model{"s" if out["models"] > 1 else ""}, {out["crops"]} '
+           f'crop{"s" if out["crops"] > 1 else ""}')
+  lines = [EVAL_HEADING, '', *reference_rows(config, label, out['top1_error'], out['top5_error'])]
+  if out['ensemble']:
+    lines += ['', 'Ensemble members besides this workdir: ' + ', '.join(f'`{d}`' for d in out['ensemble'])]
+  return '\n'.join(lines) + '\n'
+
+
+def learning_curves(rows, out_path):
+  """Training loss against step and test accuracy against step, from the rows of metrics.jsonl."""
+  train = [(r['step'], r['train_loss']) for r in rows if 'train_loss' in r]
+  test = [(r['step'], r['test_accuracy']) for r in rows if 'test_accuracy' in r]
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+  if train:
+    a.plot(*zip(*train))
+  a.set(xlabel='step', ylabel='training loss', yscale='log', title='training loss')
+  if test:
+    b.plot(*zip(*test), marker='o')
+  b.set(xlabel='step', ylabel='test accuracy', title='test accuracy')
+  fig.savefig(out_path, dpi=110, bbox_inches='tight')
+  plt.close(fig)
+
+
+def confusion_figure(confusion, names, out_path, title):
+  fig, ax = plt.subplots(figsize=(7, 6))
+  rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
+  for i, j in np.ndindex(confusion.shape):
+    ax.text(j, i, str(confusion[i, j]), ha='center', va='center', fontsize=7,
+            color='white' if rates[i, j] > 0.5 else 'black')
+  ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel='predicted', ylabel='true', title=title)
+  ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
+  ax.set_yticklabels(names, fontsize=8)
+  fig.savefig(out_path, dpi=110, bbox_inches='tight')
+  plt.close(fig)

@@ -1,0 +1,67 @@
+"""The codebase's shape: dependencies point down the layers, configs are light, models and datasets are found by
+name. A change that breaks one of these fails here, not in a reader's head."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Each layer and the project packages it may import (entry points above all of them may import anything).
+# The shared modules at the top (errors.py, files.py, tf_host.py) import nothing of the project.
+SHARED = {'errors', 'files', 'tf_host'}
+MAY_IMPORT = {
+    'experiments': {'experiments', 'training', 'data', 'nets', 'kernels'} | SHARED,
+    'training': {'training', 'data', 'nets', 'kernels'} | SHARED,
+    'kernels': {'kernels', 'nets'} | SHARED,
+    'data': {'data'} | SHARED,
+    'nets': {'nets'} | SHARED,
+}
+PROJECT = set(MAY_IMPORT) | SHARED | {'benchmarks', 'tests', 'train', 'eval'}
+
+
+def project_imports(path):
+  """The top-level project packages a module imports (at any depth of its code, lazily or not)."""
+  out = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+        [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+    out |= {n.split('.')[0] for n in names if n.split('.')[0] in PROJECT}
+  return out
+
+
+@pytest.mark.parametrize('layer', sorted(MAY_IMPORT))
+def test_dependencies_point_down(layer):
+  wrong = {str(p.relative_to(ROOT)): sorted(project_imports(p) - MAY_IMPORT[layer])
+           for p in sorted((ROOT / layer).rglob('*.py'))}
+  assert not {k: v for k, v in wrong.items() if v}, f'{layer}/ may import only {sorted(MAY_IMPORT[layer])}'
+
+
+def test_shared_modules_import_nothing_of_the_project():
+  for name in SHARED:
+    assert not project_imports(ROOT / f'{name}.py'), name
+
+
+@pytest.mark.parametrize('config', ['hidden_units', 'fashion_mnist', 'alexnet_imagenet'])
+def test_a_config_is_light_to_import(config):
+  """Reading an experiment's config loads no trainer, no TensorFlow, no orbax and no plotting."""
+  code = (f'import sys, experiments.{config} as c; c.get_config(); '
+          'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+          '("training", "tensorflow", "orbax", "matplotlib", "tensorflow_datasets")))')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == '[]'
+
+
+def test_models_datasets_and_trainers_are_found_by_name():
+  import data  # noqa: PLC0415
+  from errors import ConfigError  # noqa: PLC0415
+  import nets  # noqa: PLC0415
+  import training  # noqa: PLC0415
+
+  assert nets.module('alexnet').__name__ == 'nets.alexnet' and data.module('imagenet2012').__name__ == 'data.imagenet'
+  assert training.trainer('hidden_units').__name__ == 'training.hidden_units'
+  for find, name, listed in ((nets.module, 'resnet', 'alexnet, cnn'), (data.module, 'mnist', 'fashion_mnist, imagenet2012'),
+                             (training.trainer, 'gan', 'classifier, hidden_units'), (nets.module, 'layers', 'alexnet, cnn')):
+    with pytest.raises(ConfigError, match=f'{name}.*choose one of {listed} '):
+      find(name)

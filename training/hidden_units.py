@@ -1,0 +1,275 @@
+"""The per-example SGD sweep trainer: many small nets on the 2-D tasks, one compiled program per depth and width.
+
+`train_and_evaluate(config, workdir, report)` runs these stages (config: experiments/hidden_units.py):
+  1. check     every config value (validate), then the workdir; nothing is written before both pass.
+  2. data      the tasks' training and test points (data/toy2d.py), the same for every model seed.
+  3. models    every (task, depth, width, init, seed), grouped by (depth, padded width) into compiled programs.
+  4. train     per group, training/vmap_sweep.py: vmap over models, scan over steps, an epoch per call; a
+               metrics.jsonl row per epoch and the progress bar.
+  5. results   one record per model (results.json), the curves (curves.npz) and final parameters (params.npz);
+               `report` (experiments/reports/hidden_units.py) adds the claims and figures and writes results.md.
+`evaluate(config, workdir, report, fresh_points=N)` re-evaluates the saved parameters (eval.py).
+"""
+import dataclasses
+import functools
+import json
+import os
+import time
+import zipfile
+
+import jax
+import ml_collections
+import numpy as np
+
+from data import toy2d
+from errors import ConfigError
+from errors import require
+from errors import WorkdirError
+from nets import activations
+from nets import init as init_lib
+from nets import losses
+from nets import mlp
+from training import metrics as metrics_lib
+from training import optim
+from training import vmap_sweep
+from training import workdir as workdir_lib
+
+CPU_DEVICES = None  # independent models, no collectives: one JAX device per core runs them in parallel
+METRICS = ('num_models', 'train_time_s', 'wall_time_s')
+SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step')  # no 'plateau': nothing is evaluated during training
+
+
+def validate(c):
+  """Raises ConfigError naming the first bad value and what to pass instead."""
+  require(c.num_seeds >= 1, f'num_seeds must be >= 1, got {c.num_seeds}')
+  require(len(c.data.tasks) >= 1 and set(c.data.tasks) <= set(toy2d.TASKS),
+       f'data.tasks {tuple(c.data.tasks)} must be a non-empty subset of {toy2d.TASKS}')
+  require(c.data.num_test >= 1, f'data.num_test must be >= 1, got {c.data.num_test}')
+  require(c.data.num_train >= c.train.batch_size >= 1,
+       f'need data.num_train >= train.batch_size >= 1, got {c.data.num_train} and {c.train.batch_size}')
+  require(0 <= c.data.margin <= 0.1, f'data.margin must be in [0, 0.1], got {c.data.margin}')
+  require(len(c.model.hidden_units) >= 1 and all(int(w) == w and w >= 1 for w in c.model.hidden_units),
+       f'model.hidden_units must be whole numbers >= 1, got {tuple(c.model.hidden_units)}')
+  require(len(c.model.depths) >= 1 and all(int(d) == d and d >= 1 for d in c.model.depths),
+       f'model.depths must be whole numbers >= 1 (the linear net is model.include_linear), got '
+       f'{tuple(c.model.depths)}')
+  require(c.model.activation in activations.ACTIVATIONS,
+       f'model.activation {c.model.activation!r} is unknown; choose one of {sorted(activations.ACTIVATIONS)}')
+  require(c.model.weight_init in init_lib.WEIGHT_INITS,
+       f'model.weight_init {c.model.weight_init!r} is unknown; choose one of {init_lib.WEIGHT_INITS}')
+  require(c.model.offset_init in init_lib.OFFSET_INITS,
+       f'model.offset_init {c.model.offset_init!r} is unknown; choose one of {init_lib.OFFSET_INITS}')
+  require(c.model.weight_std > 0 and c.model.offset_std > 0, 'model.weight_std and model.offset_std must be > 0')
+  require(c.train.loss in losses.BINARY_LOSSES,
+       f'train.loss {c.train.loss!r} is unknown; choose one of {sorted(losses.BINARY_LOSSES)}')
+  require(c.train.sampling in vmap_sweep.SAMPLINGS,
+       f'train.sampling {c.train.sampling!r} is unknown; choose one of {vmap_sweep.SAMPLINGS}')
+  require(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
+  require(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
+  require(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')
+  require(c.train.deep_learning_rate > 0, f'train.deep_learning_rate must be > 0, got {c.train.deep_learning_rate}')
+  for depth in sorted({1, *c.model.depths}):  # checks the optimiser, learning rates and schedule
+    tx(c, depth)
+  require(c.claims.easy_task in c.data.tasks and c.claims.hard_task in c.data.tasks,
+       f'claims.easy_task and claims.hard_task must be among data.tasks {tuple(c.data.tasks)}')
+  require({c.claims.few_units, c.claims.many_units} <= set(c.model.hidden_units) and 1 in c.model.depths,
+       f'claims.few_units and claims.many_units must be in model.hidden_units {tuple(c.model.hidden_units)}, '
+       'and model.depths must include 1')
+  require(1 <= c.claims.at_epoch <= c.train.epochs,
+       f'claims.at_epoch must be in [1, train.epochs={c.train.epochs}], got {c.claims.at_epoch}')
+
+
+def train_config_for_depth(c, depth):
+  """config.train with the step size of nets of `depth` hidden layers (deep_learning_rate from depth 2)."""
+  t = ml_collections.ConfigDict(c.train.to_dict())
+  if depth >= 2:
+    t.learning_rate = c.train.deep_learning_rate
+  return t
+
+
+def tx(c, depth):
+  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * num_train / batch_size steps."""
+  steps = c.train.epochs * (c.data.num_train // c.train.batch_size)
+  return optim.optimizer(train_config_for_depth(c, depth), steps, SCHEDULES)
+
+
+def models_for(c):
+  """Every model of the sweep, grouped into compiled programs: {(depth, padded width): [Model, ...]}."""
+  seeds = range(c.seed, c.seed + c.num_seeds)
+  models = [vmap_sweep.Model(t, (), c.model.weight_init, s)
+            for t in c.data.tasks for s in seeds] if c.model.include_linear else []
+  models += [vmap_sweep.Model(t, (w,) * d, c.model.weight_init, s)
+             for d in c.model.depths for t in c.data.tasks for w in c.model.hidden_units for s in seeds]
+  if c.claims.zero_init and c.model.weight_init != 'zeros':
+    models += [vmap_sweep.Model(t, (w,), 'zeros', s)
+               for t in (c.claims.easy_task, c.claims.hard_task)
+               for w in (c.claims.few_units, c.claims.many_units) for s in seeds]
+  groups = {}
+  for m in models:
+    width = m.hidden[0] if m.hidden else 0
+    pad = min([p for p in c.train.pad_widths if p >= width], default=width)
+    groups.setdefault((m.depth, pad if m.hidden else 0), []).append(m)
+  return dict(sorted(groups.items()))
+
+
+PARAMS_FILE = 'params.npz'
+
+
+def save_params(path, runs):
+  """Every model's final parameters: per run k, its stacked leaves `k/i` in tree order and its models."""
+  arrays = {}
+  for k, run in enumerate(runs):
+    for i, leaf in enumerate(jax.tree.leaves(run['params'])):
+      arrays[f'{k}/{i}'] = leaf
+    arrays[f'{k}/models'] = np.asarray([json.dumps(dataclasses.asdict(m)) for m in run['models']])
+    arrays[f'{k}/padded'] = np.asarray(run['padded'], np.int32)
+  tmp = path + '.tmp.npz'
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def load_params(path):
+  """[(models, stacked params)] as save_params wrote them."""
+  with np.load(path) as f:
+    runs, k = [], 0
+    while f'{k}/models' in f:
+      models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
+      padded = tuple(int(p) for p in f[f'{k}/padded'])
+      template = jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2, *padded, 1)))
+      leaves = [f[f'{k}/{i}'] for i in range(len(jax.tree.leaves(template)))]
+      runs.append((models, padded, jax.tree.unflatten(jax.tree.structure(template), leaves)))
+      k += 1
+  return runs
+
+
+def evaluate(config, workdir, report, step=None, fresh_points=0):
+  """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
+
+  On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
+  generation changed since training, and is reported as an error.
+  """
+  if step is not None:
+    raise ConfigError('--step applies to checkpointed experiments; hidden_units keeps only final parameters')
+  if fresh_points < 0:
+    raise ConfigError(f'--fresh_points must be >= 0 (0: the test split), got {fresh_points}')
+  path = os.path.join(workdir, PARAMS_FILE)
+  if not os.path.exists(path):
+    raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '
+                       f'--config=experiments/hidden_units.py --workdir={workdir}')
+  try:
+    saved_runs = load_params(path)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "truncated"})'
+                       f'; train again into a new --workdir') from None
+  saved = None
+  if not fresh_points:  # read before evaluating, so a damaged results.json costs no work
+    saved = workdir_lib.read_json(os.path.join(workdir, 'results.json')).get('records')
+    if not isinstance(saved, list):
+      raise WorkdirError(f'{workdir}/results.json holds no records; train again into a new --workdir')
+  workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
+  which, n = (toy2d.FRESH, fresh_points) if fresh_points else (toy2d.TEST, config.data.num_test)
+  datasets = {t: toy2d.draw(config.data.seed, t, which, n, config.data.margin) for t in config.data.tasks}
+  rows = []
+  for models, padded, params in saved_runs:
+    x = np.stack([datasets[m.task][0] for m in models])
+    y = np.stack([datasets[m.task][1] for m in models])
+    one = functools.partial(vmap_sweep.evaluate, activation=config.model.activation, loss=config.train.loss)
+    _, acc = jax.jit(jax.vmap(one))(params, x, y, vmap_sweep.masks_for(models, padded))
+    rows += [(m, float(a)) for m, a in zip(models, np.asarray(acc))]
+  split = f'{fresh_points} fresh points' if fresh_points else 'test split'
+  fields = ('task', 'hidden_units', 'depth', 'init', 'seed')
+  out = {'split': split, 'records': [
+      {'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': m.depth, 'init': m.init,
+       'seed': m.seed, 'test_accuracy': a} for m, a in rows]}
+  if not fresh_points:
+    key = lambda r: tuple(r.get(f) for f in fields)
+    expected = {key(r): r.get('test_accuracy') for r in saved if isinstance(r, dict)}
+    got = {key(r): r['test_accuracy'] for r in out['records']}
+    if any(not isinstance(expected.get(k), (int, float)) for k in got):
+      raise WorkdirError(f'{workdir}/results.json does not record every saved model\'s test accuracy; train again '
+                         'into a new --workdir')
+    worst = max(abs(expected[k] - got[k]) for k in got)
+    out['max_abs_diff_vs_results_json'] = worst
+    if worst > 1e-6:
+      raise WorkdirError(f'saved parameters give test accuracies up to {worst:.4f} away from results.json: the '
+                         'workdir was changed or the code changed since training; retrain into a new --workdir')
+  workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
+  print(report.evaluation_summary(out))
+  return out
+
+
+def _weights_moved(run, i):
+  """max |W - W_init| and |V - V_init| of model i (offsets excluded)."""
+  p, p0 = (jax.tree.map(lambda a: a[i], run[k]) for k in ('params', 'params0'))
+  diffs = [np.abs(p['V'] - p0['V']).max()]
+  diffs += [np.abs(l['W'] - l0['W']).max() for l, l0 in zip(p['layers'], p0['layers'])]
+  return float(max(diffs))
+
+
+def records(runs, config):
+  """One dict per trained model, in the order of the runs (models_for)."""
+  at = config.claims.at_epoch
+  out = []
+  for run in runs:
+    depth = run['depth']
+    c, test = run['curves'], run['test'][config.train.epochs]
+    for i, m in enumerate(run['models']):
+      out.append({
+          'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
+          'seed': m.seed, 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
+          'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
+          'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
+          f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
+          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': _weights_moved(run, i)})
+  return out
+
+
+def train_and_evaluate(config, workdir, report):
+  """Runs the whole sweep and writes config.json, metrics.jsonl, curves.npz, params.npz and results.json to
+  workdir; `report` adds the claims and figures/ and writes results.md."""
+  validate(config)
+  workdir_lib.prepare(workdir, config)
+  start = time.time()
+  datasets = {t: toy2d.train_test(config.data.seed, t, config.data.num_train, config.data.num_test,
+                                  config.data.margin) for t in config.data.tasks}
+  groups = models_for(config)
+  writer = metrics_lib.MetricsWriter(workdir)
+  snapshot_epochs = (0, config.claims.at_epoch)
+  runs = []
+  bar = metrics_lib.progress(len(groups) * config.train.epochs, 'hidden units sweep')
+  done_epochs = 0
+  for (depth, pad), models in groups.items():
+    bar.set_description(f'depth {depth}, width <= {pad}: {len(models)} models')
+
+    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs):
+      writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
+                   train_loss_mean=float(m['train_loss'].mean()),
+                   train_accuracy_mean=float(m['train_accuracy'].mean()))
+      bar.update(1)
+
+    run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
+                           snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
+    runs.append({**run, 'models': models, 'depth': depth})
+    bar.update(config.train.epochs - (bar.n - done_epochs))  # epochs skipped by an early stop
+    done_epochs += config.train.epochs
+  bar.close()
+  train_time = time.time() - start
+
+  records_ = records(runs, config)
+  results = {
+      'experiment': config.experiment,
+      'train_time_s': round(train_time, 2),
+      'num_models': len(records_),
+      'devices': [str(d) for d in jax.devices()],
+      'records': records_,
+  }
+  np.savez_compressed(os.path.join(workdir, 'curves.npz'),
+                      **{f'{k}_depth{r["depth"]}_width{r["padded"][0] if r["padded"] else 0}': v
+                         for r in runs for k, v in r['curves'].items()})
+  save_params(os.path.join(workdir, PARAMS_FILE), runs)
+  results = report.analyse(config, workdir, results, runs=runs, datasets=datasets)
+  results['wall_time_s'] = round(time.time() - start, 2)
+  workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
+  workdir_lib.write_text(os.path.join(workdir, 'results.md'), report.markdown(config, results))
+  print(report.summary(results))
+  return results
