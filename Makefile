@@ -7,13 +7,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= workdirs/hidden_units
 
-.PHONY: setup data onednn reproduce test bench clean
+.PHONY: setup data onednn reproduce test lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0] + ": run make PYTHON=python3.11") if sys.version_info < (3, 11) else None'
+	@[ -w . ] || { echo "error: $(CURDIR) is not writable: clone the project where you can write (make creates $(VENV) and workdirs/ here)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip could not upgrade itself; going on with $$($(BIN)/python -m pip --version)"
+	@$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt || { echo "error: pip could not install requirements.txt: is a package index reachable (or set PIP_INDEX_URL)?"; exit 1; }
 	touch $@
 
 # Fashion-MNIST's four original files from Debian's package dataset-fashion-mnist, where data/fashion_mnist.py
@@ -56,6 +57,10 @@ reproduce: setup
 # PYTEST_ARGS=--require-onednn: the oneDNN kernel's tests fail, instead of skipping, where it is not built.
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The linter's rules are in pyproject.toml ([tool.ruff]); `ruff check --fix` sorts imports and drops stale noqa.
+lint: setup
+	$(BIN)/ruff check .
 
 bench: setup onednn
 	$(BIN)/python -m pip install --quiet -r requirements-bench.txt

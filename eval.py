@@ -18,8 +18,8 @@ from ml_collections import config_flags  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from errors import WorkdirError  # noqa: E402
 import experiments  # noqa: E402
-from training import cli  # noqa: E402
 import training  # noqa: E402
+from training import cli  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',

@@ -10,12 +10,13 @@ tf_host.quiet()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-import experiments  # noqa: E402
-from training import cli  # noqa: E402
-import training  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. experiments/hidden_units.py:quick',
-                                          lock_config=True)
+import experiments  # noqa: E402
+import training  # noqa: E402
+from training import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
+                                          'experiments/hidden_units.py:quick', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run\'s config, metrics, results and figures.')
 _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved config and exit.')
 _DISTRIBUTED = cli.define_distributed_flags()

@@ -28,14 +28,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import optax  # noqa: E402
+import jax
+import optax
 
-from benchmarks import timing  # noqa: E402
-import kernels  # noqa: E402
-from nets import alexnet  # noqa: E402
-from training import sharding  # noqa: E402
-from training import steps as steps_lib  # noqa: E402
+from benchmarks import timing
+import kernels
+from nets import alexnet
+from training import sharding
+from training import steps as steps_lib
 
 NETWORKS = {
     'paper_lrn': alexnet.Arch(),

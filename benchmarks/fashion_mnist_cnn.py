@@ -29,24 +29,24 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import cli  # noqa: E402
+from training import cli
 
 try:
   MALLOC_KEPT = cli.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
 except cli.UserError as e:
   cli.fail(str(e))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+from absl import app
+from absl import flags
+import jax
+import numpy as np
 
-from benchmarks import timing  # noqa: E402
-from nets import cnn  # noqa: E402
-import kernels  # noqa: E402
-from training import steps as steps_lib  # noqa: E402
-from training import optim  # noqa: E402
-from training import sharding  # noqa: E402
+from benchmarks import timing
+import kernels
+from nets import cnn
+from training import optim
+from training import sharding
+from training import steps as steps_lib
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Training steps per timing.')

@@ -16,7 +16,7 @@ import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import tf_host  # noqa: E402
+import tf_host
 
 tf_host.quiet()
 

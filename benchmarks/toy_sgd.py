@@ -22,25 +22,25 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import cli  # noqa: E402
+from training import cli
 
 try:
   cli.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
 except cli.UserError as e:
   cli.fail(str(e))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from benchmarks import timing  # noqa: E402
-from data import toy2d  # noqa: E402
-from nets import mlp  # noqa: E402
-from training import sharding  # noqa: E402
-from training import vmap_sweep  # noqa: E402
+from benchmarks import timing
+from data import toy2d
+from nets import mlp
+from training import sharding
+from training import vmap_sweep
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _MODELS = flags.DEFINE_list('models', ['1', '64', '256', '2048'], 'Numbers of models trained at once.')
@@ -96,8 +96,8 @@ def numpy_updates_per_s(x, y, epochs, repeats):
 
 
 def sklearn_updates_per_s(x, y, epochs, repeats):
-  from sklearn.exceptions import ConvergenceWarning
-  from sklearn.neural_network import MLPClassifier
+  from sklearn.exceptions import ConvergenceWarning  # noqa: PLC0415 (the peer, loaded only when timed)
+  from sklearn.neural_network import MLPClassifier  # noqa: PLC0415
 
   def run():
     clf = MLPClassifier(hidden_layer_sizes=(WIDTH,), activation='tanh', solver='sgd', batch_size=1,

@@ -31,9 +31,9 @@ import numpy as np
 
 from data import pipeline
 import errors
+from errors import DataError
 import files
 import tf_host
-from errors import DataError
 
 NAME = 'imagenet2012'
 TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'

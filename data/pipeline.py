@@ -18,9 +18,8 @@ import jax
 import numpy as np
 
 import errors
-import tf_host
 from errors import DataError
-
+import tf_host
 
 tf = tf_host.tf  # the pipelines' TensorFlow, hidden from accelerators
 

@@ -31,7 +31,6 @@ import experiments
 from experiments import defaults
 
 
-
 def get_config(arg='paper'):
   variant, args = experiments.parse_arg(arg, 'alexnet_imagenet.py', variants=('paper', 'single', 'torchvision'),
                                         options=('bf16', 'quick'), default='paper')

@@ -19,6 +19,7 @@ normalisation), feature_groups (max over groups of channels), dense widths.
 import experiments
 from experiments import defaults
 
+
 def get_config(arg='cnn'):
   kind, args = experiments.parse_arg(arg, 'fashion_mnist.py', variants=('mlp', 'cnn'), options=('quick',),
                                      default='cnn')

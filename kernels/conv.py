@@ -16,8 +16,8 @@ hand-written gradients (custom VJPs), so they serve jax.grad but not forward-mod
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from kernels import onednn
 

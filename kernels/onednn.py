@@ -1,9 +1,9 @@
 """oneDNN's convolutions for JAX on the CPU, through XLA's FFI (the C++ side: kernels/onednn_conv.cc).
 
 On the CPU, XLA (jax 0.10-0.12) computes convolutions with YNNPACK, whose gradients run slower per core than
-oneDNN's, the library PyTorch uses (docs/cnn_cpu_performance.md has the timings). `make onednn` builds `kernels/onednn_conv.so`
-where oneDNN's headers are installed (Debian and Ubuntu: libdnnl-dev); the kernel `onednn_conv` (kernels/conv.py)
-then computes float32 convolutions without feature groups with it.
+oneDNN's, the library PyTorch uses (docs/cnn_cpu_performance.md has the timings). `make onednn` builds
+`kernels/onednn_conv.so` where oneDNN's headers are installed (Debian and Ubuntu: libdnnl-dev); the kernel
+`onednn_conv` (kernels/conv.py) then computes float32 convolutions without feature groups with it.
 
 The three operations are plain functions of arrays (no state): `forward(x, w, g)`, `input_grad(dy, w, g)` and
 `weight_grad(x, dy, g)`, images NHWC and kernels HWIO, `g = geometry(...)` static. Each runs on one thread
@@ -18,9 +18,9 @@ import os
 import jax
 from jax.experimental.custom_partitioning import custom_partitioning
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.so')
 _TARGETS = {'onednn_conv_forward': 'OnednnConvForward', 'onednn_conv_input_grad': 'OnednnConvInputGrad',

@@ -6,8 +6,8 @@ all others as strided slices (`_strided_max`). Custom VJPs: jax.grad only, not f
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 
 def max_pool(x_BxHxWxC, window, stride=None, padding='VALID'):

@@ -17,8 +17,8 @@ import dataclasses
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from nets import init as init_lib
 

@@ -77,7 +77,8 @@ def test_space_to_depth_conv1_is_the_same_network():
   loss = lambda ops: lambda p: jnp.sum(alexnet.apply(p, x, arch, ops=ops) ** 2)
   np.testing.assert_allclose(alexnet.apply(params, x, arch, ops=s2d), alexnet.apply(params, x, arch), rtol=1e-4,
                              atol=1e-6)
-  np.testing.assert_allclose(jax.grad(loss(s2d))(params)['conv1']['W'], jax.grad(loss(layers.PLAIN))(params)['conv1']['W'],
+  np.testing.assert_allclose(jax.grad(loss(s2d))(params)['conv1']['W'],
+                             jax.grad(loss(layers.PLAIN))(params)['conv1']['W'],
                              rtol=1e-3, atol=1e-6)
 
 

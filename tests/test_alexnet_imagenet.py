@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tests.test_classifier import USER_ENV
 from tests.test_classifier import logged_step
-from tests.test_cli import ROOT
+from tests.test_classifier import USER_ENV
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
 
 QUICK = 'experiments/alexnet_imagenet.py:quick'
 

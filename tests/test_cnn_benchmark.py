@@ -9,8 +9,8 @@ import pytest
 
 import kernels
 from tests.test_classifier import USER_ENV
-from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
 
 SCRIPT = 'benchmarks/fashion_mnist_cnn.py'
 

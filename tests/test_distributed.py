@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_classifier import USER_ENV
 from tests.test_classifier import logged_step
-from tests.test_cli import ROOT
+from tests.test_classifier import USER_ENV
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
 
@@ -51,7 +51,7 @@ def test_two_processes_train_like_one(fashion_mnist_tfds, tmp_path):
   assert one.returncode == 0, one.stderr[-3000:]
   job = start_job(tmp_path / 'two', fashion_mnist_tfds)
   outs = [p.communicate(timeout=300) for p in job]
-  for p, (out, err) in zip(job, outs):
+  for p, (_, err) in zip(job, outs):
     assert p.returncode == 0, err[-3000:]
   assert 'process 0 of 2 (flags): 1 local of 2 devices' in outs[0][0]
   assert 'test accuracy' in outs[0][0] and 'test accuracy' not in outs[1][0], 'only process 0 reports'

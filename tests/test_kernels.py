@@ -39,7 +39,8 @@ def test_max_pool_fast_path_matches_reduce_window(k, ties):
   assert np.count_nonzero(g) == probe.size - 1  # one pixel per window (probe 0 once)
 
 
-@pytest.mark.parametrize('k,s,padding,hw', [(3, 2, 'VALID', (13, 11)), (3, 2, 'SAME', (14, 14)), (3, 2, 'SAME', (15, 9)),
+@pytest.mark.parametrize('k,s,padding,hw', [(3, 2, 'VALID', (13, 11)), (3, 2, 'SAME', (14, 14)),
+                                            (3, 2, 'SAME', (15, 9)),
                                             (3, 1, 'VALID', (7, 8)), (2, 3, 'VALID', (8, 8)), (2, 2, 'SAME', (7, 7))])
 @pytest.mark.parametrize('ties', [False, True])
 def test_max_pool_strided_path_matches_reduce_window(k, s, padding, hw, ties):
@@ -92,7 +93,7 @@ def test_space_to_depth_conv_equals_the_strided_conv(kernel, stride, padding, hw
   assert s2d.conv is not layers.conv
   f = lambda p, ops: ops.conv(p, x, stride=stride, padding=padding)
   np.testing.assert_allclose(f(p, s2d), f(p, layers.PLAIN), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda p: jnp.sum(jnp.sin(f(p, ops))))(p) for ops in (s2d, layers.PLAIN)]
+  grads = [jax.grad(lambda p, ops=ops: jnp.sum(jnp.sin(f(p, ops))))(p) for ops in (s2d, layers.PLAIN)]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
 
 
@@ -104,8 +105,8 @@ def test_lrn_kernel_equals_the_plain_formula_in_value_and_gradient(n, k, alpha, 
   for over_n in (True, False):  # g_ref stays the plain form's, for the bfloat16 check below
     kw = dict(n=n, k=k, alpha=alpha, beta=beta, alpha_over_n=over_n)
     np.testing.assert_array_equal(lrn_lib.lrn(a, **kw), layers.lrn(a, **kw))
-    g = jax.grad(lambda a: jnp.sum(lrn_lib.lrn(a, **kw) * probe))(a)
-    g_ref = jax.grad(lambda a: jnp.sum(layers.lrn(a, **kw) * probe))(a)
+    g = jax.grad(lambda a, kw=kw: jnp.sum(lrn_lib.lrn(a, **kw) * probe))(a)
+    g_ref = jax.grad(lambda a, kw=kw: jnp.sum(layers.lrn(a, **kw) * probe))(a)
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-5)
   kw = dict(n=n, k=k, alpha=alpha, beta=beta)
   g16 = jax.grad(lambda a: jnp.sum(lrn_lib.lrn(a, **kw).astype(jnp.float32) * probe))(a.astype(jnp.bfloat16))

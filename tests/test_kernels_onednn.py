@@ -7,11 +7,11 @@ Skipped where kernels/onednn_conv.so is not built (`make onednn`), unless pytest
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
 
 import kernels
 from kernels import conv as conv_lib

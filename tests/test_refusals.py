@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.test_cli import QUICK
-from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import evaluate
+from tests.test_cli import QUICK
+from tests.test_cli import ROOT
 from tests.test_cli import snapshot
 from tests.test_cli import train
 
@@ -26,7 +26,7 @@ MLP = 'experiments/fashion_mnist.py:mlp,quick'
     ([f'--config={QUICK}', 'config.train.epochs=3'], ["unexpected argument 'config.train.epochs=3'",
                                                       'did you mean --config.train.epochs=3']),
     ([f'--config={CNN}', '--config.model.conv=32,5'], ['does not fit model.conv', '((32, 5, 1), (64, 5, 1))']),
-    ([f'--config={MLP}', '--config.model.conv=32,5'], ['model.conv (32, 5) must be (features, kernel, stride) triples']),
+    ([f'--config={MLP}', '--config.model.conv=32,5'], ['model.conv (32, 5) must be (features, kernel, stride)']),
     ([f'--config={MLP}', '--config.train.optimizer=adamw'], ["train.optimizer 'adamw' is unknown"]),
     ([f'--config={MLP}', '--config.train.lr_schedule=linear'], ["train.lr_schedule 'linear' is unknown"]),
     ([f'--config={MLP}', '--config.train.learning_rate=-1.0'], ['train.learning_rate must be > 0']),

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from experiments import sweep
-from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
 from training import cli
 from training import workdir as workdir_lib
 
@@ -25,8 +25,9 @@ def test_grid_is_the_product_of_its_axes():
 
 
 def test_sweep_file_and_dry_run(tmp_path):
-  proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--sweep=experiments/fashion_mnist_ablations.py:cnn',
-                         f'--workdir={tmp_path}', '--dry_run'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run([sys.executable, '-m', 'experiments.sweep',
+                         '--sweep=experiments/fashion_mnist_ablations.py:cnn', f'--workdir={tmp_path}', '--dry_run'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = [l for l in proc.stdout.splitlines() if 'train.py' in l]
   assert len(lines) == 6 and all('--config.train.epochs=4' in l for l in lines)
@@ -68,7 +69,8 @@ def test_load_config_resolves_as_train_py_does(tmp_path):
   """The sweep decides 'finished' by comparing with cli.load_config: it must equal the config.json train.py
   writes for the same overrides."""
   proc = subprocess.run([sys.executable, 'train.py', '--config=experiments/hidden_units.py:quick',
-                         f'--workdir={tmp_path}', '--config.train.lr_decay_steps=500', '--config.model.hidden_units=2,3,10'],
+                         f'--workdir={tmp_path}', '--config.train.lr_decay_steps=500',
+                         '--config.model.hidden_units=2,3,10'],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   resolved = cli.load_config('experiments/hidden_units.py:quick',

@@ -69,7 +69,7 @@ class Checkpoints:
     """Turns orbax's errors while writing (a full disk, a vanished directory) into one CheckpointError line."""
     try:
       yield
-    except Exception as e:  # noqa: BLE001 (orbax and its async writers raise many types)
+    except Exception as e:
       step = self._pending if step is None else step
       raise CheckpointError(f'could not save the checkpoint at step {step} in {self.directory} '
                             f'({one_line(e)}); the checkpoints saved before it are kept: free space or fix the '

@@ -13,8 +13,8 @@ import platform
 import sys
 
 from absl import app
-from absl import logging
 from absl import flags
+from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -295,7 +295,7 @@ def main(run):
            'command is run again', Interrupted.exit_status, prefix='')
     except UserError as e:
       fail(str(e))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
       if _multiprocess():
         from training import distributed  # noqa: PLC0415
 

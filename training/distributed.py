@@ -224,8 +224,8 @@ def any_process(flag):
   """True in every process if `flag` is true in any of them (a collective: every process must call it)."""
   if not is_multiprocess():
     return bool(flag)
-  import numpy as np  # noqa: PLC0415
   from jax.experimental import multihost_utils  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
 
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 

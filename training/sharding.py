@@ -9,10 +9,11 @@ device trains its share of the models, with no communication. The same code runs
 (one per core, see `training.cli.cpu_devices_flag`), on GPUs and on TPUs.
 """
 import jax
-import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+
 
 def model_mesh(devices=None):
   """A 1-D mesh ('models',) over `devices` (default: all)."""

@@ -1,10 +1,10 @@
 """Train many small binary classifiers at once: one compiled program per call, vmapped over models.
 
-A model is (task, hidden widths, weight init, seed). The models of one call share a depth; they are padded to
-the largest width of each layer and masked (see nets/mlp.py), stacked along a leading model axis M, and trained
-together. One epoch is one jitted call: per-example (or minibatch) SGD as a `lax.scan` over steps, vmapped over the M models, with
-gradients from `jax.grad` handed to optax. Python only loops over epochs, to log, draw the progress bar and stop
-early once every model has reached zero training loss.
+A model is (task, hidden widths, weight init, seed). The models of one call share a depth; they are padded to the
+largest width of each layer and masked (see nets/mlp.py), stacked along a leading model axis M, and trained
+together. One epoch is one jitted call: per-example (or minibatch) SGD as a `lax.scan` over steps, vmapped over the
+M models, with gradients from `jax.grad` handed to optax. Python only loops over epochs, to log, draw the progress
+bar and stop early once every model has reached zero training loss.
 
 Randomness: model seed s gives init key fold_in(PRNGKey(s), 0) and sampling key fold_in(PRNGKey(s), 1); epoch e
 samples with fold_in(sampling key, e). The same seed therefore gives the same initial weights (for the same
@@ -117,11 +117,11 @@ def init_models(models, padded, weight_std, offset_init, offset_std):
     idx = np.asarray([i for i, m in enumerate(models) if m.init == scheme])
     init = functools.partial(mlp.init, sizes=(2, *padded, 1), weight_init=scheme, offset_init=offset_init,
                              weight_std=weight_std, offset_std=offset_std)
-    stacked = jax.jit(jax.vmap(lambda k, t: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
+    stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
     stacked = jax.tree.map(np.asarray, stacked)
     if out is None:
       out = jax.tree.map(lambda a: np.zeros((len(models),) + a.shape[1:], a.dtype), stacked)
-    jax.tree.map(lambda o, a: o.__setitem__(idx, a), out, stacked)
+    jax.tree.map(lambda o, a, idx=idx: o.__setitem__(idx, a), out, stacked)
   return out
 
 

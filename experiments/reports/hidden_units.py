@@ -9,11 +9,11 @@ import jax
 import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import nets  # noqa: E402
-from nets import mlp  # noqa: E402
+import nets
+from nets import mlp
 
 
 def _model_params(tree, i):
