@@ -1,12 +1,14 @@
-"""Fashion-MNIST through TFDS, prepared offline from the four original IDX files.
+"""Fashion-MNIST through TFDS: its standard `fashion_mnist` builder, fed from local files where they exist.
 
-TFDS's `fashion_mnist` builder downloads four .gz files and checks their checksums. Offline, this module finds
-the same four files locally, in order:
+TFDS's builder downloads four .gz files and checks them against its registered checksums. This module first
+looks for the same four files locally, in order:
   1. the config's `data.source_dir`,
   2. $FASHION_MNIST_DIR,
   3. /usr/share/datasets/fashion-mnist (Debian's package `dataset-fashion-mnist`),
-and prepares the very same TFDS dataset (`fashion_mnist` 3.0.1, same features and splits) into `data_dir`, after
-which TFDS loads it from there like any prepared dataset. Debian recompressed the files, so their .gz checksums
+and prepares the very same TFDS dataset (`fashion_mnist` 3.0.1, same features and splits) from them into
+`data_dir`, offline. Without local files it lets TFDS download and prepare it (network needed); offline and
+without files, one line says both ways to get it. Either way TFDS then loads it from `data_dir` like any
+prepared dataset. Debian recompressed the files, so their .gz checksums
 differ from the ones TFDS registered although the contents are identical: each file is verified by the sha256 of
 its decompressed bytes instead, and a file whose content differs is refused. Verification is never switched off.
 """
@@ -55,7 +57,7 @@ def find_sources(source_dir=''):
       missing = sorted(set(IDX_SHA256) - set(found))
       raise DataError(f'data.source_dir={d} lacks {", ".join(m + ".gz" for m in missing)}; {HOW_TO_GET}')
   raise DataError(f'Fashion-MNIST is not prepared in the TFDS data_dir and its files were not found in '
-                  f'{", ".join(candidates)}; {HOW_TO_GET}')
+                  f'{", ".join(candidates)}; {HOW_TO_GET}, or let TFDS download them (network needed)')
 
 
 def verified_idx(path, name, out_dir):
@@ -86,15 +88,32 @@ class _LocalFiles:
     return {k: self._paths[os.path.basename(url).removesuffix('.gz')] for k, url in url_or_urls.items()}
 
 
+def _download_and_prepare(b, data_dir, not_found):
+  """TFDS's own download_and_prepare (the four files from TFDS's URLs, checked by its registered checksums)."""
+  try:
+    with pipeline.native_stderr_held():
+      b.download_and_prepare()
+  except Exception as e:  # noqa: BLE001 (no network, a proxy, a checksum: TFDS raises many types)
+    raise DataError(f'{not_found}; TFDS could not download them either ({errors.one_line(e)}): connect this '
+                    f'machine to the network and run again, or {HOW_TO_GET}') from None
+  return b
+
+
 def builder(data_dir, source_dir=''):
-  """The TFDS builder of fashion_mnist in data_dir, prepared from local files first if it is not there yet."""
-  import tensorflow_datasets as tfds  # heavy: imported only by the experiments that need it
+  """The TFDS builder of fashion_mnist in data_dir, prepared if it is not there yet: from local files first,
+  else by TFDS's download."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy: imported only by the experiments that need it)
 
   b, prepared = pipeline.tfds_builder(NAME, data_dir)
   if prepared:
     return b
-  sources = find_sources(source_dir)
-  from tensorflow_datasets.image_classification import mnist
+  try:
+    sources = find_sources(source_dir)
+  except DataError as e:
+    if source_dir:  # the user named a directory: what it lacks is the error
+      raise
+    return _download_and_prepare(b, data_dir, str(e).split('; ')[0])
+  from tensorflow_datasets.image_classification import mnist  # noqa: PLC0415
 
   with tempfile.TemporaryDirectory(prefix='fashion_mnist_idx_') as tmp:
     paths = {name: verified_idx(path, name, tmp) for name, path in sources.items()}

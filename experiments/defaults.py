@@ -42,6 +42,8 @@ def classifier():
   c.train.plateau_reductions = 3
   c.train.shard_dense = False  # True: split the dense layers' weights over the devices instead of replicating them
   c.train.log_every = 50  # steps between metrics.jsonl rows
+  c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
+  c.train.profile_steps = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
   c.train.checkpoint_every = 500  # steps between checkpoints
   c.train.keep_checkpoints = 3
 

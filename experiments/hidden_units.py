@@ -24,6 +24,7 @@ import ml_collections
 from data import toy2d
 import experiments
 
+
 def get_config(arg=None):
   """Default: the full reproduction. `quick`: 2 tasks, widths 2 and 10, depth 1, 4 seeds, 12 epochs."""
   _, args = experiments.parse_arg(arg, 'hidden_units.py', options=('quick',))
@@ -68,6 +69,7 @@ def get_config(arg=None):
   c.train.momentum = 0.0
   c.train.weight_decay = 0.0
   c.train.unroll = 1  # lax.scan unroll factor (speed only)
+  c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
   # Speed only: each width is padded to the smallest of these that holds it, one compiled program per (depth,
   # padded width); a 1-unit net then costs a 10-wide one, not a 32-wide one. Results do not depend on it.
   c.train.pad_widths = (10, 32)

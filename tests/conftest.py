@@ -1,17 +1,22 @@
 """Test-wide settings, applied before JAX starts.
 
+- The CPU platform, whatever accelerators the machine has and whatever JAX_PLATFORMS said: the suite's device
+  counts and bitwise comparisons are the CPU's, and the CLI tests' subprocesses inherit it. GPU-only checks, if
+  any, belong in benchmarks/ or are marked and skipped here.
 - 8 simulated CPU devices (unless XLA_FLAGS already sets a count), so every test runs the sharded code paths
-  that GPUs and TPUs run; the CLI tests' subprocesses inherit it.
+  that GPUs and TPUs run; the subprocesses inherit it too.
 - Implicit rank promotion is an error, so a shape bug cannot hide behind broadcasting.
 """
 import os
 
 from training import cli
 
+os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=8)
 
-import jax  # noqa: E402
+import jax
 
+jax.config.update('jax_platforms', 'cpu')  # also where jax was imported before this file (a plugin's entry point)
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 
 

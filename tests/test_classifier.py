@@ -2,6 +2,7 @@
 corrupt checkpoints, and the sharded step on 8 devices against 1 device."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +16,12 @@ import pytest
 
 import errors
 import kernels
-import tf_host
 from nets import cnn
-from training import steps
-from training import sharding
-from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
+import tf_host
+from training import sharding
+from training import steps
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
 # The runs below get the devices train.py chooses for a user (one CPU device for data-parallel training); the
@@ -85,12 +86,31 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
     assert f'(kernels: {", ".join(r["kernels"])})' in f.read()
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
   assert r['parameters']['fc1/W'] == [784, 256] and sorted(r['parameters'])[-2:] == ['out/W', 'out/b']
-  events = [os.path.join(uninterrupted, 'tensorboard', f) for f in os.listdir(os.path.join(uninterrupted, 'tensorboard'))]
-  tags = {v.tag for path in events for e in tf_host.tf().compat.v1.train.summary_iterator(path) for v in e.summary.value}
+  board = os.path.join(uninterrupted, 'tensorboard')
+  events = [tf_host.tf().compat.v1.train.summary_iterator(os.path.join(board, f)) for f in os.listdir(board)]
+  tags = {v.tag for records in events for e in records for v in e.summary.value}
   assert {'train/loss', 'train/grad_norm', 'test/accuracy', 'test/top5_error'} <= tags, 'metrics.jsonl\'s scalars'
   assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0
   steps = [json.loads(l)['step'] for l in open(os.path.join(uninterrupted, 'metrics.jsonl'))]
   assert steps == sorted(steps) and steps[-1] == 24
+
+
+def test_a_log_file_gets_progress_lines_and_metrics_get_rate_and_speed(fashion_mnist_tfds, tmp_path):
+  """stderr redirected (a SLURM log): a line per progress_every_s with step, epoch, loss, lr, images/s, elapsed
+  and ETA; metrics.jsonl holds the learning rate and images/s; profile_steps writes a trace of those steps."""
+  proc = run(tmp_path / 'w', fashion_mnist_tfds, '--config.train.progress_every_s=0',
+             '--config.train.profile_steps=3,4')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('[fashion_mnist] step')]
+  assert len(lines) == 24, 'every step, with progress_every_s=0'
+  assert re.search(r'step 12/24 \(50.0%\) epoch 2/3 loss [\d.]+ lr 0.00\d+ [\d,]+ images/s elapsed \d+:\d\d eta ',
+                   lines[11]), lines[11]
+  rows = [json.loads(l) for l in open(tmp_path / 'w' / 'metrics.jsonl') if 'train_loss' in l]
+  cosine = [1e-3 * 0.5 * (1 + np.cos(np.pi * (r['step'] - 1) / 24)) for r in rows]
+  np.testing.assert_allclose([r['train_learning_rate'] for r in rows], cosine, rtol=1e-5)
+  assert all(r['train_images_per_s'] > 0 for r in rows)
+  traces = list((tmp_path / 'w' / 'profile').glob('plugins/profile/*/*.xplane.pb'))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
 
 
 def test_sigkill_at_any_moment_then_resume_is_bitwise_equal(uninterrupted, fashion_mnist_tfds, tmp_path):

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -51,8 +52,14 @@ def test_quick_run_writes_every_artefact(quick_run):
   config = json.load(open(os.path.join(workdir, 'config.json')))
   assert config['experiment'] == 'hidden_units' and config['model']['hidden_units'] == [2, 10]
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  assert lines and all({'step', 'epoch', 'depth', 'train_loss_mean'} <= set(l) for l in lines)
-  assert 'claims' in proc.stdout or 'models in' in proc.stdout
+  assert lines and all({'step', 'epoch', 'depth', 'train_loss_mean', 'learning_rate', 'model_updates_per_s'} <= set(l)
+                       for l in lines)
+  assert lines[0]['learning_rate'] == pytest.approx(1.0 / (1 + 99 / 1000)), 'eta_k of epoch 1\'s last update, k = 99'
+  assert 'models in' in proc.stdout.splitlines()[0]
+  # stderr is a pipe here, as in a SLURM log: plain progress lines, the first after one epoch, the last at the end
+  progress = [l for l in proc.stderr.splitlines() if l.startswith('[hidden units: ')]
+  assert re.search(r'step 1/\d+ .* model-updates/s elapsed \d+:\d\d eta \d+:\d\d$', progress[0]), progress
+  assert re.search(r'step (\d+)/\1 \(100.0%\) epoch 12/12 loss [\d.]+ lr [\d.]+ ', progress[-1]), progress
 
 
 def test_quick_run_results_records(quick_run):

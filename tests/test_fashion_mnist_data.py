@@ -4,16 +4,16 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 
 from data import fashion_mnist
 from data import pipeline
 from errors import DataError
+from experiments import fashion_mnist as experiment
 from tests.test_classifier import USER_ENV
-from tests.test_cli import ROOT
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import ROOT
 
 
 def write_idx_set(d, tamper=None):
@@ -25,6 +25,51 @@ def write_idx_set(d, tamper=None):
       data += b'!'
     with gzip.open(os.path.join(d, name + '.gz'), 'wb') as f:
       f.write(data)
+
+
+def no_local_files(tmp_path, monkeypatch):
+  monkeypatch.setattr(fashion_mnist, 'DEBIAN_DIR', str(tmp_path / 'no_debian'))
+  monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+
+
+def test_without_local_files_tfds_downloads_and_prepares_it(tmp_path, monkeypatch):
+  """No local files: TFDS's own builder fetches its registered URLs (a stubbed download manager stands in for the
+  network, serving the real files where this machine has them) and prepares the same dataset."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  try:
+    real = fashion_mnist.find_sources()
+  except DataError:
+    pytest.skip('the Fashion-MNIST files are not on this machine to stand in for the network')
+  served = {name: fashion_mnist.verified_idx(path, name, str(tmp_path)) for name, path in real.items()}
+  asked = []
+
+  def download_and_extract(self, url_or_urls):
+    del self
+    asked.extend(url_or_urls.values())
+    return {k: served[os.path.basename(url).removesuffix('.gz')] for k, url in url_or_urls.items()}
+
+  no_local_files(tmp_path, monkeypatch)
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract', download_and_extract)
+  b = fashion_mnist.builder(str(tmp_path / 'tfds'))
+  assert b.is_prepared() and b.info.splits['train'].num_examples == 60_000
+  assert sorted(os.path.basename(u) for u in asked) == sorted(n + '.gz' for n in fashion_mnist.IDX_SHA256)
+  assert all(u.startswith(('http://', 'https://')) for u in asked), 'TFDS\'s registered URLs'
+
+
+def test_offline_without_local_files_says_both_ways_in_one_line(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  def offline(self, url_or_urls):
+    raise ConnectionError(f'cannot reach {next(iter(url_or_urls.values()))}')
+
+  no_local_files(tmp_path, monkeypatch)
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract', offline)
+  with pytest.raises(DataError) as e:
+    fashion_mnist.builder(str(tmp_path / 'tfds'))
+  message = str(e.value)
+  assert '\n' not in message and 'ConnectionError: cannot reach http' in message
+  assert 'connect this machine to the network' in message and 'apt-get install dataset-fashion-mnist' in message
 
 
 def test_missing_files_get_one_line_saying_how_to_get_them(tmp_path, monkeypatch):
@@ -69,8 +114,8 @@ def test_recompressed_original_content_is_accepted(tmp_path):
 
 
 def dataset(tfds_dir, **kw):
-  cfg = ml_collections.ConfigDict(dict(tfds_dir=tfds_dir, source_dir='', num_train=0, num_test=0, random_flip=False))
-  cfg.update(kw)
+  cfg = experiment.get_config('cnn').data  # every key the dataset reads, as an experiment sets it
+  cfg.update({'tfds_dir': tfds_dir, 'random_flip': False, **kw})
   return fashion_mnist.Dataset(cfg)
 
 

@@ -1,6 +1,7 @@
 """The codebase's shape: dependencies point down the layers, configs are light, models and datasets are found by
 name. A change that breaks one of these fails here, not in a reader's head."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -61,7 +62,20 @@ def test_models_datasets_and_trainers_are_found_by_name():
 
   assert nets.module('alexnet').__name__ == 'nets.alexnet' and data.module('imagenet2012').__name__ == 'data.imagenet'
   assert training.trainer('hidden_units').__name__ == 'training.hidden_units'
-  for find, name, listed in ((nets.module, 'resnet', 'alexnet, cnn'), (data.module, 'mnist', 'fashion_mnist, imagenet2012'),
-                             (training.trainer, 'gan', 'classifier, hidden_units'), (nets.module, 'layers', 'alexnet, cnn')):
+  for find, name, listed in ((nets.module, 'resnet', 'alexnet, cnn'), (nets.module, 'layers', 'alexnet, cnn'),
+                             (data.module, 'mnist', 'fashion_mnist, imagenet2012'),
+                             (training.trainer, 'gan', 'classifier, hidden_units')):
     with pytest.raises(ConfigError, match=f'{name}.*choose one of {listed} '):
       find(name)
+
+
+def test_the_suite_computes_on_8_cpu_devices_whatever_the_machine_has():
+  """conftest.py pins the CPU platform: a GPU node's `make test` runs what CI runs, even with JAX_PLATFORMS=cuda."""
+  import jax  # noqa: PLC0415
+
+  assert jax.default_backend() == 'cpu' and len(jax.devices()) == 8
+  code = ('import os, tests.conftest, jax; '
+          'print(jax.default_backend(), len(jax.devices()), os.environ["JAX_PLATFORMS"])')
+  env = {**os.environ, 'JAX_PLATFORMS': 'cuda,cpu', 'XLA_FLAGS': ''}
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+  assert out.stdout.split() == ['cpu', '8', 'cpu']

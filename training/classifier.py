@@ -26,11 +26,11 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 from flax import traverse_util
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import data as data_lib
@@ -96,6 +96,12 @@ def validate(config):
   mistake costs seconds and writes nothing."""
   for key in ('batch_size', 'eval_batch_size', 'epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
     require(config.train[key] >= 1, f'train.{key} must be >= 1, got {config.train[key]}')
+  profile = tuple(config.train.profile_steps)
+  require(not profile or (len(profile) == 2 and 1 <= profile[0] <= profile[1]),
+          f'train.profile_steps must be () or (first, last) with 1 <= first <= last, got {profile}; e.g. '
+          '--config.train.profile_steps=100,110')
+  require(config.train.progress_every_s >= 0, f'train.progress_every_s must be >= 0, got '
+          f'{config.train.progress_every_s}')
   for key in ('num_train', 'num_test'):
     require(config.data[key] >= 0, f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
   data_lib.module(config.data.name)  # a known dataset
@@ -107,27 +113,6 @@ def validate(config):
     sharding.check_batch_divides(config.train.eval_batch_size, mesh, key='train.eval_batch_size')
   except ValueError as e:
     raise ConfigError(str(e)) from None
-
-
-# ------------------------------------------------------------------------------------------------------ steps
-
-
-def evaluate_params(eval_step, params, dataset, batch_size, mesh, crops=1):
-  """Test loss, accuracy, top-1/top-5 error and (for few classes) confusion matrix over the whole test split.
-
-  params: one model's parameters or a stack of several (see make_eval_step)."""
-  totals = None
-  params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
-  kw = {'crops': crops} if crops != 1 else {}
-  batches = dataset.test_batches(batch_size=batch_size, process=distributed.process(), **kw)
-  for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
-    out = eval_step(params, batch)
-    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-  totals = jax.tree.map(np.asarray, totals)
-  accuracy = float(totals['correct'] / totals['count'])
-  return {'test_loss': float(totals['loss_sum'] / totals['count']), 'test_accuracy': accuracy,
-          'top1_error': 1.0 - accuracy, 'top5_error': float(1.0 - totals['correct_top5'] / totals['count']),
-          'confusion': totals['confusion'].astype(np.int64) if 'confusion' in totals else None}
 
 
 # ------------------------------------------------------------------------------------------------------ setup
@@ -142,6 +127,7 @@ class Setup:
   steps_per_epoch: int
   total_steps: int
   tx: Any
+  schedule: Callable  # step -> the schedule's step size (training/optim.py)
   fresh_state: Callable  # () -> a new training state from config.seed, laid out as state_sharding says
   abstract_state: Any  # shapes, dtypes and shardings of the state, for restoring checkpoints
   state_sharding: Any  # the state's shardings (a pytree like the state)
@@ -152,13 +138,15 @@ def _setup(config):
   validate(config)
   init_fn, apply_fn, kernel_names = model_for(config)  # the model checked before the data is loaded
   mesh = sharding.data_mesh()
-  dataset = distributed.main_first(lambda: data_lib.module(config.data.name).Dataset(config.data))  # process 0 prepares the data, then the others
+  # process 0 prepares the data, then the others read it
+  dataset = distributed.main_first(lambda: data_lib.module(config.data.name).Dataset(config.data))
   steps_per_epoch = dataset.num_train // config.train.batch_size
   if steps_per_epoch < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the {dataset.num_train} training '
                       'examples; pass a smaller batch size or more data')
   total_steps = config.train.epochs * steps_per_epoch
   tx = optim.optimizer(config.train, total_steps)
+  schedule = optim.schedule(config.train, total_steps)
 
   def new_state():
     key = jax.random.PRNGKey(config.seed)
@@ -170,8 +158,8 @@ def _setup(config):
   # The abstract state tells orbax how to lay out what it restores.
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding)
   fresh_state = jax.jit(new_state, out_shardings=state_sharding)  # each device makes only its part
-  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, fresh_state, abstract, state_sharding,
-               kernel_names)
+  return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, schedule, fresh_state, abstract,
+               state_sharding, kernel_names)
 
 
 def _checkpoints(config, workdir):
@@ -183,8 +171,9 @@ def _checkpoints(config, workdir):
 
 
 def train_and_evaluate(config, workdir, report):
-  """Trains, evaluates and reports (`report`: experiments/reports/classifier.py). In a multi-process job every process runs this; process 0 alone writes
-  config.json, metrics, TensorBoard events, figures and results, and checkpoints are saved collectively."""
+  """Trains, evaluates and reports (`report`: experiments/reports/classifier.py). In a multi-process job every
+  process runs this; process 0 alone writes config.json, metrics, TensorBoard events, figures and results, and
+  checkpoints are saved collectively."""
   main = distributed.is_main()
   if main:
     workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
@@ -219,8 +208,10 @@ def train_and_evaluate(config, workdir, report):
       signal.signal(signal.SIGINT, signal.default_int_handler)
 
   previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-  bar = metrics_lib.progress(total_steps, config.experiment, disable=not main)
-  bar.update(step)
+  progress = metrics_lib.Progress(total_steps, config.experiment, unit='images', start=step, disable=not main,
+                                  every_s=config.train.progress_every_s)
+  trace = metrics_lib.StepTrace(os.path.join(workdir, 'profile'), config.train.profile_steps)
+  logged = {'step': step, 'time': time.time()}  # for images/s between logged steps
   saved = latest
   multiprocess = distributed.is_multiprocess()
 
@@ -236,7 +227,7 @@ def train_and_evaluate(config, workdir, report):
 
   def record_test(epoch):
     """Evaluates (centre crops), logs, and lets lr_schedule='plateau' react; returns the new state."""
-    ev = evaluate_params(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
+    ev = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
     writer.write(step, epoch=epoch, test_loss=ev['test_loss'], test_accuracy=ev['test_accuracy'],
                  test_top5_error=ev['top5_error'], wall_s=round(time.time() - start_time, 2))
     opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train)
@@ -249,9 +240,11 @@ def train_and_evaluate(config, workdir, report):
       batches = dataset.train_batches(batch_size=config.train.batch_size, seed=config.seed, epoch=epoch,
                                       skip_batches=step - epoch * steps_per_epoch, process=distributed.process())
       for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
-        state, m = train_step(state, batch)
+        with trace.step(step + 1):
+          state, m = train_step(state, batch)
         step += 1
-        bar.update(1)
+        trace.after(step, state)
+        shown = {}  # what the progress line shows, updated at logged steps
         if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
           state = record_test(step // steps_per_epoch)
         # read once: a signal arriving later in this step is seen at the next check. A multi-process job checks
@@ -265,8 +258,13 @@ def train_and_evaluate(config, workdir, report):
         if step % config.train.log_every == 0 or due_save:
           m = jax.tree.map(float, jax.device_get(m))
           check_finite(m, step)  # before any save, so no saved checkpoint holds a diverged state
-          writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()})
-          bar.set_postfix(loss=f'{m["loss"]:.4f}')
+          now, rate = time.time(), optim.learning_rate(setup.schedule, state.opt_state, step)
+          per_s = config.train.batch_size * (step - logged['step']) / max(now - logged['time'], 1e-9)
+          logged.update(step=step, time=now)
+          writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()}, train_learning_rate=rate,
+                       train_images_per_s=round(per_s, 1))
+          shown = {'epoch': f'{epoch + 1}/{config.train.epochs}', 'loss': m['loss'], 'lr': rate}
+        progress.update(1, work=config.train.batch_size, **shown)
         if due_save and saved != step:
           ckpt.save(step, state)
           saved = step
@@ -290,12 +288,13 @@ def train_and_evaluate(config, workdir, report):
   finally:
     for s, handler in previous_handlers.items():
       signal.signal(s, handler)
-    bar.close()
+    trace.close()
+    progress.close()
     writer.flush()
 
   ten = None
   if crops > 1:  # collective: every process evaluates its part
-    ten = evaluate_params(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
+    ten = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
                           mesh, crops=crops)
   params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
   ckpt.close()
@@ -371,7 +370,7 @@ def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
     workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)
   eval_step = steps.make_eval_step(setup.apply_fn, setup.mesh, dataset.num_classes)
-  ev = evaluate_params(eval_step, steps.stack_models(*members), dataset, config.train.eval_batch_size, setup.mesh,
+  ev = steps.evaluate(eval_step, steps.stack_models(*members), dataset, config.train.eval_batch_size, setup.mesh,
                        crops)
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],

@@ -5,7 +5,8 @@
   2. data      the tasks' training and test points (data/toy2d.py), the same for every model seed.
   3. models    every (task, depth, width, init, seed), grouped by (depth, padded width) into compiled programs.
   4. train     per group, training/vmap_sweep.py: vmap over models, scan over steps, an epoch per call; a
-               metrics.jsonl row per epoch and the progress bar.
+               metrics.jsonl row per epoch (mean loss and accuracy, learning rate, model-updates/s) and the
+               progress bar or, in a log file, progress lines.
   5. results   one record per model (results.json), the curves (curves.npz) and final parameters (params.npz);
                `report` (experiments/reports/hidden_units.py) adds the claims and figures and writes results.md.
 `evaluate(config, workdir, report, fresh_points=N)` re-evaluates the saved parameters (eval.py).
@@ -22,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from data import toy2d
+import errors
 from errors import ConfigError
 from errors import require
 from errors import WorkdirError
@@ -65,6 +67,7 @@ def validate(c):
   require(c.train.sampling in vmap_sweep.SAMPLINGS,
        f'train.sampling {c.train.sampling!r} is unknown; choose one of {vmap_sweep.SAMPLINGS}')
   require(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
+  require(c.train.progress_every_s >= 0, f'train.progress_every_s must be >= 0, got {c.train.progress_every_s}')
   require(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
   require(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')
   require(c.train.deep_learning_rate > 0, f'train.deep_learning_rate must be > 0, got {c.train.deep_learning_rate}')
@@ -135,7 +138,7 @@ def load_params(path):
     while f'{k}/models' in f:
       models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
       padded = tuple(int(p) for p in f[f'{k}/padded'])
-      template = jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2, *padded, 1)))
+      template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
       leaves = [f[f'{k}/{i}'] for i in range(len(jax.tree.leaves(template)))]
       runs.append((models, padded, jax.tree.unflatten(jax.tree.structure(template), leaves)))
       k += 1
@@ -159,8 +162,8 @@ def evaluate(config, workdir, report, step=None, fresh_points=0):
   try:
     saved_runs = load_params(path)
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    raise WorkdirError(f'{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else "truncated"})'
-                       f'; train again into a new --workdir') from None
+    raise WorkdirError(f'{path} cannot be read ({errors.one_line(e) if str(e) else type(e).__name__ + ": truncated"})'
+                       '; train again into a new --workdir') from None
   saved = None
   if not fresh_points:  # read before evaluating, so a damaged results.json costs no work
     saved = workdir_lib.read_json(os.path.join(workdir, 'results.json')).get('records')
@@ -236,23 +239,33 @@ def train_and_evaluate(config, workdir, report):
   writer = metrics_lib.MetricsWriter(workdir)
   snapshot_epochs = (0, config.claims.at_epoch)
   runs = []
-  bar = metrics_lib.progress(len(groups) * config.train.epochs, 'hidden units sweep')
+  steps = config.data.num_train // config.train.batch_size  # per epoch
+  progress = metrics_lib.Progress(len(groups) * config.train.epochs, 'hidden units', unit='model-updates',
+                                  every_s=config.train.progress_every_s)
   done_epochs = 0
   for (depth, pad), models in groups.items():
-    bar.set_description(f'depth {depth}, width <= {pad}: {len(models)} models')
+    progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
+                             f'hidden units: linear, {len(models)} models')
+    sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
+    clock = {'t': time.time()}
 
-    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs):
+    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock):
+      now, updates = time.time(), int(active.sum()) * steps
+      rate = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
       writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
                    train_loss_mean=float(m['train_loss'].mean()),
-                   train_accuracy_mean=float(m['train_accuracy'].mean()))
-      bar.update(1)
+                   train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=rate,
+                   model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+      clock['t'] = now
+      progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
+                      lr=rate)
 
     run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
                            snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
     runs.append({**run, 'models': models, 'depth': depth})
-    bar.update(config.train.epochs - (bar.n - done_epochs))  # epochs skipped by an early stop
+    progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
     done_epochs += config.train.epochs
-  bar.close()
+  progress.close()
   train_time = time.time() - start
 
   records_ = records(runs, config)

@@ -1,9 +1,12 @@
 """What a run logs: one writer for `metrics.jsonl` (a JSON object per logged step) and, where asked, TensorBoard
-events in WORKDIR/tensorboard; and a progress bar for people."""
+events in WORKDIR/tensorboard; and progress for people: a bar on a terminal, plain lines in a log file."""
+import contextlib
 import json
 import os
 import sys
+import time
 
+import jax
 import numpy as np
 import tqdm
 
@@ -66,7 +69,109 @@ class NullWriter:
     pass
 
 
-def progress(total, desc, disable=False):
-  """A tqdm bar on stderr, shown only when stderr is a terminal (logs and CI stay clean)."""
-  return tqdm.tqdm(total=total, desc=desc, disable=disable or not sys.stderr.isatty(), leave=False,
-                   dynamic_ncols=True)
+def _clock(seconds):
+  seconds = int(round(seconds))
+  h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+  return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
+
+
+class Progress:
+  """Progress for people. On a terminal, a tqdm bar; otherwise (a SLURM log, a file, a pipe) a plain line on
+  stderr after the first update, every `every_s` seconds and at the end:
+
+    [fashion_mnist] step 120/9380 (1.3%) epoch 1 loss 0.4123 lr 0.001 2,512 images/s elapsed 1:02 eta 61:24
+
+  `update(n, work=W, **fields)` counts n steps done with W units of work (images, model-updates) for the rate,
+  measured since the previous line; `fields` (loss, lr, epoch, ...) are shown as given. `start`: the steps done
+  before this process (a resumed run), left out of the rate and the ETA.
+  """
+
+  def __init__(self, total, desc, *, unit, every_s=30.0, start=0, disable=False, stream=None, clock=time.monotonic):
+    self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+    self.done, self._start = start, start
+    self._stream = stream or sys.stderr
+    self._clock = clock
+    self._t0 = self._last_t = clock()
+    self._work, self._fields, self._lines, self._dirty = 0.0, {}, 0, False
+    self._bar = None
+    self._disabled = disable
+    if not disable and self._stream.isatty():
+      self._bar = tqdm.tqdm(total=total, desc=desc, initial=start, leave=False, dynamic_ncols=True, file=self._stream)
+
+  def set_description(self, desc):
+    self.desc = desc
+    if self._bar is not None:
+      self._bar.set_description(desc)
+
+  def update(self, n=1, work=0.0, **fields):
+    self.done += n
+    self._work += work
+    self._dirty = True
+    self._fields.update(fields)
+    if self._bar is not None:
+      self._bar.update(n)
+      shown = {k: v for k, v in fields.items() if k in ('loss', 'lr')}
+      if shown:
+        self._bar.set_postfix({k: f'{v:.4g}' for k, v in shown.items()}, refresh=False)
+    elif not self._disabled and (self._lines == 0 or self._clock() - self._last_t >= self.every_s):
+      self._line()
+
+  def line(self):
+    """The plain progress line now (what a log shows), with the rate since the previous one."""
+    now = self._clock()
+    parts = [f'[{self.desc}] step {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.1f}%)']
+    for k, v in self._fields.items():
+      parts.append(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}')
+    if self._work and now > self._last_t:
+      parts.append(f'{self._work / (now - self._last_t):,.0f} {self.unit}/s')
+    elapsed, done_here = now - self._t0, self.done - self._start
+    parts.append(f'elapsed {_clock(elapsed)}')
+    if 0 < done_here and self.done < self.total:
+      parts.append(f'eta {_clock(elapsed / done_here * (self.total - self.done))}')
+    self._last_t, self._work = now, 0.0
+    return ' '.join(parts)
+
+  def _line(self):
+    print(self.line(), file=self._stream, flush=True)
+    self._lines += 1
+    self._dirty = False
+
+  def close(self):
+    if self._bar is not None:
+      self._bar.close()
+    elif not self._disabled and self._dirty:
+      self._line()
+
+
+class StepTrace:
+  """A jax.profiler trace of the steps first..last (1-based: step n is the n-th update) into `directory`, each
+  step annotated with its number, for TensorBoard's profile plugin or Perfetto (docs/profiling.md). `steps`: ()
+  for none, or (first, last)."""
+
+  def __init__(self, directory, steps):
+    self.directory = directory
+    self.first, self.last = tuple(steps) if steps else (None, None)
+    self._running = False
+
+  @contextlib.contextmanager
+  def step(self, n):
+    """Around the update that makes step n."""
+    if n == self.first:
+      jax.profiler.start_trace(self.directory)
+      self._running = True
+    if self._running:
+      with jax.profiler.StepTraceAnnotation('train', step_num=n):
+        yield
+    else:
+      yield
+
+  def after(self, n, outputs):
+    """After step n: once the last traced step's `outputs` are computed, the trace is written."""
+    if self._running and n >= self.last:
+      jax.block_until_ready(outputs)
+      self.close()
+
+  def close(self):
+    if self._running:
+      self._running = False
+      jax.profiler.stop_trace()

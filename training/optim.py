@@ -71,6 +71,15 @@ def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
   return optax.chain(*parts) if len(parts) > 1 else step
 
 
+def learning_rate(sched, opt_state, step):
+  """The step size of the update that made `step` (1-based): sched(step - 1), times the plateau factor if any."""
+  rate = float(sched(max(step - 1, 0)))
+  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, PlateauState)):
+    if isinstance(s, PlateauState):
+      rate *= float(s.scale)
+  return rate
+
+
 class PlateauState(NamedTuple):
   """The step-size factor of lr_schedule='plateau' and what decides it; part of the checkpointed state."""
   scale: jnp.ndarray  # multiplies every update

@@ -1,4 +1,5 @@
-"""The jitted steps of supervised image classification, with shardings at their edges.
+"""The jitted steps of supervised image classification, with shardings at their edges, the training state they
+carry, and the evaluation loop over a test split.
 
 Kept apart from the trainer (training/classifier.py) so that benchmarks run the very same step on a machine that
 has only JAX, optax and the nets (no TensorFlow, no checkpointing, no plotting).
@@ -8,9 +9,12 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from data import pipeline
 from nets import losses
+from training import distributed
 from training import sharding
 
 
@@ -92,3 +96,21 @@ def make_eval_step(apply_fn, mesh, num_classes, params_sharding=None):
 def stack_models(*params):
   """The parameters of several models of one architecture, stacked along a new leading axis."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+
+
+def evaluate(eval_step, params, dataset, batch_size, mesh, crops=1):
+  """Test loss, accuracy, top-1/top-5 error and (for few classes) confusion matrix over the whole test split.
+
+  params: one model's parameters or a stack of several (see make_eval_step)."""
+  totals = None
+  params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
+  kw = {'crops': crops} if crops != 1 else {}
+  batches = dataset.test_batches(batch_size=batch_size, process=distributed.process(), **kw)
+  for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
+    out = eval_step(params, batch)
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.tree.map(np.asarray, totals)
+  accuracy = float(totals['correct'] / totals['count'])
+  return {'test_loss': float(totals['loss_sum'] / totals['count']), 'test_accuracy': accuracy,
+          'top1_error': 1.0 - accuracy, 'top5_error': float(1.0 - totals['correct_top5'] / totals['count']),
+          'confusion': totals['confusion'].astype(np.int64) if 'confusion' in totals else None}

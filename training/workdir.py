@@ -31,7 +31,7 @@ BEFORE_CONFIG = frozenset({LOCK_FILE, 'train.log'})
 ADDED = {'model.kernels': 'auto', 'train.lr_decay_steps': 0, 'train.plateau_patience': 5,
          'train.plateau_min_delta': 0.001, 'train.plateau_factor': 10.0, 'train.plateau_reductions': 3,
          'train.shard_dense': False, 'eval.crops': 1, 'train.optimizer': 'sgd', 'train.weight_decay': 0.0,
-         'train.lr_boundaries': [0.5, 0.75]}
+         'train.lr_boundaries': [0.5, 0.75], 'train.progress_every_s': 30.0, 'train.profile_steps': []}
 RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True}
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
@@ -80,7 +80,8 @@ def prepare(workdir, config):
     probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-', delete=True)
     probe.close()
   except OSError as e:
-    raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write to')
+    raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write '
+                       'to') from None
   lock(workdir)
   check_usable(workdir, config)  # again under the lock: a run that held it may have written config.json
   write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
@@ -127,7 +128,7 @@ def check_matches(workdir, config, sections=None):
     with open(path) as f:
       old = json.load(f)
   except (OSError, ValueError):
-    raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir')
+    raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir') from None
   if old.get('experiment') != new.get('experiment'):
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
