@@ -8,10 +8,14 @@ The manual directory is the config's `data.manual_dir`, else $IMAGENET_MANUAL_DI
 
 Preprocessing (Krizhevsky et al. 2012, sections 2 and 4.1), all on the host in tf.data, never in JAX:
   - every image: JPEG decode, shorter side resized to 256, central 256x256 crop, minus the per-pixel mean image
-    of the training set (256x256x3, computed once and cached beside the prepared data; pixels stay in 0..255);
+    of the training set (256x256x3; pixels stay in 0..255);
   - training: a random 224x224 crop, a horizontal flip with probability 1/2, and PCA colour augmentation: to
-    every pixel add sum_i alpha_i * lambda_i * p_i, with p_i, lambda_i the eigenvectors and eigenvalues of the
-    RGB covariance of ImageNet's pixels and alpha_i ~ N(0, 0.1^2) drawn once per image;
+    every pixel add 255 * sum_i alpha_i * lambda_i * p_i, with p_i, lambda_i the eigenvectors and eigenvalues of
+    the RGB covariance of the training pixels scaled to [0, 1], and alpha_i ~ N(0, 0.1^2) drawn once per image.
+    The scale is the convention every reproduction uses (a shift of ~5.5 grey levels on average along the first
+    component); the paper's formula read with the covariance of 0..255 pixels would shift colours by ~1,400.
+    The mean image and the eigen-decomposition come from one pass over the training images, cached beside the
+    prepared data (`image_statistics`); data.pca='published' uses the set published with fb.resnet.torch instead;
   - evaluation: the central 224x224 crop, or 10 crops (four corners and centre, and their mirror images) whose
     softmax outputs the evaluation averages.
 Random draws are TF stateless ops seeded by (epoch seed, position in the epoch), so a resumed run augments every
@@ -31,6 +35,7 @@ import numpy as np
 
 from data import pipeline
 import errors
+from errors import ConfigError
 from errors import DataError
 import files
 import tf_host
@@ -40,12 +45,13 @@ TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'
 ENV_VAR = 'IMAGENET_MANUAL_DIR'
 RESIZE, CROP = 256, 224
 # Eigen-decomposition of the RGB covariance of ImageNet's training pixels (scaled to [0, 1]), as published with
-# fb.resnet.torch and used by most reproductions; columns of EIGVEC are the eigenvectors.
+# fb.resnet.torch and used by most reproductions (data.pca='published'); columns of EIGVEC are the eigenvectors.
 EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                    [-0.5808, -0.0045, -0.8140],
                    [-0.5836, -0.6948, 0.4203]], np.float32)
 PCA_STD = 0.1
+PCA = ('computed', 'published')
 
 
 def manual_dir(data_cfg):
@@ -145,14 +151,15 @@ def decode_resize_crop(jpeg):
   return image[top:top + RESIZE, left:left + RESIZE, :]
 
 
-def augment(image_256, seed):
-  """The training crop, flip and PCA colour shift of one mean-subtracted 256x256 image; seed: int64 (2,)."""
+def augment(image_256, seed, eigval=EIGVAL, eigvec=EIGVEC):
+  """The training crop, flip and PCA colour shift of one mean-subtracted 256x256 image; seed: int64 (2,);
+  eigval (3,), eigvec (3, 3) (columns): the RGB covariance's eigen-decomposition, pixels scaled to [0, 1]."""
   t = pipeline.tf()
   seeds = t.random.experimental.stateless_split(seed, 3)
   image = t.image.stateless_random_crop(image_256, (CROP, CROP, 3), seeds[0])
   image = t.image.stateless_random_flip_left_right(image, seeds[1])
   alpha = t.random.stateless_normal((3,), seeds[2], stddev=PCA_STD)
-  shift = 255.0 * t.linalg.matvec(t.constant(EIGVEC), alpha * t.constant(EIGVAL))  # pixels are in 0..255
+  shift = 255.0 * t.linalg.matvec(t.constant(eigvec), alpha * t.constant(eigval))  # pixels are in 0..255
   return image + shift
 
 
@@ -192,7 +199,10 @@ class Dataset:
     self.class_names = tuple(self._builder.info.features['label'].names)
     self.num_classes = len(self.class_names)
     self._shuffle_buffer = min(data_cfg.shuffle_buffer, self.num_train)
-    self._mean = mean_image(self._builder, data_cfg.mean_images, tfds_dir)
+    if data_cfg.pca not in PCA:
+      raise ConfigError(f'data.pca {data_cfg.pca!r} is unknown; choose one of {", ".join(PCA)}')
+    self._mean, eigval, eigvec = image_statistics(self._builder, data_cfg.mean_images, tfds_dir)
+    self._eig = (eigval, eigvec) if data_cfg.pca == 'computed' else (EIGVAL, EIGVEC)
 
   def _split(self, name, n, *, shuffle_seed=None):
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -210,7 +220,8 @@ class Dataset:
     return pipeline.train_batches(
         ds, num_examples=self.num_train, shuffle_buffer=self._shuffle_buffer,
         batch_size=batch_size, seed=seed, epoch=epoch, skip_batches=skip_batches, process=process,
-        augment=lambda x, s: {'image': augment(self._centred(x), s), 'label': t.cast(x['label'], t.int32)})
+        augment=lambda x, s: {'image': augment(self._centred(x), s, *self._eig),
+                              'label': t.cast(x['label'], t.int32)})
 
   def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
     t = pipeline.tf()
@@ -220,26 +231,39 @@ class Dataset:
         preprocess=lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)})
 
 
-def mean_image(b, num_images, cache_dir):
-  """The per-pixel mean (256, 256, 3) of the first num_images training images (0: all), cached as .npy."""
+def image_statistics(b, num_images, cache_dir):
+  """(mean image (256, 256, 3) in 0..255, eigval (3,), eigvec (3, 3)) of the first num_images training images
+  (0: all), from one pass and cached beside the prepared data as .npz: the per-pixel mean of their central
+  256x256 crops, and the eigen-decomposition of the RGB covariance of all those pixels scaled to [0, 1],
+  eigenvalues descending, each eigenvector's largest entry positive."""
   n_all = b.info.splits['train'].num_examples
   n = min(num_images or n_all, n_all)
-  path = os.path.join(cache_dir, f'{NAME}_mean_{b.version}_{n}.npy')
+  path = os.path.join(cache_dir, f'{NAME}_statistics_{b.version}_{n}.npz')
   if os.path.exists(path):
-    return np.load(path)
+    with np.load(path) as f:
+      return f['mean'], f['eigval'], f['eigvec']
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
   t = pipeline.tf()
   ds = b.as_dataset(split=f'train[:{n}]', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
   ds = ds.map(lambda x: decode_resize_crop(x['image']), num_parallel_calls=t.data.AUTOTUNE).batch(256)
   total = np.zeros((RESIZE, RESIZE, 3), np.float64)
+  moments = np.zeros((3, 3), np.float64)  # sum of the outer products of the pixels' RGB, scaled to [0, 1]
   for batch in ds.as_numpy_iterator():
     total += batch.astype(np.float64).sum(0)
-  mean = (total / n).astype(np.float32)
+    rgb = batch.reshape(-1, 3).astype(np.float64) / 255.0
+    moments += rgb.T @ rgb
+  mean = total / n
+  pixel_mean = mean.reshape(-1, 3).mean(0) / 255.0
+  covariance = moments / (n * RESIZE * RESIZE) - np.outer(pixel_mean, pixel_mean)
+  eigval, eigvec = np.linalg.eigh(covariance)
+  eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+  eigvec = eigvec * np.sign(eigvec[np.abs(eigvec).argmax(0), range(3)])
+  out = {'mean': mean.astype(np.float32), 'eigval': eigval.astype(np.float32), 'eigvec': eigvec.astype(np.float32)}
   buf = io.BytesIO()
-  np.save(buf, mean)
+  np.savez(buf, **out)
   files.write_bytes(path, buf.getvalue())
-  return mean
+  return out['mean'], out['eigval'], out['eigvec']
 
 
 # ------------------------------------------------------------------------------------------------ fake data
@@ -310,9 +334,9 @@ def main(argv=None):
     b = builder(tfds_dir, manual_dir(types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=tfds_dir)))
   except DataError as e:
     p.exit(2, f'error: {e}\n')
-  mean_image(b, args.mean_images, tfds_dir)
+  image_statistics(b, args.mean_images, tfds_dir)
   print(f'imagenet2012 {b.version} is prepared in {tfds_dir}: {b.info.splits["train"].num_examples} training and '
-        f'{b.info.splits["validation"].num_examples} validation images; mean image cached')
+        f'{b.info.splits["validation"].num_examples} validation images; mean image and PCA statistics cached')
 
 
 if __name__ == '__main__':

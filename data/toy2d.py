@@ -1,15 +1,19 @@
 """Two-dimensional binary tasks for the lecture's hidden-unit experiments, generated from a seed.
 
-Every task returns x_Nx2 in [-1, 1]^2 and labels y_N in {-1, +1}. Points closer than `margin` to the true
-boundary are dropped and redrawn, so each task is exactly solvable by a net that can draw its boundary, and zero
-hinge loss is reachable: failing to fit is then a statement about the net, not the data. The seed also picks a
-random rotation of the pattern, so the tasks are not axis-aligned by accident.
+Every task returns x_Nx2 in [-1, 1]^2 and labels y_N in {-1, +1}. For corner, stripes, circle and xor, points
+closer than `margin` to the true boundary are dropped and redrawn, so the labels are exactly separable by that
+boundary with a margin, and zero hinge loss is reachable by a net that can draw it. spiral is different: its
+points carry Gaussian noise and no margin is kept, so the two classes may overlap and it need not be exactly
+separable. The seed also picks a random rotation of the pattern (`angle`), so the tasks are not axis-aligned by
+accident.
 
-  corner   positives in one quadrant (an intersection of two half-planes): two hidden units suffice.
-  stripes  four alternating parallel bands (three parallel boundaries): two units cannot, ten can.
-  circle   positives inside a disc holding half the area: a closed boundary needs at least three units.
+  corner   positives in one quadrant (an intersection of two half-planes).
+  stripes  four alternating parallel bands: three parallel boundaries. Two tanh units can represent it (one steep
+           unit for the middle boundary, one nearly linear unit for the outer two; tests/test_toy2d.py builds
+           such a net by hand); whether SGD finds such a net is what the hidden-units experiment measures.
+  circle   positives inside a disc holding half the area: a closed boundary.
   xor      the sign of x1 * x2 (two crossing boundaries).
-  spiral   two interleaved spirals: needs many units or depth.
+  spiral   two interleaved noisy spirals.
 """
 import functools
 
@@ -60,6 +64,10 @@ def _spiral(key, n, noise=0.04):
   return jnp.clip(x, -1.0, 1.0), jnp.where(cls, 1.0, -1.0)
 
 
+def _angle(pattern_key):
+  return jax.random.uniform(pattern_key, (), minval=0.0, maxval=2 * jnp.pi)
+
+
 @functools.partial(jax.jit, static_argnames=('task', 'n'))
 def sample(pattern_key, points_key, task, n, margin=0.05):
   """n points of `task`: (x_Nx2 float32, y_N in {-1., +1.}).
@@ -68,7 +76,7 @@ def sample(pattern_key, points_key, task, n, margin=0.05):
   """
   if task not in TASKS:
     raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
-  angle = jax.random.uniform(pattern_key, (), minval=0.0, maxval=2 * jnp.pi)
+  angle = _angle(pattern_key)
   if task == 'spiral':
     x, y = _spiral(points_key, n)
     return _rotate(x, angle), y
@@ -84,11 +92,21 @@ def sample(pattern_key, points_key, task, n, margin=0.05):
 TRAIN, TEST, FRESH = 1, 2, 3  # independent draws of one task's pattern
 
 
-def draw(seed, task, which, n, margin=0.05):
-  """n points of `task` for data seed `seed`: draw TRAIN, TEST or FRESH, each independent, same pattern."""
+def _pattern_key(seed, task):
   if task not in TASKS:
     raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
-  pattern = jax.random.fold_in(jax.random.PRNGKey(seed), TASKS.index(task))
+  return jax.random.fold_in(jax.random.PRNGKey(seed), TASKS.index(task))
+
+
+def angle(seed, task):
+  """The rotation of `task`'s pattern for data seed `seed`: the pattern's coordinates are x rotated by -angle
+  (for stripes, the bands' normal is (cos angle, -sin angle))."""
+  return float(_angle(_pattern_key(seed, task)))
+
+
+def draw(seed, task, which, n, margin=0.05):
+  """n points of `task` for data seed `seed`: draw TRAIN, TEST or FRESH, each independent, same pattern."""
+  pattern = _pattern_key(seed, task)
   return sample(pattern, jax.random.fold_in(pattern, which), task, n, margin)
 
 

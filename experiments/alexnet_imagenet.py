@@ -41,7 +41,8 @@ def get_config(arg='paper'):
   c.data.manual_dir = ''  # '' : $IMAGENET_MANUAL_DIR, else <tfds_dir>/downloads/manual
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
   c.data.shuffle_buffer = 20_000  # examples; files are shuffled too, every epoch with its own seed
-  c.data.mean_images = 0  # training images in the per-pixel mean (0: all, as the paper)
+  c.data.mean_images = 0  # training images in the per-pixel mean and the PCA statistics (0: all, as the paper)
+  c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
 
   c.model.name = 'alexnet'
   c.model.variant = 'torchvision' if variant == 'torchvision' else 'paper'
@@ -49,6 +50,7 @@ def get_config(arg='paper'):
     c.model.groups = (1, 1, 1, 1, 1) if variant == 'single' else (1, 2, 1, 2, 2)
     c.model.lrn = True
     c.model.lrn_alpha_over_n = False  # True: Caffe's and PyTorch's alpha / n
+    c.model.lrn_within_towers = True  # each tower normalises its own maps, as each GPU did; False: across both
   c.model.bias_one = 1.0  # reproductions report that 1 can stall training; 0.1 is a common choice
   c.model.init_std = 0.01
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'

@@ -33,6 +33,7 @@ def classifier():
   c.train.learning_rate = 0.01
   c.train.momentum = 0.9  # for optimizer='sgd'
   c.train.weight_decay = 0.0
+  c.train.weight_decay_on = 'weights'  # or 'all': biases too (training/optim.py says whose choice each is)
   c.train.lr_schedule = 'constant'
   c.train.lr_decay_steps = 0  # for lr_schedule='inverse_time'
   c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'

@@ -13,7 +13,10 @@ The 2012 network on 224x224x3 images (conv1 is padded by 2 pixels, so its 11x11 
 The two groups are the paper's two GPUs: a grouped layer sees only the feature maps of its own tower. With
 `groups=1` the same widths form one tower. Contrast normalisation is the paper's formula (nets/layers.lrn):
 b = a / (k + alpha * sum over n neighbouring maps of a^2)^beta with k=2, n=5, alpha=1e-4, beta=0.75;
-`lrn_alpha_over_n=True` divides alpha by n as Caffe and PyTorch do, which normalises 5 times more weakly.
+`lrn_alpha_over_n=True` divides alpha by n as Caffe and PyTorch do, which normalises 5 times more weakly. In the
+grouped network each tower normalises its own maps, as each GPU did (`lrn_within_towers`; conv1's 96 maps are 48
+per GPU too): the window stops at the tower boundary. `lrn_within_towers=False` lets it cross, as a one-device
+reimplementation does by default.
 Initialisation: weights N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6 and fc7 (`bias_one`; reproductions
 report that 1 can stall training, 0.1 is a common choice) and 0 elsewhere.
 
@@ -51,6 +54,7 @@ class Arch:
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
   lrn_alpha_over_n: bool = False  # Caffe's and PyTorch's alpha / n
+  lrn_within_towers: bool = True  # with groups: the window stays within each tower's maps, as on two GPUs
   dense: tuple = (4096, 4096)
   dropout: float = 0.5
   dropout_before_dense: bool = False  # torchvision: dropout on the inputs of fc6 and fc7, not on their outputs
@@ -82,6 +86,10 @@ class Arch:
     require(not any(w % g for w, g in zip(self.widths, self.groups)) and not any(
         i and self.widths[i - 1] % g for i, g in enumerate(self.groups)),
             f'model.groups {self.groups} must divide each conv layer\'s input and output widths')
+    require(not (self.lrn and self.lrn_within_towers) or all(
+        w % max(self.groups) == 0 for w, normalised in zip(self.widths, NORMALISED) if normalised),
+            f'model.lrn_within_towers: the normalised layers\' widths {self.widths[:2]} must split into '
+            f'{max(self.groups)} towers; pass --config.model.lrn_within_towers=False or other widths')
     require(self.dtype in DTYPES, f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
     require(0 <= self.dropout < 1, f'model.dropout must be in [0, 1), got {self.dropout}')
 
@@ -119,11 +127,27 @@ def _features(params, x, arch, conv_shapes=None, ops=layers.PLAIN):
     if conv_shapes is not None:
       conv_shapes[f'conv{i + 1}'] = x.shape[1:]
     if arch.lrn and NORMALISED[i]:
-      x = ops.lrn(x, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
-                  alpha_over_n=arch.lrn_alpha_over_n)
+      x = normalise(x, arch, ops)
     if POOLED[i]:
       x = ops.max_pool(x, 3, 2)
   return x.reshape(x.shape[0], -1)
+
+
+def towers(arch):
+  """How many towers normalise their maps apart: the widest grouping of the network, or 1."""
+  return max(arch.groups) if arch.lrn_within_towers else 1
+
+
+def normalise(x_BxHxWxC, arch, ops=layers.PLAIN):
+  """Local response normalisation of conv1's or conv2's maps: within each tower (lrn_within_towers), else across
+  all maps."""
+  lrn = lambda a: ops.lrn(a, n=arch.lrn_n, k=arch.lrn_k, alpha=arch.lrn_alpha, beta=arch.lrn_beta,
+                          alpha_over_n=arch.lrn_alpha_over_n)
+  t, c = towers(arch), x_BxHxWxC.shape[-1]
+  if t == 1:
+    return lrn(x_BxHxWxC)
+  # each tower's maps on an axis of their own: the window over the last axis cannot leave a tower
+  return lrn(x_BxHxWxC.reshape(*x_BxHxWxC.shape[:-1], t, c // t)).reshape(x_BxHxWxC.shape)
 
 
 def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):

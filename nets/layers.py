@@ -97,9 +97,10 @@ def lrn(x_BxHxWxC, *, n=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
 
 
 def channel_window_sum(v, half):
-  """The sum over the 2 * half + 1 channels around each channel (fewer at the edges)."""
-  return lax.reduce_window(v, 0.0, lax.add, (1, 1, 1, 2 * half + 1), (1, 1, 1, 1),
-                           ((0, 0), (0, 0), (0, 0), (half, half)))
+  """The sum over the 2 * half + 1 channels (the last axis) around each channel (fewer at the edges)."""
+  rest = v.ndim - 1
+  return lax.reduce_window(v, 0.0, lax.add, (1,) * rest + (2 * half + 1,), (1,) * v.ndim,
+                           ((0, 0),) * rest + ((half, half),))
 
 
 def lrn_denominator(x, half, k, alpha):

@@ -124,3 +124,23 @@ def test_config_variants_and_validation():
     alexnet.Arch(groups=(1, 3, 1, 2, 2)).validate()
   with pytest.raises(ConfigError, match='model.dtype'):
     alexnet.Arch(dtype='float16').validate()
+
+
+@pytest.mark.parametrize('width', [96, 256])  # conv1's and conv2's maps
+def test_each_tower_normalises_its_own_maps(width):
+  """As on the paper's two GPUs: tower 1's normalised maps do not depend on tower 2's, and the other way round;
+  lrn_within_towers=False lets the window cross (maps half-2..half+1 see the other tower)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, width)) * 3
+  probe = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  half = width // 2
+  for ops in (layers.PLAIN, kernels.ops(('lrn_grad',))):
+    within = jax.grad(lambda x, ops=ops: jnp.sum(alexnet.normalise(x, alexnet.Arch(), ops)[..., :half]
+                                                   * probe[..., :half]))(x)
+    assert float(jnp.abs(within[..., half:]).max()) == 0.0 and float(jnp.abs(within[..., :half]).max()) > 0
+  crossing = alexnet.Arch(lrn_within_towers=False)
+  g = jax.grad(lambda x: jnp.sum(alexnet.normalise(x, crossing)[..., :half] * probe[..., :half]))(x)
+  assert float(jnp.abs(g[..., half:half + 2]).max()) > 0 and float(jnp.abs(g[..., half + 2:]).max()) == 0.0
+  # within a tower the maps are normalised exactly as a network of that tower alone would
+  np.testing.assert_array_equal(alexnet.normalise(x, alexnet.Arch())[..., half:],
+                                alexnet.normalise(x[..., half:], alexnet.Arch(groups=(1,) * 5)))
+  assert alexnet.towers(alexnet.Arch(groups=(1,) * 5)) == 1 and alexnet.towers(alexnet.Arch()) == 2

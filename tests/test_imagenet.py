@@ -6,20 +6,21 @@ import subprocess
 import sys
 import types
 
-import ml_collections
 import numpy as np
 import pytest
 
 from data import imagenet
 from data import pipeline
 from errors import DataError
+from experiments import alexnet_imagenet
 from tests.test_classifier import USER_ENV
 from tests.test_cli import ROOT
 
 
 def data_cfg(tfds_dir, **kw):
-  return ml_collections.ConfigDict({'tfds_dir': str(tfds_dir), 'manual_dir': '', 'fake_images': 12, 'num_train': 0,
-                                    'num_test': 0, 'shuffle_buffer': 100, 'mean_images': 0, **kw})
+  cfg = alexnet_imagenet.get_config().data  # every key the dataset reads, as the experiment sets it
+  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, 'shuffle_buffer': 100, **kw})
+  return cfg
 
 
 @pytest.fixture(scope='module')
@@ -31,6 +32,22 @@ def test_fake_archives_prepare_through_the_real_builder(fake):
   assert (fake.num_train, fake.num_test, fake.num_classes) == (12, 12, 1000)
   assert fake.class_names[0] == 'n01440764'
   assert fake._mean.shape == (256, 256, 3) and 20 < fake._mean.mean() < 235
+
+
+def test_mean_image_and_pca_statistics_come_from_the_training_pixels(fake):
+  """One pass computes both; against numpy's covariance of the same decoded pixels, scaled to [0, 1]."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  ds = fake._builder.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
+  images = np.stack([imagenet.decode_resize_crop(x['image']).numpy() for x in ds])
+  np.testing.assert_allclose(fake._mean, images.mean(0), rtol=1e-5, atol=1e-3)
+  eigval, eigvec = fake._eig
+  want_val, want_vec = np.linalg.eigh(np.cov(images.reshape(-1, 3).T / 255.0, bias=True))
+  np.testing.assert_allclose(eigval, want_val[::-1], rtol=1e-4)
+  np.testing.assert_allclose(np.abs(eigvec), np.abs(want_vec[:, ::-1]), rtol=1e-3, atol=1e-4)
+  assert not np.allclose(eigval, imagenet.EIGVAL), 'computed, not the published set'
+  published = imagenet.Dataset(data_cfg(fake._builder.data_dir.split('/fake_imagenet2012_')[0], pca='published'))
+  assert published._eig[0] is imagenet.EIGVAL and published._eig[1] is imagenet.EIGVEC
 
 
 def test_training_batches_crops_flips_colour_and_resume(fake):

@@ -1,4 +1,5 @@
 """The one optimiser builder: weight decay as the AlexNet paper adds it, the schedules, and the plateau rule."""
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -10,7 +11,8 @@ from training import optim
 
 def train_cfg(**kw):
   return ml_collections.ConfigDict({'optimizer': 'sgd', 'learning_rate': 0.1, 'lr_schedule': 'plateau',
-                                    'momentum': 0.0, 'weight_decay': 0.0, 'plateau_patience': 2,
+                                    'momentum': 0.0, 'weight_decay': 0.0, 'weight_decay_on': 'weights',
+                                    'plateau_patience': 2,
                                     'plateau_min_delta': 0.001, 'plateau_factor': 10.0, 'plateau_reductions': 3,
                                     **kw})
 
@@ -35,10 +37,25 @@ def test_plateau_divides_the_step_when_the_error_stops_improving():
 def test_other_schedules_ignore_plateau_updates_and_weight_decay_adds_w():
   cfg = train_cfg(lr_schedule='constant', weight_decay=0.5)
   tx = optim.optimizer(cfg, 100)
-  params = {'w': jnp.full(2, 2.0)}
+  params = {'W': jnp.full(2, 2.0)}
   state = tx.init(params)
   assert optim.plateau_update(state, 0.1, cfg) == (state, None)
-  np.testing.assert_allclose(tx.update({'w': jnp.zeros(2)}, state, params)[0]['w'], -0.1 * 0.5 * 2.0)
+  np.testing.assert_allclose(tx.update({'W': jnp.zeros(2)}, state, params)[0]['W'], -0.1 * 0.5 * 2.0)
+
+
+@pytest.mark.parametrize('which', ['weights', 'all'])
+def test_weight_decay_spares_the_biases_unless_asked(which):
+  """Kernels and weight matrices (W, V) decay; biases and offsets (b, W0, V0) only with weight_decay_on='all'."""
+  params = {'conv1': {'W': jnp.ones(2), 'b': jnp.ones(2)}, 'layers': [{'W': jnp.ones(3), 'W0': jnp.ones(3)}],
+            'V': jnp.ones(1), 'V0': jnp.ones(1)}
+  tx = optim.optimizer(train_cfg(lr_schedule='constant', weight_decay=0.5, weight_decay_on=which), 10)
+  updates = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)[0]
+  decayed = {'W', 'V'} if which == 'weights' else {'W', 'V', 'b', 'W0', 'V0'}
+  for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+    expected = -0.1 * 0.5 if path[-1].key in decayed else 0.0
+    np.testing.assert_allclose(u, expected, err_msg=jax.tree_util.keystr(path))
+  with pytest.raises(ConfigError, match="weight_decay_on 'some'"):
+    optim.optimizer(train_cfg(weight_decay=0.5, weight_decay_on='some'), 10)
   with pytest.raises(ConfigError, match='plateau'):
     optim.optimizer(train_cfg(lr_schedule='sometimes'), 100)
   with pytest.raises(ConfigError, match='unknown here; choose one of constant, cosine$'):

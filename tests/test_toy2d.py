@@ -1,9 +1,12 @@
 """The 2-D tasks: shapes, labels, the margin band, and determinism from the seed."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from data import toy2d
+from nets import losses
+from nets import mlp
 
 
 @pytest.mark.parametrize('task', toy2d.TASKS)
@@ -33,3 +36,23 @@ def test_margin_band_is_empty_and_labels_follow_the_pattern(task):
 def test_unknown_task():
   with pytest.raises(ValueError, match='unknown task'):
     toy2d.train_test(0, 'moons', 10, 10)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_two_tanh_units_can_represent_stripes(seed):
+  """Capacity, not training: a 2-unit tanh net built by hand fits stripes with zero hinge loss on the training and
+  test points of the default sizes. Along the bands' normal s, a steep unit ~ sign(s) and a shallow unit ~ s
+  give f(s) = A (2 s - sign(s)), whose sign changes at s = -1/2, 0 and 1/2: the three boundaries."""
+  (x, y), (xt, yt) = toy2d.train_test(seed, 'stripes', 200, 1000)
+  a = toy2d.angle(seed, 'stripes')
+  normal = np.array([np.cos(a), -np.sin(a)])
+  steep, shallow, scale = 200.0, 0.1, 50.0
+  params = {'layers': [{'W': jnp.asarray(np.stack([steep * normal, shallow * normal], 1), jnp.float32),
+                        'W0': jnp.zeros(2)}],
+            'V': jnp.array([[-scale], [2 * scale / shallow]]), 'V0': jnp.zeros(1)}
+  for xs, ys in ((x, y), (xt, yt)):
+    z = mlp.apply(params, xs, activation='tanh')[:, 0]
+    assert float(losses.hinge(z, ys).max()) == 0.0 and float((jnp.sign(z) == ys).mean()) == 1.0
+  # the other way round: the same two units with one output weight flipped no longer separate the bands
+  params['V'] = params['V'].at[0, 0].set(scale)
+  assert float((jnp.sign(mlp.apply(params, x, activation='tanh')[:, 0]) == y).mean()) < 0.9

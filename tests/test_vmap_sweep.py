@@ -93,3 +93,24 @@ def test_one_depth_per_call(data):
   with pytest.raises(ValueError, match='one depth'):
     vmap_sweep.train([Model('corner', (2,), 'lecture', 0), Model('corner', (2, 2), 'lecture', 0)], data, model,
                      train, tx)
+
+
+def test_each_model_can_train_on_its_own_draw_of_the_task():
+  """data.seed_per_model: a model keyed (task, data seed) trains on that draw; with data seed 0 it computes exactly
+  what the shared data set of seed 0 gives, and another data seed gives another run."""
+  from training import hidden_units  # noqa: PLC0415
+
+  model, train, tx = cfgs(epochs=2)
+  own = {('corner', s): toy2d.train_test(s, 'corner', 100, 100) for s in (0, 1)}
+  run = vmap_sweep.train([Model('corner', (4,), 'lecture', 0, 0), Model('corner', (4,), 'lecture', 0, 1)], own,
+                         model, train, tx)
+  shared = vmap_sweep.train([Model('corner', (4,), 'lecture', 0)], {'corner': own[('corner', 0)]}, model, train, tx)
+  np.testing.assert_array_equal(run['curves']['train_loss'][0], shared['curves']['train_loss'][0])
+  assert not np.array_equal(run['curves']['train_loss'][1], run['curves']['train_loss'][0])
+  from experiments import hidden_units as config_lib  # noqa: PLC0415
+
+  c = config_lib.get_config('quick')
+  assert {m.data_seed for ms in hidden_units.models_for(c).values() for m in ms} == {None}
+  c.data.seed_per_model, c.data.seed = True, 5
+  assert {(m.seed, m.data_seed) for ms in hidden_units.models_for(c).values() for m in ms} == {
+      (s, 5 + s) for s in range(4)}

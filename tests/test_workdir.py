@@ -1,6 +1,7 @@
 """training/workdir.py's config matching across versions of the config: a workdir trained before a key was added
 (model.kernels) or retired (model.group_impl, model.space_to_depth) still matches the config that reproduces it."""
 import json
+import os
 
 import pytest
 
@@ -25,3 +26,31 @@ def test_a_workdir_from_before_model_kernels_still_matches(tmp_path, config):
       workdir_lib.check_matches(str(tmp_path), resolved)
   with pytest.raises(WorkdirError, match="model.kernels: 'auto' -> 'none'"):
     workdir_lib.check_matches(str(tmp_path), cli.load_config(config, {'model.kernels': 'none'}))
+
+
+OLD = os.path.join(os.path.dirname(__file__), 'data')  # config.json files as train.py wrote them on 2026-12-05
+
+
+@pytest.mark.parametrize('name,spec,overrides,differs', [
+    ('hidden_units', 'experiments/hidden_units.py', {}, None),
+    ('fashion_mnist_cnn', 'experiments/fashion_mnist.py:cnn', {}, None),
+    ('fashion_mnist_mlp', 'experiments/fashion_mnist.py:mlp', {}, None),
+    ('alexnet_imagenet_torchvision', 'experiments/alexnet_imagenet.py:torchvision',
+     {'train.weight_decay_on': 'all', 'data.pca': 'published'},
+     "data.pca: 'published' -> 'computed', train.weight_decay_on: 'all' -> 'weights'\\)"),
+    ('alexnet_imagenet', 'experiments/alexnet_imagenet.py',
+     {'train.weight_decay_on': 'all', 'model.lrn_within_towers': False, 'data.pca': 'published'},
+     "data.pca: 'published' -> 'computed', model.lrn_within_towers: False -> True, train.weight_decay_on"),
+])
+def test_workdirs_trained_before_the_shared_defaults_still_match(tmp_path, name, spec, overrides, differs):
+  """Keys added since (the classifier defaults, progress and profiling, weight_decay_on, lrn_within_towers) take
+  the value that reproduces the old run; where the new default computes something else (AlexNet's weight decay
+  and normalisation), the workdir matches only the config that reproduces it, and otherwise gets one line."""
+  with open(os.path.join(OLD, f'config_{name}_2026-12-05.json')) as f:
+    old = json.load(f)
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  data = {'data.tfds_dir': old['data']['tfds_dir']} if 'tfds_dir' in old['data'] else {}
+  workdir_lib.check_matches(str(tmp_path), cli.load_config(spec, {**data, **overrides}))
+  if differs:
+    with pytest.raises(WorkdirError, match=differs):
+      workdir_lib.check_matches(str(tmp_path), cli.load_config(spec, data))

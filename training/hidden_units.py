@@ -99,12 +99,14 @@ def tx(c, depth):
 def models_for(c):
   """Every model of the sweep, grouped into compiled programs: {(depth, padded width): [Model, ...]}."""
   seeds = range(c.seed, c.seed + c.num_seeds)
-  models = [vmap_sweep.Model(t, (), c.model.weight_init, s)
+  # data.seed_per_model: model seed s trains on its own draw of each task, data seed data.seed + (s - seed)
+  data = {s: c.data.seed + s - c.seed if c.data.seed_per_model else None for s in seeds}
+  models = [vmap_sweep.Model(t, (), c.model.weight_init, s, data[s])
             for t in c.data.tasks for s in seeds] if c.model.include_linear else []
-  models += [vmap_sweep.Model(t, (w,) * d, c.model.weight_init, s)
+  models += [vmap_sweep.Model(t, (w,) * d, c.model.weight_init, s, data[s])
              for d in c.model.depths for t in c.data.tasks for w in c.model.hidden_units for s in seeds]
   if c.claims.zero_init and c.model.weight_init != 'zeros':
-    models += [vmap_sweep.Model(t, (w,), 'zeros', s)
+    models += [vmap_sweep.Model(t, (w,), 'zeros', s, data[s])
                for t in (c.claims.easy_task, c.claims.hard_task)
                for w in (c.claims.few_units, c.claims.many_units) for s in seeds]
   groups = {}
@@ -171,19 +173,20 @@ def evaluate(config, workdir, report, step=None, fresh_points=0):
       raise WorkdirError(f'{workdir}/results.json holds no records; train again into a new --workdir')
   workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   which, n = (toy2d.FRESH, fresh_points) if fresh_points else (toy2d.TEST, config.data.num_test)
-  datasets = {t: toy2d.draw(config.data.seed, t, which, n, config.data.margin) for t in config.data.tasks}
+  datasets = {m.dataset: toy2d.draw(config.data.seed if m.data_seed is None else m.data_seed, m.task, which, n,
+                                    config.data.margin) for models, _, _ in saved_runs for m in models}
   rows = []
   for models, padded, params in saved_runs:
-    x = np.stack([datasets[m.task][0] for m in models])
-    y = np.stack([datasets[m.task][1] for m in models])
+    x = np.stack([datasets[m.dataset][0] for m in models])
+    y = np.stack([datasets[m.dataset][1] for m in models])
     one = functools.partial(vmap_sweep.evaluate, activation=config.model.activation, loss=config.train.loss)
     _, acc = jax.jit(jax.vmap(one))(params, x, y, vmap_sweep.masks_for(models, padded))
     rows += [(m, float(a)) for m, a in zip(models, np.asarray(acc))]
   split = f'{fresh_points} fresh points' if fresh_points else 'test split'
-  fields = ('task', 'hidden_units', 'depth', 'init', 'seed')
+  fields = ('task', 'hidden_units', 'depth', 'init', 'seed', 'data_seed')
   out = {'split': split, 'records': [
       {'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': m.depth, 'init': m.init,
-       'seed': m.seed, 'test_accuracy': a} for m, a in rows]}
+       'seed': m.seed, **data_seed(m), 'test_accuracy': a} for m, a in rows]}
   if not fresh_points:
     key = lambda r: tuple(r.get(f) for f in fields)
     expected = {key(r): r.get('test_accuracy') for r in saved if isinstance(r, dict)}
@@ -209,6 +212,11 @@ def _weights_moved(run, i):
   return float(max(diffs))
 
 
+def data_seed(m):
+  """A record's data_seed field: present only where each model seed drew its own data (data.seed_per_model)."""
+  return {} if m.data_seed is None else {'data_seed': m.data_seed}
+
+
 def records(runs, config):
   """One dict per trained model, in the order of the runs (models_for)."""
   at = config.claims.at_epoch
@@ -219,7 +227,7 @@ def records(runs, config):
     for i, m in enumerate(run['models']):
       out.append({
           'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
-          'seed': m.seed, 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
+          'seed': m.seed, **data_seed(m), 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
           'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
           'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
           f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
@@ -233,9 +241,10 @@ def train_and_evaluate(config, workdir, report):
   validate(config)
   workdir_lib.prepare(workdir, config)
   start = time.time()
-  datasets = {t: toy2d.train_test(config.data.seed, t, config.data.num_train, config.data.num_test,
-                                  config.data.margin) for t in config.data.tasks}
   groups = models_for(config)
+  datasets = {m.dataset: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
+                                          config.data.num_train, config.data.num_test, config.data.margin)
+              for models in groups.values() for m in models}
   writer = metrics_lib.MetricsWriter(workdir)
   snapshot_epochs = (0, config.claims.at_epoch)
   runs = []

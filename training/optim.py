@@ -13,6 +13,8 @@ Keys (under `train`; a key is read only where the chosen optimiser or schedule u
                                   validation error stops improving" (the trainer calls plateau_update after each
                                   evaluation, so only trainers that evaluate during training offer it)
   weight_decay    added to the gradient as weight_decay * w before the step (the AlexNet paper's form)
+  weight_decay_on 'weights' (the kernels and weight matrices, W and V; not the biases b, W0, V0), as the
+                  AlexNet authors' cuda-convnet layer files and Caffe's reference AlexNet apply it, or 'all'
 """
 from typing import NamedTuple
 
@@ -25,6 +27,14 @@ from errors import ConfigError
 
 SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step', 'plateau')
 OPTIMIZERS = ('sgd', 'adam')
+DECAYED = ('weights', 'all')
+WEIGHTS = ('W', 'V')  # the parameter names of kernels and weight matrices (nets/); biases are b, W0 and V0
+
+
+def decay_mask(params, which):
+  """A pytree of bools like `params`: which parameters weight decay applies to ('weights' or 'all')."""
+  name = lambda path: getattr(path[-1], 'key', None)
+  return jax.tree_util.tree_map_with_path(lambda path, _: which == 'all' or name(path) in WEIGHTS, params)
 
 
 def schedule(train_cfg, total_steps, schedules=SCHEDULES):
@@ -64,7 +74,12 @@ def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
     step = optax.adam(sched)
   else:
     raise ConfigError(f'train.optimizer {train_cfg.optimizer!r} is unknown; choose one of {", ".join(OPTIMIZERS)}')
-  parts = [optax.add_decayed_weights(train_cfg.weight_decay)] if train_cfg.weight_decay else []
+  parts = []
+  if train_cfg.weight_decay:
+    which = train_cfg.weight_decay_on
+    if which not in DECAYED:
+      raise ConfigError(f'train.weight_decay_on {which!r} is unknown; choose one of {", ".join(DECAYED)}')
+    parts.append(optax.add_decayed_weights(train_cfg.weight_decay, mask=lambda p: decay_mask(p, which)))
   parts.append(step)
   if train_cfg.lr_schedule == 'plateau':
     parts.append(plateau_scale())

@@ -32,10 +32,16 @@ class Model:
   hidden: tuple  # widths of the hidden layers; () is the single-layer (linear) net
   init: str  # weight init scheme, see nets/init.py
   seed: int
+  data_seed: int | None = None  # None: the task's shared data set; else this model's own draw of the task
 
   @property
   def depth(self):
     return len(self.hidden)
+
+  @property
+  def dataset(self):
+    """The key of this model's data set in `datasets`: the task, or (task, data seed)."""
+    return self.task if self.data_seed is None else (self.task, self.data_seed)
 
 
 def _scores(params, x_BxD, masks, activation):
@@ -126,7 +132,7 @@ def init_models(models, padded, weight_std, offset_init, offset_std):
 
 
 def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None):
-  """Trains `models` (all of one depth) on `datasets` {task: ((x, y), (x_test, y_test))}.
+  """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
 
   Returns a dict of numpy arrays with leading axis M:
     curves      {train_loss, train_accuracy: [M, epochs + 1]}, entry 0 before training; a stopped model's values
@@ -148,10 +154,11 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   models = list(models) + [models[-1]] * (sharding.padded_count(num_models, mesh) - num_models)
   (depth,) = depths
   padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
-  n_train = len(datasets[models[0].task][0][1])
+  n_train = len(datasets[models[0].dataset][0][1])
   steps = n_train // train_cfg.batch_size
-  task_of = np.asarray([sorted(datasets).index(m.task) for m in models])
-  splits = {name: np.stack([np.asarray(datasets[t][s][a]) for t in sorted(datasets)])[task_of]
+  keys = sorted(datasets, key=repr)
+  task_of = np.asarray([keys.index(m.dataset) for m in models])
+  splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
   data = {**splits, 'masks': masks_for(models, padded)}
   params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)

@@ -40,62 +40,85 @@ def analyse(config, workdir, results, *, runs, datasets):
   return {**results, 'claims': claims_, 'figures': names}
 
 
+def _train_of(datasets, task, data_seed=None):
+  """The training set (x, y) of `task`: the shared one, or model seed's own (data.seed_per_model); the first
+  drawn where data_seed is None and each seed has its own."""
+  key = task if data_seed is None else (task, data_seed)
+  if key not in datasets:
+    key = next(k for k in sorted(datasets, key=repr) if k == task or (isinstance(k, tuple) and k[0] == task))
+  return tuple(np.asarray(a) for a in datasets[key][0])
+
+
 def claims(recs, runs, config, datasets):
-  """The lecture's claims, each with the setting, the measured numbers and whether they bear it out."""
-  cl, init, at = config.claims, config.model.weight_init, config.claims.at_epoch
-  n = config.num_seeds
+  """The lecture's claims as this config ran them, each with its setting, the criterion that decides it, the
+  measured numbers and the verdict. Solved and not solved are one criterion read both ways: the median over seeds
+  of the training accuracy against claims.solved_accuracy."""
+  cl, init, at, act = config.claims, config.model.weight_init, config.claims.at_epoch, config.model.activation
+  n, thr, epochs = config.num_seeds, cl.solved_accuracy, config.train.epochs
   acc_at = f'train_accuracy_epoch{at}'
   out = []
 
-  def add(claim, setting, measured, holds):
-    out.append({'claim': claim, 'setting': setting, 'measured': measured, 'holds': bool(holds)})
+  def add(claim, setting, criterion, measured, holds):
+    out.append({'claim': claim, 'setting': setting, 'criterion': criterion, 'measured': measured,
+                'holds': bool(holds)})
 
-  for units, claim in ((cl.few_units, f'{cl.few_units} tanh hidden units solve the task after about {at} epochs'),
-                       (cl.many_units, f'{cl.many_units} hidden units are arranged sufficiently for the task '
-                                       f'after about {at} epochs')):
+  def zero_loss(s, by=None):
+    hit = [r for r in s if r['solved'] and (by is None or r['epochs'] <= by)]
+    return f'{len(hit)}/{n} seeds reach zero training loss' + (f' by epoch {by}' if by else '')
+
+  solved_at = f'solved: median training accuracy at epoch {at} >= {thr}'
+  for units, claim in ((cl.few_units, f'{cl.few_units} {act} hidden units solve {cl.easy_task} after about {at} '
+                                      'epochs'),
+                       (cl.many_units, f'{cl.many_units} {act} hidden units are arranged sufficiently for '
+                                       f'{cl.easy_task} after about {at} epochs')):
     s = _select(recs, task=cl.easy_task, depth=1, hidden_units=units, init=init)
-    solved_by = [r for r in s if r['solved'] and r['epochs'] <= at]
     solved_epochs = [r['epochs'] for r in s if r['solved']]
-    add(claim, f'{cl.easy_task}, {units} units, {init} init, zero offsets',
-        f'median training accuracy at epoch {at}: {_median(s, acc_at):.3f}; zero training loss by epoch {at}: '
-        f'{len(solved_by)}/{n} seeds; median epoch reaching it: '
-        + (f'{np.median(solved_epochs):.0f}' if solved_epochs else 'never'),
-        _median(s, acc_at) >= 0.99)
+    add(claim, f'{cl.easy_task}, {units} units, {init} init, zero offsets', solved_at,
+        f'median training accuracy at epoch {at}: {_median(s, acc_at):.3f}; {zero_loss(s, at)}; median epoch '
+        'reaching it: ' + (f'{np.median(solved_epochs):.0f}' if solved_epochs else 'never'),
+        _median(s, acc_at) >= thr)
 
+  solved_final = f'median final training accuracy >= {thr} (solved) or < {thr} (not solved)'
   s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.few_units, init=init)
-  add(f'on a harder task {cl.few_units} hidden units can no longer solve it',
-      f'{cl.hard_task}, {cl.few_units} units, {config.train.epochs} epochs',
+  add(f'on the harder {cl.hard_task}, SGD does not find a solution with {cl.few_units} {act} hidden units',
+      f'{cl.hard_task}, {cl.few_units} units, per-example SGD from {init} init, {epochs} epochs; this says what '
+      'SGD finds, not what the network can represent', solved_final,
       f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, best '
-      f'{max(r["train_accuracy"] for r in s):.3f}; seeds reaching zero loss: {sum(r["solved"] for r in s)}/{n}',
-      not any(r['solved'] for r in s))
+      f'{max(r["train_accuracy"] for r in s):.3f}; {zero_loss(s)}', _median(s, 'train_accuracy') < thr)
   s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.many_units, init=init)
-  add(f'... while {cl.many_units} hidden units fit it', f'{cl.hard_task}, {cl.many_units} units',
+  add(f'... while {cl.many_units} {act} hidden units fit it', f'{cl.hard_task}, {cl.many_units} units, {epochs} '
+      'epochs', solved_final,
       f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, at epoch {at}: '
-      f'{_median(s, acc_at):.3f}; seeds reaching zero loss: {sum(r["solved"] for r in s)}/{n}',
-      _median(s, 'train_accuracy') >= 0.99)
+      f'{_median(s, acc_at):.3f}; {zero_loss(s)}', _median(s, 'train_accuracy') >= thr)
 
-  lo, hi = min(config.model.hidden_units), max(config.model.hidden_units)
-  parts, rises = [], []
+  widths = sorted(config.model.hidden_units)
+  parts, rises, dips = [], [], []
   for t in config.data.tasks:
-    a_lo = _median(_select(recs, task=t, depth=1, hidden_units=lo, init=init), 'train_accuracy')
-    a_hi = _median(_select(recs, task=t, depth=1, hidden_units=hi, init=init), 'train_accuracy')
-    parts.append(f'{t} {a_lo:.3f} -> {a_hi:.3f}')
-    rises.append(a_hi >= a_lo and (a_hi > a_lo or a_hi == 1.0))
+    med = [_median(_select(recs, task=t, depth=1, hidden_units=w, init=init), 'train_accuracy') for w in widths]
+    parts.append(f'{t} {med[0]:.3f} -> {med[-1]:.3f}')
+    rises.append(med[-1] >= med[0] and (med[-1] > med[0] or med[-1] == 1.0))
+    dips += [f'{t} {widths[i]} -> {widths[i + 1]} units ({med[i]:.3f} -> {med[i + 1]:.3f})'
+             for i in range(len(widths) - 1) if med[i + 1] < med[i]]
   add('more hidden units give a more powerful decision boundary and fit the data more easily',
-      f'depth 1, median final training accuracy, {lo} -> {hi} units', '; '.join(parts), all(rises))
+      f'depth 1, median final training accuracy, {widths[0]} -> {widths[-1]} units',
+      'the widest net fits every task at least as well as the narrowest; every width where the median falls is '
+      'listed', '; '.join(parts) + ('; not monotone: ' + '; '.join(dips) if dips else '; monotone in width'),
+      all(rises))
 
   if any(r['depth'] == 0 for r in runs):
     best = {t: max(r['train_accuracy'] for r in _select(recs, task=t, depth=0)) for t in config.data.tasks}
     add('a single layer gives a linear decision surface (it cannot fit these tasks)', 'no hidden layer',
+        'not fit: best final training accuracy over seeds < 1 on every task',
         'best final training accuracy over seeds: ' + '; '.join(f'{t} {a:.3f}' for t, a in best.items()),
         all(a < 1.0 for a in best.values()))
 
   zero = _select(recs, init='zeros')
   if zero:
-    majority = {t: float(max(np.mean(datasets[t][0][1] > 0), np.mean(datasets[t][0][1] < 0)))
+    majority = {t: float(max(np.mean(_train_of(datasets, t)[1] > 0), np.mean(_train_of(datasets, t)[1] < 0)))
                 for t in {r['task'] for r in zero}}
     add('with all weights zero, the updates leave W and V unchanged (training is stuck)',
         f'all-zero init, {cl.easy_task} and {cl.hard_task}, {cl.few_units} and {cl.many_units} units',
+        'stuck: no entry of W or V changes',
         f'largest change of any W or V entry: {max(r["weights_moved"] for r in zero):.1e}; final training '
         'accuracy: ' + '; '.join(f'{t} {_median(_select(zero, task=t), "train_accuracy"):.3f} (majority class '
                                  f'{majority[t]:.3f})' for t in sorted(majority)),
@@ -108,6 +131,7 @@ def claims(recs, runs, config, datasets):
     p1, p2 = counted_params(d, m1), counted_params(d, m2)
     expected = (m2 / m1) ** 2
     add('parameters grow with (units per layer)^2', f'depth {d}, {m1} -> {m2} units per layer',
+        'the count grows by the units ratio squared, within 25%',
         f'{p1} -> {p2} parameters, x{p2 / p1:.2f} (units ratio squared: x{(m2 / m1) ** 2:.2f})',
         abs(p2 / p1 - expected) / expected < 0.25)
   return out
@@ -121,9 +145,10 @@ def markdown(config, results):
            f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
            f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
            f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',
-           '| claim | setting | measured | holds |', '|---|---|---|---|']
+           '| claim | setting | criterion | measured | holds |', '|---|---|---|---|---|']
   for c in results['claims']:
-    lines.append(f'| {c["claim"]} | {c["setting"]} | {c["measured"]} | {"yes" if c["holds"] else "**no**"} |')
+    lines.append(f'| {c["claim"]} | {c["setting"]} | {c["criterion"]} | {c["measured"]} | '
+                 f'{"yes" if c["holds"] else "**no**"} |')
   widths = sorted(config.model.hidden_units)
   lines += ['', f'## Final training accuracy, median over seeds (test accuracy in brackets), '
                 f'{config.model.weight_init} init', '',
@@ -139,6 +164,21 @@ def markdown(config, results):
       for w in widths:
         s = _select(recs, task=t, depth=d, hidden_units=w, init=config.model.weight_init)
         cells.append(f'{_median(s, "train_accuracy"):.3f} ({_median(s, "test_accuracy"):.3f})')
+      lines.append(f'| {t} | {d} | ' + ' | '.join(cells) + ' |')
+  varies = ('the initial weights, the order of the examples and the data set itself (data.seed_per_model: each '
+            'seed draws its own training and test points)') if config.data.seed_per_model else (
+      f'the initial weights and the order of the examples; every seed trains on the same data set (data seed '
+      f'{config.data.seed}; data.seed_per_model=True gives each seed its own)')
+  lines += ['', f'## Spread over the {config.num_seeds} seeds: final training accuracy, lowest - highest', '',
+            f'The seeds vary {varies}.', '',
+            '| task | depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |', '|---|---|' + '---|' * len(widths)]
+  for t in config.data.tasks:
+    for d in config.model.depths:
+      cells = []
+      for w in widths:
+        s = _select(recs, task=t, depth=d, hidden_units=w, init=config.model.weight_init)
+        acc = [r['train_accuracy'] for r in s]
+        cells.append(f'{min(acc):.3f} - {max(acc):.3f}')
       lines.append(f'| {t} | {d} | ' + ' | '.join(cells) + ' |')
   lines += ['', '## Parameters per net (counted from the initialised arrays)', '',
             '| depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |', '|---|' + '---|' * len(widths)]
@@ -233,11 +273,10 @@ def figures(runs, datasets, config, outdir):
 
   # 1. The lecture's pictures: points, boundary and each hidden unit's line, before and after ~10 epochs.
   for task in (cl.easy_task, cl.hard_task):
-    (x, y), _ = datasets[task]
-    x, y = np.asarray(x), np.asarray(y)
     fig, axes = plt.subplots(2, 3, figsize=(9, 6.2))
     for row, w in enumerate((cl.few_units, cl.many_units)):
       run1, i = _find(runs, task=task, hidden=(w,), init=init, seed=seed)
+      x, y = _train_of(datasets, task, run1['models'][i].data_seed)
       for col, (e, label) in enumerate(((0, 'before training'), (at, f'after {at} epochs'),
                                         (config.train.epochs, 'final'))):
         p = _model_params(run1['snapshots'][e] if e in run1['snapshots'] else run1['params'], i)
@@ -257,10 +296,10 @@ def figures(runs, datasets, config, outdir):
   fig, axes = plt.subplots(len(config.data.tasks), len(cols), figsize=(2.6 * len(cols), 2.6 * len(config.data.tasks)),
                            squeeze=False)
   for r, task in enumerate(config.data.tasks):
-    (x, y), _ = datasets[task]
     for c, (label, d, w) in enumerate(cols):
       run, i = _find(runs, task=task, hidden=(w,) * d, init=init, seed=seed)
-      _panel(axes[r, c], _model_params(run['params'], i), w, act, np.asarray(x), np.asarray(y),
+      x, y = _train_of(datasets, task, run['models'][i].data_seed)
+      _panel(axes[r, c], _model_params(run['params'], i), w, act, x, y,
              f'{task}: {label}\nacc {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
   save(fig, 'boundaries_all_tasks.png')
 
