@@ -19,7 +19,9 @@ Preprocessing (Krizhevsky et al. 2012, sections 2 and 4.1), all on the host in t
   - evaluation: the central 224x224 crop, or 10 crops (four corners and centre, and their mirror images) whose
     softmax outputs the evaluation averages.
 Random draws are TF stateless ops seeded by (epoch seed, position in the epoch), so a resumed run augments every
-image exactly as the uninterrupted one did.
+image exactly as the uninterrupted one did. With data.augment_on='device' (the default) the host sends only the
+decoded 256x256 images, rounded to uint8, and the training step does the rest on the accelerator
+(data/augment.py: the same operations, JAX's keys instead of TF's seeds).
 
 `write_fake_manual_dir` writes archives in the real format (per-class tars of JPEGs inside the train tar, JPEGs
 named ILSVRC2012_val_*.JPEG in the val tar), tiny, so tests and the `quick` config run the real builder offline.
@@ -31,8 +33,10 @@ import os
 import tarfile
 import types
 
+import jax.numpy as jnp
 import numpy as np
 
+from data import augment as augment_lib
 from data import pipeline
 import errors
 from errors import ConfigError
@@ -52,6 +56,7 @@ EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                    [-0.5836, -0.6948, 0.4203]], np.float32)
 PCA_STD = 0.1
 PCA = ('computed', 'published')
+AUGMENT_ON = ('device', 'host')
 
 
 def manual_dir(data_cfg):
@@ -151,6 +156,13 @@ def decode_resize_crop(jpeg):
   return image[top:top + RESIZE, left:left + RESIZE, :]
 
 
+def decode_uint8(jpeg):
+  """What the host sends when the accelerator augments (data.augment_on='device'): decode_resize_crop's 256x256
+  image rounded to uint8, a quarter of the bytes of float32."""
+  t = pipeline.tf()
+  return t.saturate_cast(t.round(decode_resize_crop(jpeg)), t.uint8)
+
+
 def augment(image_256, seed, eigval=EIGVAL, eigvec=EIGVEC):
   """The training crop, flip and PCA colour shift of one mean-subtracted 256x256 image; seed: int64 (2,);
   eigval (3,), eigvec (3, 3) (columns): the RGB covariance's eigen-decomposition, pixels scaled to [0, 1]."""
@@ -186,6 +198,9 @@ class Dataset:
   test_views = (1, 10)  # views per test image it offers: the centre crop, or the paper's ten
 
   def __init__(self, data_cfg):
+    if data_cfg.augment_on not in AUGMENT_ON:
+      raise ConfigError(f'data.augment_on {data_cfg.augment_on!r} is unknown; choose one of {", ".join(AUGMENT_ON)}')
+    self.augment_on = data_cfg.augment_on
     tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
     if data_cfg.fake_images:  # in a directory of its own: never mixed with a real prepared imagenet2012
       tfds_dir = os.path.join(tfds_dir, f'fake_imagenet2012_{data_cfg.fake_images}')
@@ -214,21 +229,42 @@ class Dataset:
   def _centred(self, x):
     return decode_resize_crop(x['image']) - self._mean
 
+  def _uint8(self, x):
+    t = pipeline.tf()
+    return {'image': decode_uint8(x['image']), 'label': t.cast(x['label'], t.int32)}
+
+  @property
+  def device_train(self):
+    """With augment_on='device': (batch, key) -> the step's inputs (data/augment.py), else None."""
+    if self.augment_on != 'device':
+      return None
+    mean, (eigval, eigvec) = jnp.asarray(self._mean), (jnp.asarray(e) for e in self._eig)
+    return lambda batch, key: {**batch, 'image': augment_lib.train_views(batch['image'], key, mean, eigval, eigvec,
+                                                                        PCA_STD)}
+
+  def device_test(self, crops):
+    """With augment_on='device': batch -> its `crops` views (data/augment.py), else None."""
+    if self.augment_on != 'device':
+      return None
+    mean = jnp.asarray(self._mean)
+    return lambda batch: {**batch, 'image': augment_lib.test_views(batch['image'], mean, crops)}
+
   def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
     ds = self._split('train', self.num_train, shuffle_seed=es % (2 ** 31))
     return pipeline.train_batches(
         ds, num_examples=self.num_train, shuffle_buffer=self._shuffle_buffer,
         batch_size=batch_size, seed=seed, epoch=epoch, skip_batches=skip_batches, process=process,
-        augment=lambda x, s: {'image': augment(self._centred(x), s, *self._eig),
-                              'label': t.cast(x['label'], t.int32)})
+        augment=(lambda x, s: self._uint8(x)) if self.augment_on == 'device' else (
+            lambda x, s: {'image': augment(self._centred(x), s, *self._eig), 'label': t.cast(x['label'], t.int32)}))
 
   def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
     t = pipeline.tf()
     ds = self._split('validation', self.num_test)
     return pipeline.eval_batches(
         ds, num_examples=self.num_test, batch_size=batch_size, process=process,
-        preprocess=lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)})
+        preprocess=self._uint8 if self.augment_on == 'device' else (
+            lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)}))
 
 
 def image_statistics(b, num_images, cache_dir):

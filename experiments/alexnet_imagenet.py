@@ -43,6 +43,7 @@ def get_config(arg='paper'):
   c.data.shuffle_buffer = 20_000  # examples; files are shuffled too, every epoch with its own seed
   c.data.mean_images = 0  # training images in the per-pixel mean and the PCA statistics (0: all, as the paper)
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
+  c.data.augment_on = 'device'  # mean, crop, flip and colour noise in the jitted step; 'host': in tf.data
 
   c.model.name = 'alexnet'
   c.model.variant = 'torchvision' if variant == 'torchvision' else 'paper'

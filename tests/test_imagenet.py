@@ -6,9 +6,11 @@ import subprocess
 import sys
 import types
 
+import jax
 import numpy as np
 import pytest
 
+from data import augment
 from data import imagenet
 from data import pipeline
 from errors import DataError
@@ -25,7 +27,20 @@ def data_cfg(tfds_dir, **kw):
 
 @pytest.fixture(scope='module')
 def fake(tmp_path_factory):
-  return imagenet.Dataset(data_cfg(tmp_path_factory.mktemp('tfds')))
+  return imagenet.Dataset(data_cfg(tmp_path_factory.mktemp('tfds'), augment_on='host'))
+
+
+def test_with_device_augmentation_the_host_sends_decoded_uint8_images(fake):
+  dev = imagenet.Dataset(data_cfg(fake._builder.data_dir.split('/fake_imagenet2012_')[0]))
+  assert dev.augment_on == 'device' and fake.device_train is None and fake.device_test(10) is None
+  full = list(dev.train_batches(batch_size=4, seed=0, epoch=0))
+  assert full[0]['image'].shape == (4, 256, 256, 3) and full[0]['image'].dtype == np.uint8
+  resumed = list(dev.train_batches(batch_size=4, seed=0, epoch=0, skip_batches=1))
+  np.testing.assert_array_equal(full[1]['image'], resumed[0]['image'])
+  batch = next(dev.test_batches(batch_size=4, crops=10))
+  assert batch['image'].shape == (4, 256, 256, 3) and dev.device_test(10)(batch)['image'].shape == (4, 10, 224, 224, 3)
+  views = dev.device_train(batch, jax.random.PRNGKey(0))['image']
+  assert views.shape == (4, 224, 224, 3) and views.dtype == np.float32
 
 
 def test_fake_archives_prepare_through_the_real_builder(fake):
@@ -151,3 +166,51 @@ def test_prepared_files_that_changed_since_verification_are_refused(fake, tmp_pa
   os.truncate(copy / record, 10)
   with pytest.raises(DataError, match=f'changed since it was verified \\({record}\\)'):
     imagenet.verify(types.SimpleNamespace(data_dir=str(copy)))
+
+
+def test_device_augmentation_is_a_crop_a_flip_and_one_colour_shift_of_the_centred_image():
+  """data/augment.py, the accelerator's form of `augment`: the same operations, deterministic in the key."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 256, 256, 3)).astype(np.uint8)
+  mean = rng.uniform(0, 255, (256, 256, 3)).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+  out = np.asarray(augment.train_views(images, key, mean, imagenet.EIGVAL, imagenet.EIGVEC))
+  assert out.shape == (3, 224, 224, 3) and out.dtype == np.float32
+  np.testing.assert_array_equal(out, augment.train_views(images, key, mean, imagenet.EIGVAL, imagenet.EIGVEC))
+  for i in range(3):
+    src = images[i].astype(np.float32) - mean
+    found = [out[i, 0, 0] - img[y, x] for img in (src, src[:, ::-1]) for y in range(33) for x in range(33)
+             if np.allclose(out[i] - img[y:y + 224, x:x + 224], out[i, 0, 0] - img[y, x], atol=1e-3)]
+    assert len(found) == 1
+    alpha = np.linalg.solve(imagenet.EIGVEC * imagenet.EIGVAL[None, :], found[0] / 255.0)
+    assert np.all(np.abs(alpha) < 0.6)
+
+
+def test_device_and_host_augmentation_draw_from_the_same_distributions():
+  """Different generators (JAX keys, TF stateless seeds), the same distributions: crop offsets uniform over 0..32
+  in each direction and a fair flip, read back from 2,000 images whose pixels encode their coordinates (the
+  colour shift's span and size are checked image by image above and in test_augmentation_is_...)."""
+  n = 2000
+  y, x = np.meshgrid(np.arange(256), np.arange(256), indexing='ij')
+  coords = np.stack([y, x, np.zeros_like(y)], -1).astype(np.float32)  # channel 0: row, 1: column
+  zero_pca = np.zeros(3, np.float32)
+  dev = np.asarray(augment.train_views(np.broadcast_to(coords, (n, 256, 256, 3)), jax.random.PRNGKey(1),
+                                       np.zeros((256, 256, 3), np.float32), zero_pca, imagenet.EIGVEC))
+  t = pipeline.tf()
+  host = np.stack([imagenet.augment(t.constant(coords), t.constant([1, i], t.int64), zero_pca, imagenet.EIGVEC)
+                   for i in range(n)])
+  for views in (dev, host):
+    rows, flipped = views[:, 0, 0, 0], views[:, 0, 0, 1] > views[:, 0, 1, 1]
+    cols = np.where(flipped, views[:, 0, 0, 1] - 223, views[:, 0, 0, 1])
+    assert rows.min() == 0 and rows.max() == 32 and cols.min() == 0 and cols.max() == 32
+    assert abs(rows.mean() - 16) < 0.7 and abs(cols.mean() - 16) < 0.7 and abs(flipped.mean() - 0.5) < 0.04
+
+
+@pytest.mark.parametrize('crops', [1, 10])
+def test_device_test_views_equal_the_host_ones(crops):
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (2, 256, 256, 3)).astype(np.uint8)
+  mean = rng.uniform(0, 255, (256, 256, 3)).astype(np.float32)
+  t = pipeline.tf()
+  host = np.stack([imagenet.eval_crops(t.constant(im.astype(np.float32) - mean), crops).numpy() for im in images])
+  np.testing.assert_array_equal(augment.test_views(images, mean, crops), host)

@@ -36,11 +36,12 @@ OLD = os.path.join(os.path.dirname(__file__), 'data')  # config.json files as tr
     ('fashion_mnist_cnn', 'experiments/fashion_mnist.py:cnn', {}, None),
     ('fashion_mnist_mlp', 'experiments/fashion_mnist.py:mlp', {}, None),
     ('alexnet_imagenet_torchvision', 'experiments/alexnet_imagenet.py:torchvision',
-     {'train.weight_decay_on': 'all', 'data.pca': 'published'},
-     "data.pca: 'published' -> 'computed', train.weight_decay_on: 'all' -> 'weights'\\)"),
+     {'train.weight_decay_on': 'all', 'data.pca': 'published', 'data.augment_on': 'host'},
+     "data.augment_on: 'host' -> 'device', data.pca: 'published' -> 'computed', train.weight_decay_on"),
     ('alexnet_imagenet', 'experiments/alexnet_imagenet.py',
-     {'train.weight_decay_on': 'all', 'model.lrn_within_towers': False, 'data.pca': 'published'},
-     "data.pca: 'published' -> 'computed', model.lrn_within_towers: False -> True, train.weight_decay_on"),
+     {'train.weight_decay_on': 'all', 'model.lrn_within_towers': False, 'data.pca': 'published',
+      'data.augment_on': 'host'},
+     "data.augment_on: 'host' -> 'device', data.pca: 'published' -> 'computed', model.lrn_within_towers"),
 ])
 def test_workdirs_trained_before_the_shared_defaults_still_match(tmp_path, name, spec, overrides, differs):
   """Keys added since (the classifier defaults, progress and profiling, weight_decay_on, lrn_within_towers) take

@@ -162,6 +162,13 @@ def _setup(config):
                state_sharding, kernel_names)
 
 
+def _eval_step(setup, crops):
+  """The jitted evaluation of `crops` views per image (made on the accelerator where the dataset does that)."""
+  device_test = getattr(setup.dataset, 'device_test', None)
+  return steps.make_eval_step(setup.apply_fn, setup.mesh, setup.dataset.num_classes,
+                              preprocess=device_test(crops) if device_test else None)
+
+
 def _checkpoints(config, workdir):
   return checkpoint_lib.Checkpoints(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                     keep=config.train.keep_checkpoints)
@@ -182,8 +189,9 @@ def train_and_evaluate(config, workdir, report):
   distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
   apply_fn = setup.apply_fn
-  train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding)
-  eval_step = steps.make_eval_step(apply_fn, mesh, dataset.num_classes)
+  train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding,
+                                     preprocess=getattr(dataset, 'device_train', None))
+  eval_step = _eval_step(setup, 1)
   crops = eval_crops(config)
 
   ckpt = _checkpoints(config, workdir)
@@ -294,8 +302,8 @@ def train_and_evaluate(config, workdir, report):
 
   ten = None
   if crops > 1:  # collective: every process evaluates its part
-    ten = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
-                          mesh, crops=crops)
+    ten = steps.evaluate(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
+                         config.train.eval_batch_size, mesh, crops=crops)
   params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
   ckpt.close()
   if not main:
@@ -369,9 +377,8 @@ def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
   if distributed.is_main():
     workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)
-  eval_step = steps.make_eval_step(setup.apply_fn, setup.mesh, dataset.num_classes)
-  ev = steps.evaluate(eval_step, steps.stack_models(*members), dataset, config.train.eval_batch_size, setup.mesh,
-                       crops)
+  ev = steps.evaluate(_eval_step(setup, crops), steps.stack_models(*members), dataset, config.train.eval_batch_size,
+                      setup.mesh, crops)
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],
          'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}

@@ -32,9 +32,14 @@ def initial_state(params, tx, rng):
   return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=rng)
 
 
-def make_train_step(apply_fn, tx, mesh, state_sharding=None):
+AUGMENT_STREAM = 1  # the step's augmentation key is fold_in(fold_in(rng, step), AUGMENT_STREAM)
+
+
+def make_train_step(apply_fn, tx, mesh, state_sharding=None, preprocess=None):
   """The jitted update: (state, batch) -> (state, metrics). The batch is split over 'data'; the state is laid
-  out as `state_sharding` says (default: replicated), and XLA inserts the collectives that layout needs."""
+  out as `state_sharding` says (default: replicated), and XLA inserts the collectives that layout needs.
+  `preprocess(batch, key)`, if given, turns the host's batch into the model's inputs inside the step (the
+  dataset's augmentation on the accelerator); its key depends only on the state's rng and step."""
 
   def loss_fn(params, batch, key):
     logits = apply_fn(params, batch['image'], train=True, key=key)
@@ -42,6 +47,8 @@ def make_train_step(apply_fn, tx, mesh, state_sharding=None):
 
   def step(state, batch):
     key = jax.random.fold_in(state.rng, state.step)
+    if preprocess is not None:
+      batch = preprocess(batch, jax.random.fold_in(key, AUGMENT_STREAM))
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -62,17 +69,20 @@ def make_train_step(apply_fn, tx, mesh, state_sharding=None):
 CONFUSION_MAX_CLASSES = 100  # above this, no confusion matrix (ImageNet's would be 1000 x 1000)
 
 
-def make_eval_step(apply_fn, mesh, num_classes, params_sharding=None):
+def make_eval_step(apply_fn, mesh, num_classes, params_sharding=None, preprocess=None):
   """The jitted evaluation of one padded batch by one model or an ensemble.
 
   params: a stack of models' parameters (leading axis: models; one model is a stack of one). batch['image']:
   (B, H, W, C), or (B, V, H, W, C) for V views of each image. The prediction is the mean softmax output over
   models and views (the AlexNet paper's 10-crop and five-model averages). Returns sums over the batch's real
   examples: loss (-log of the predicted probability of the label), top-1 and top-5 correct, count, and the
-  confusion matrix for up to CONFUSION_MAX_CLASSES classes.
+  confusion matrix for up to CONFUSION_MAX_CLASSES classes. `preprocess(batch)`, if given, makes the views from
+  the host's batch inside the step.
   """
 
   def step(params, batch):
+    if preprocess is not None:
+      batch = preprocess(batch)
     images = batch['image']
     views = images.shape[1] if images.ndim == 5 else 1
     flat = images.reshape(-1, *images.shape[-3:])
