@@ -32,8 +32,8 @@ from absl import flags
 from errors import ConfigError
 from errors import SweepError
 from errors import WorkdirError
+import experiments
 from experiments.reports import sweep as sweep_report
-import training
 from training import cli
 from training import workdir as workdir_lib
 
@@ -43,7 +43,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one workdir p
 _GRID = flags.DEFINE_multi_string('grid', [], 'An axis of the grid: KEY=V1,V2,... (tuples as A:B:C).')
 _SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds; each setting runs once per seed.')
 _SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE overrides shared by every run.')
-_METRIC = flags.DEFINE_string('metric', 'test_accuracy', 'The results.json figure to summarise and plot.')
+_METRIC = flags.DEFINE_string('metric', None, 'The figure to summarise and plot (default: the experiment\'s own, '
+                              'e.g. test_accuracy or claims_holding).')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (local processes, or SLURM array tasks).')
 _SLURM_ARRAY = flags.DEFINE_string('slurm_array', None, 'Write a SLURM array job of the unfinished runs here.')
@@ -122,11 +123,15 @@ def move_aside(run):
 
 
 def check_metric(config, metric):
-  """A ConfigError unless the experiment's results.json offers `metric` (its trainer's METRICS)."""
-  offered = training.trainer(config.trainer).METRICS
+  """`metric`, or the experiment's default; a ConfigError unless the experiment's runs offer it (its report's
+  sweep_metrics, known from the config before any run)."""
+  report = experiments.report(config)
+  metric = metric or report.SWEEP_METRIC
+  offered = report.sweep_metrics(config)
   if metric not in offered:
-    raise ConfigError(f'--metric={metric} is not a figure of {config.experiment}\'s results; choose one of '
-                      f'{", ".join(offered)}')
+    listed = report.describe_metrics(offered) if hasattr(report, 'describe_metrics') else ', '.join(offered)
+    raise ConfigError(f'--metric={metric} is not a figure of {config.experiment}\'s results; choose one of {listed}')
+  return metric
 
 
 def run_local(pending, parallel):
@@ -198,7 +203,7 @@ def main(argv):
   if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
     raise SweepError(f'--workdir={_WORKDIR.value} is a file, not a directory')
   table = plan(config, runs, seeds, common, _WORKDIR.value)  # every run's config resolved: nothing written yet
-  check_metric(table[0]['config'], _METRIC.value)
+  metric = check_metric(table[0]['config'], _METRIC.value)
   changed = [r for r in table if r['state'] == 'changed']
   if changed and not _MOVE_CHANGED.value:
     raise SweepError(f'{len(changed)} run workdir(s) hold something other than what this sweep would run, e.g. '
@@ -227,7 +232,7 @@ def main(argv):
       raise SweepError(f'{len(failed)} of {len(pending)} runs failed (' + ', '.join(
           f'{r["name"]} seed {r["seed"]}: exit {code}' for r, code in failed[:3]) + '); see their output or '
           'train.log, fix and start the sweep again: finished runs are kept')
-  print(sweep_report.summarise(table, _WORKDIR.value, _METRIC.value))
+  print(sweep_report.summarise(table, _WORKDIR.value, metric, experiments.report(table[0]['config'])))
 
 
 if __name__ == '__main__':

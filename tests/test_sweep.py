@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import sweep
@@ -115,6 +116,9 @@ def sweep_cmd(tmp_path, *args):
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.widht=1,2'], "unknown config key 'widht'"),
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=train.epochs=1,x'], '--config.train.epochs=x'),
     (['--sweep=experiments/fashion_mnist_ablations.py:pooling'], 'pass cnn or mlp'),
+    (['--config=experiments/hidden_units.py:quick', '--metric=test_accuracy'],
+     'choose one of claims_holding, num_models, train_time_s, wall_time_s, claim_1..claim_7, {train,test}_accuracy_'
+     '{median,spread}_<task>_d<depth>_w<width> for task in corner/stripes, depth in 1, width in 2/10'),
 ])
 def test_bad_sweeps_are_refused_before_any_run(tmp_path, args, fragment):
   assert_one_line_error(sweep_cmd(tmp_path / 's', *args), fragment)
@@ -140,3 +144,24 @@ def test_a_changed_config_is_not_reported_as_the_old_runs(tmp_path):
   assert moved.returncode == 0, moved.stderr[-2000:]
   assert json.loads((run_dir / 'config.json').read_text())['train']['epochs'] == 3
   assert (tmp_path / 'default' / 'seed_0.replaced-1' / 'results.json').read_bytes() == before
+
+
+def test_a_hidden_units_grid_is_summarised_by_its_claims_and_accuracies(tmp_path):
+  """The lecture's experiment as a sweep: two step sizes in quick mode, summarised end to end (sweep.csv with
+  each claim's verdict and the per-setting accuracies, sweep.md with the claims per setting, sweep.png)."""
+  proc = sweep_cmd(tmp_path, '--config=experiments/hidden_units.py:quick', '--grid=train.learning_rate=0.3,1.0',
+                   '--set=claims.zero_init=False', '--set=model.include_linear=False')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = list(csv.DictReader(open(tmp_path / 'sweep.csv')))
+  assert [r['name'] for r in rows] == ['learning_rate=0.3', 'learning_rate=1.0']
+  for r in rows:
+    results = json.loads((tmp_path / r['name'] / 'seed_0' / 'results.json').read_text())
+    assert int(r['claims_holding']) == sum(c['holds'] for c in results['claims'])
+    assert [int(r[f'claim_{i + 1}']) for i in range(len(results['claims']))] == [c['holds'] for c in results['claims']]
+    stripes2 = [x['train_accuracy'] for x in results['records'] if x['task'] == 'stripes' and x['hidden_units'] == 2]
+    assert float(r['train_accuracy_median_stripes_d1_w2']) == pytest.approx(float(np.median(stripes2)))
+    assert float(r['train_accuracy_spread_stripes_d1_w2']) == pytest.approx(max(stripes2) - min(stripes2))
+  md = (tmp_path / 'sweep.md').read_text()
+  assert '| setting | overrides | claims_holding (mean) |' in md
+  assert '| 3. on the harder stripes, SGD does not find a solution with 2 tanh hidden units | ' in md
+  assert (tmp_path / 'sweep.png').stat().st_size > 0 and (tmp_path / 'sweep_learning_rate.png').stat().st_size > 0

@@ -4,7 +4,6 @@ A trainer is a module of this package named by a config's `trainer` key. It defi
   train_and_evaluate(config, workdir, report)   trains, evaluates and writes the workdir's files
   evaluate(config, workdir, report, **options)  evaluates a trained workdir (eval.py's flags as options)
   CPU_DEVICES   JAX devices to split a CPU-only machine into (None: one per core)
-  METRICS       the figures of its results.json a sweep can summarise
 `report` is the experiment's module of experiments/reports/ that turns results into tables and figures; the
 entry points pass it in, so nothing here imports experiments/. A new trainer is a new module here and configs
 naming it.
@@ -14,7 +13,7 @@ import pkgutil
 
 from errors import ConfigError
 
-_API = ('train_and_evaluate', 'evaluate', 'CPU_DEVICES', 'METRICS')
+_API = ('train_and_evaluate', 'evaluate', 'CPU_DEVICES')
 
 
 def _is_trainer(module):

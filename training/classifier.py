@@ -54,9 +54,6 @@ from training import workdir as workdir_lib
 # Data-parallel training gains nothing from splitting a CPU into simulated devices (its all-reduce between them
 # only adds work), so a CPU-only machine is one JAX device; an XLA_FLAGS device count set by the user wins.
 CPU_DEVICES = 1
-# The figures of results.json a sweep can summarise.
-METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
-           'centre_crop_top5_error', 'final_loss', 'wall_time_s')
 
 
 # ------------------------------------------------------------------------------------------------ model, data

@@ -37,7 +37,6 @@ from training import vmap_sweep
 from training import workdir as workdir_lib
 
 CPU_DEVICES = None  # independent models, no collectives: one JAX device per core runs them in parallel
-METRICS = ('num_models', 'train_time_s', 'wall_time_s')
 SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step')  # no 'plateau': nothing is evaluated during training
 
 

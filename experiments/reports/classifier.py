@@ -9,6 +9,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 EVAL_HEADING = '## Evaluation (eval.py)'
+# The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.
+SWEEP_METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
+                 'centre_crop_top5_error', 'final_loss', 'wall_time_s')
+SWEEP_METRIC = 'test_accuracy'
+
+
+def sweep_metrics(config):
+  """The names sweep_figures gives for runs of `config` (known before any run)."""
+  del config
+  return SWEEP_METRICS
+
+
+def sweep_figures(results):
+  """{name: value} of one run's results.json for a sweep's table: its numbers and strings (params_sha256, ...)."""
+  return {k: v for k, v in results.items() if isinstance(v, (int, float, str)) and k != 'experiment'}
 
 
 def analyse(config, workdir, results, *, metrics):

@@ -190,6 +190,80 @@ def markdown(config, results):
   return '\n'.join(lines) + '\n'
 
 
+SWEEP_METRIC = 'claims_holding'
+
+
+def _setting_names(config):
+  """(name suffix, task, depth, width) of every depth >= 1 setting of the grid, in the config's order."""
+  return [(f'{t}_d{d}_w{w}', t, d, w) for t in config.data.tasks for d in config.model.depths
+          for w in config.model.hidden_units]
+
+
+def sweep_metrics(config):
+  """The names sweep_figures gives for runs of `config`, known before any run: claims_holding, claim_N (1 if
+  the claims table's N-th claim holds), and per task, depth and width the median and spread (highest minus lowest)
+  over the run's seeds of the final training and test accuracy, e.g. train_accuracy_median_stripes_d1_w2."""
+  counted = (5 + bool(config.model.include_linear)  # as claims() adds them
+             + bool(config.claims.zero_init and config.model.weight_init != 'zeros')
+             + bool(len(config.model.hidden_units) >= 2 and max(config.model.depths) >= 2))
+  names = ['claims_holding', *(f'claim_{i + 1}' for i in range(counted)), 'num_models', 'train_time_s', 'wall_time_s']
+  for suffix, *_ in _setting_names(config):
+    names += [f'{split}_accuracy_{stat}_{suffix}' for split in ('train', 'test') for stat in ('median', 'spread')]
+  return tuple(names)
+
+
+def describe_metrics(names):
+  """The metric names in families, for one line: claim_1..claim_8, train_accuracy_median_<task>_d<depth>_w<width>
+  over the tasks, depths and widths that occur."""
+  plain = [n for n in names if not n.startswith(('claim_', 'train_accuracy_', 'test_accuracy_'))]
+  claims = sorted(int(n.split('_')[1]) for n in names if n.startswith('claim_'))
+  parts = plain + ([f'claim_1..claim_{claims[-1]}'] if claims else [])
+  tails = [n.split('_', 3)[3] for n in names if n.startswith('train_accuracy_median_')]
+  if tails:
+    tasks = sorted({t.rsplit('_', 2)[0] for t in tails})
+    depths = sorted({t.rsplit('_', 2)[1][1:] for t in tails}, key=int)
+    widths = sorted({t.rsplit('_', 1)[1][1:] for t in tails}, key=int)
+    parts.append(f'{{train,test}}_accuracy_{{median,spread}}_<task>_d<depth>_w<width> for task in '
+                 f'{"/".join(tasks)}, depth in {"/".join(depths)}, width in {"/".join(widths)}')
+  return ', '.join(parts)
+
+
+def sweep_figures(results):
+  """{name: number} of one run for a sweep's table (the names sweep_metrics lists)."""
+  claims_ = results['claims']
+  out = {'claims_holding': sum(c['holds'] for c in claims_),
+         **{f'claim_{i + 1}': int(c['holds']) for i, c in enumerate(claims_)},
+         **{k: results[k] for k in ('num_models', 'train_time_s', 'wall_time_s')}}
+  groups = {}
+  for r in results['records']:
+    if r['depth'] >= 1 and r['init'] != 'zeros':
+      groups.setdefault(f'{r["task"]}_d{r["depth"]}_w{r["hidden_units"]}', []).append(r)
+  for suffix, recs in groups.items():
+    for split in ('train', 'test'):
+      acc = [r[f'{split}_accuracy'] for r in recs]
+      out[f'{split}_accuracy_median_{suffix}'] = float(np.median(acc))
+      out[f'{split}_accuracy_spread_{suffix}'] = float(max(acc) - min(acc))
+  return out
+
+
+def sweep_markdown(table_rows, results_by_run):
+  """Lines for sweep.md: the claims table as it came out in each setting (runs holding / runs)."""
+  names = list(dict.fromkeys(r['name'] for r in table_rows))
+  first = results_by_run[0]['claims']
+  lines = ['', '## The lecture\'s claims in each setting (runs where the claim holds / runs)', '',
+           'Claims as the first setting words them; a setting with another activation or task names its own in its '
+           'results.md.', '',
+           '| claim | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+  for i, c in enumerate(first):
+    cells = []
+    for n in names:
+      runs = [res for row, res in zip(table_rows, results_by_run) if row['name'] == n]
+      held = sum(res['claims'][i]['holds'] for res in runs if i < len(res['claims']))
+      cells.append(f'{held}/{len(runs)}')
+    lines.append(f'| {i + 1}. {c["claim"]} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
 def summary(results):
   """A few lines for the terminal."""
   out = [f'{results["num_models"]} models in {results["wall_time_s"]} s']

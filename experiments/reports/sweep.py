@@ -6,19 +6,22 @@ import os
 from training import workdir as workdir_lib
 
 
-def summarise(table, workdir, metric):
-  """Writes sweep.csv (one row per run), sweep.md (mean and spread per setting) and sweep.png."""
+def summarise(table, workdir, metric, report):
+  """Writes sweep.csv (one row per run), sweep.md (mean and spread per setting) and sweep.png; `report`, the
+  experiment's report module, turns each run's results.json into figures (sweep_figures) and may add lines to
+  sweep.md (sweep_markdown)."""
   import matplotlib  # noqa: PLC0415
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  rows = []
+  rows, results = [], []
   for r in table:
     res = workdir_lib.read_json(os.path.join(r['workdir'], 'results.json'))
+    results.append(res)
     rows.append({'name': r['name'], 'seed': r['seed'], **{f'config.{k}': v for k, v in r['overrides'].items()},
-                 **{k: v for k, v in res.items() if isinstance(v, (int, float, str)) and k != 'experiment'}})
+                 **report.sweep_figures(res)})
   keys = list(dict.fromkeys(k for row in rows for k in row))
   with open(os.path.join(workdir, 'sweep.csv'), 'w', newline='') as f:
     w = csv.DictWriter(f, fieldnames=keys)
@@ -34,6 +37,8 @@ def summarise(table, workdir, metric):
     v = values[n]
     lines.append(f'| {n} | {", ".join(f"`{k}={x}`" for k, x in over.items()) or "(defaults)"} | '
                  f'{np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} | {len(v)} | {np.mean(walls):.0f} |')
+  if hasattr(report, 'sweep_markdown'):
+    lines += report.sweep_markdown(table, results)
   with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names) + 1), 3.6))
@@ -41,8 +46,10 @@ def summarise(table, workdir, metric):
   ax.bar(range(len(names)), means, color='#6baed6')
   for i, n in enumerate(names):
     ax.plot([i] * len(values[n]), values[n], 'k.', ms=5)
-  lo = min(min(v) for v in values.values())
-  ax.set(xticks=range(len(names)), ylabel=metric, ylim=(max(0.0, lo - 0.02), min(1.0, max(means) + 0.01)))
+  lo, hi = min(min(v) for v in values.values()), max(max(v) for v in values.values())
+  ax.set(xticks=range(len(names)), ylabel=metric)
+  if 0.0 <= lo and hi <= 1.0:  # a fraction: zoom in on the differences
+    ax.set_ylim(max(0.0, lo - 0.02), min(1.0, hi + 0.01))
   ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
   for i, m in enumerate(means):
     ax.text(i, m, f'{m:.4f}', ha='center', va='bottom', fontsize=7)
