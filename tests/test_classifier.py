@@ -18,6 +18,7 @@ import errors
 import kernels
 from nets import cnn
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import message_lines
 from tests.test_cli import ROOT
 import tf_host
 from training import sharding
@@ -251,7 +252,7 @@ def test_ctrl_c_saves_at_the_next_step_then_resume_is_bitwise_equal(uninterrupte
   workdir = str(tmp_path / 'interrupted')
   code, _, err = start_and_signal(workdir, fashion_mnist_tfds, 5, signal.SIGINT)
   assert code == 130, err[-2000:]
-  lines = [l for l in err.splitlines() if l.strip()]
+  lines = message_lines(err)
   assert len(lines) == 1 and lines[0].startswith('SIGINT: saved the checkpoint at step '), err[-2000:]
   saved = int(lines[0].split('at step ')[1].split()[0])
   assert str(saved) in os.listdir(os.path.join(workdir, 'checkpoints'))
@@ -270,7 +271,7 @@ def test_a_second_ctrl_c_stops_at_once(fashion_mnist_tfds, tmp_path):
   proc.send_signal(signal.SIGINT)
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=120)
-  lines = [l for l in err.splitlines() if l.strip()]
+  lines = message_lines(err)
   assert proc.returncode == 130 and len(lines) == 1 and 'Traceback' not in err, err[-2000:]
   assert lines[0].startswith('SIGINT: saved') or lines[0].startswith('interrupted (Ctrl-C) at once'), lines
 
@@ -286,7 +287,7 @@ def test_a_full_disk_during_a_checkpoint_gets_one_line_and_keeps_earlier_checkpo
   limited = ['bash', '-c', 'ulimit -f 200 && exec "$@"', 'bash', *command(workdir, fashion_mnist_tfds)]  # 200 KiB
   proc = subprocess.run(limited, cwd=ROOT, capture_output=True, text=True, timeout=300, env=USER_ENV)
   assert proc.returncode == 2, proc.stderr[-3000:]
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  lines = message_lines(proc.stderr)
   assert len(lines) == 1 and lines[0].startswith('error: could not save the checkpoint at step '), proc.stderr[-3000:]
   assert 'File too large' in lines[0] and 'run the same command to resume' in lines[0]
   assert sorted(s for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()) == kept

@@ -74,7 +74,7 @@ def test_quick_run_results_records(quick_run):
   assert all(0.0 <= r['train_accuracy'] <= 1.0 and 1 <= r['epochs'] <= 12 for r in records)
   assert [c['claim'] for c in results['claims']], 'results.json lists the measured claims'
   md = open(os.path.join(workdir, 'results.md')).read()
-  assert '| claim | setting | measured | holds |' in md and 'figures/accuracy_vs_units.png' in md
+  assert '| claim | setting | criterion | measured | holds |' in md and 'figures/accuracy_vs_units.png' in md
 
 
 def test_rerun_with_the_same_config_is_allowed(quick_run):
@@ -86,9 +86,17 @@ def test_rerun_with_the_same_config_is_allowed(quick_run):
   assert before == after, 'the same seed and config must give the same numbers'
 
 
+PROGRESS_LINE = re.compile(r'^\[[^\]]+\] step \d+/\d+ ')  # what a run prints to a log as it trains
+
+
+def message_lines(stderr):
+  """The lines of stderr other than progress lines (a run that stops after training started printed some)."""
+  return [l for l in stderr.splitlines() if l.strip() and not PROGRESS_LINE.match(l)]
+
+
 def assert_one_line_error(proc, *fragments):
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  lines = message_lines(proc.stderr)
   assert len(lines) == 1, f'expected one line, got:\n{proc.stderr}'
   assert lines[0].startswith('error: ') and 'Traceback' not in proc.stderr
   for f in fragments:
