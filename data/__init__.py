@@ -4,12 +4,14 @@ A dataset for the classifier trainer is a module here that defines NAME (its con
 it) and Dataset(data_cfg) with image_shape, num_classes, class_names, num_train, num_test, train_batches and
 test_batches. A new dataset is a new module here and a config naming it.
 """
+import functools
 import importlib
 import pkgutil
 
 from errors import ConfigError
 
 
+@functools.cache
 def _datasets():
   """{NAME: module} of the modules here that define a classifier's Dataset."""
   out = {}

@@ -5,13 +5,11 @@ as the `ops` a trainer hands to `apply`. A model for the classifier trainer is a
 (from_config, validate), init and apply, found by config.model.name.
 """
 import dataclasses
-import importlib
 import math
-import pkgutil
 
 import jax
 
-from errors import ConfigError
+import named
 
 
 def num_params(params):
@@ -33,15 +31,4 @@ def arch_fields(cls, model_cfg):
 def module(name):
   """The model module nets/<name>.py (one that defines Arch, init and apply), found by config.model.name; a
   ConfigError listing the models if there is none."""
-  is_model = lambda m: all(hasattr(m, a) for a in ('Arch', 'init', 'apply'))
-  if isinstance(name, str) and name.isidentifier():
-    try:
-      found = importlib.import_module(f'nets.{name}')
-    except ModuleNotFoundError as e:
-      if e.name != f'nets.{name}':
-        raise
-      found = None
-    if found is not None and is_model(found):
-      return found
-  models = sorted(m.name for m in pkgutil.iter_modules(__path__) if is_model(importlib.import_module(f'nets.{m.name}')))
-  raise ConfigError(f'model.name {name!r} is unknown; choose one of {", ".join(models)} (modules of nets/)')
+  return named.module('nets', name, ('Arch', 'init', 'apply'), 'model.name')

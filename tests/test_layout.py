@@ -10,8 +10,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Each layer and the project packages it may import (entry points above all of them may import anything).
-# The shared modules at the top (errors.py, files.py, tf_host.py) import nothing of the project.
-SHARED = {'errors', 'files', 'tf_host'}
+# The shared modules at the top (errors.py, files.py, named.py, tf_host.py) import nothing of the project but
+# errors.py.
+SHARED = {'errors', 'files', 'named', 'tf_host'}
 MAY_IMPORT = {
     'experiments': {'experiments', 'training', 'data', 'nets', 'kernels'} | SHARED,
     'training': {'training', 'data', 'nets', 'kernels'} | SHARED,
@@ -40,8 +41,9 @@ def test_dependencies_point_down(layer):
 
 
 def test_shared_modules_import_nothing_of_the_project():
+  """errors.py imports nothing of the project; the other shared modules at most errors.py (for ConfigError)."""
   for name in SHARED:
-    assert not project_imports(ROOT / f'{name}.py'), name
+    assert not project_imports(ROOT / f'{name}.py') - ({'errors'} if name != 'errors' else set()), name
 
 
 @pytest.mark.parametrize('config', ['hidden_units', 'fashion_mnist', 'alexnet_imagenet'])

@@ -8,29 +8,9 @@ A trainer is a module of this package named by a config's `trainer` key. It defi
 entry points pass it in, so nothing here imports experiments/. A new trainer is a new module here and configs
 naming it.
 """
-import importlib
-import pkgutil
-
-from errors import ConfigError
-
-_API = ('train_and_evaluate', 'evaluate', 'CPU_DEVICES')
-
-
-def _is_trainer(module):
-  return all(hasattr(module, a) for a in _API)
+import named
 
 
 def trainer(name):
   """The trainer module training/<name>.py; a ConfigError listing the trainers if there is none."""
-  if isinstance(name, str) and name.isidentifier():
-    try:
-      module = importlib.import_module(f'training.{name}')
-    except ModuleNotFoundError as e:
-      if e.name != f'training.{name}':
-        raise
-      module = None
-    if module is not None and _is_trainer(module):
-      return module
-  names = sorted(m.name for m in pkgutil.iter_modules(__path__)
-                 if _is_trainer(importlib.import_module(f'training.{m.name}')))
-  raise ConfigError(f'config.trainer {name!r} is unknown; choose one of {", ".join(names)} (modules of training/)')
+  return named.module('training', name, ('train_and_evaluate', 'evaluate', 'CPU_DEVICES'), 'config.trainer')

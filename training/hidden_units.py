@@ -89,10 +89,13 @@ def train_config_for_depth(c, depth):
   return t
 
 
+def steps_per_epoch(c):
+  return c.data.num_train // c.train.batch_size
+
+
 def tx(c, depth):
-  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * num_train / batch_size steps."""
-  steps = c.train.epochs * (c.data.num_train // c.train.batch_size)
-  return optim.optimizer(train_config_for_depth(c, depth), steps, SCHEDULES)
+  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * steps_per_epoch steps."""
+  return optim.optimizer(train_config_for_depth(c, depth), c.train.epochs * steps_per_epoch(c), SCHEDULES)
 
 
 def models_for(c):
@@ -247,7 +250,7 @@ def train_and_evaluate(config, workdir, report):
   writer = metrics_lib.MetricsWriter(workdir)
   snapshot_epochs = (0, config.claims.at_epoch)
   runs = []
-  steps = config.data.num_train // config.train.batch_size  # per epoch
+  steps = steps_per_epoch(config)
   progress = metrics_lib.Progress(len(groups) * config.train.epochs, 'hidden units', unit='model-updates',
                                   every_s=config.train.progress_every_s)
   done_epochs = 0

@@ -35,7 +35,7 @@ def counted_params(depth, width):
 
 def analyse(config, workdir, results, *, runs, datasets):
   """results with the claims added and the figures written to workdir/figures (their names added)."""
-  claims_ = claims(results['records'], runs, config, datasets)
+  claims_ = claims(results['records'], config, datasets)
   names = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
   return {**results, 'claims': claims_, 'figures': names}
 
@@ -49,7 +49,17 @@ def _train_of(datasets, task, data_seed=None):
   return tuple(np.asarray(a) for a in datasets[key][0])
 
 
-def claims(recs, runs, config, datasets):
+def _optional_claims(config):
+  """Which of the claims after the first five a run of `config` makes: the linear net's (model.include_linear),
+  all-zero init's (there are zero-initialised models) and parameter growth's (two widths and a depth >= 2, as
+  the claim is about layer-to-layer weights). One place, read by claims() and sweep_metrics()."""
+  widths, depths = config.model.hidden_units, config.model.depths
+  return {'linear': bool(config.model.include_linear),
+          'zero_init': bool(config.claims.zero_init or config.model.weight_init == 'zeros'),
+          'parameters': len(widths) >= 2 and max(depths) >= 2}
+
+
+def claims(recs, config, datasets):
   """The lecture's claims as this config ran them, each with its setting, the criterion that decides it, the
   measured numbers and the verdict. Solved and not solved are one criterion read both ways: the median over seeds
   of the training accuracy against claims.solved_accuracy."""
@@ -105,15 +115,16 @@ def claims(recs, runs, config, datasets):
       'listed', '; '.join(parts) + ('; not monotone: ' + '; '.join(dips) if dips else '; monotone in width'),
       all(rises))
 
-  if any(r['depth'] == 0 for r in runs):
+  optional = _optional_claims(config)
+  if optional['linear']:
     best = {t: max(r['train_accuracy'] for r in _select(recs, task=t, depth=0)) for t in config.data.tasks}
     add('a single layer gives a linear decision surface (it cannot fit these tasks)', 'no hidden layer',
         'not fit: best final training accuracy over seeds < 1 on every task',
         'best final training accuracy over seeds: ' + '; '.join(f'{t} {a:.3f}' for t, a in best.items()),
         all(a < 1.0 for a in best.values()))
 
-  zero = _select(recs, init='zeros')
-  if zero:
+  if optional['zero_init']:
+    zero = _select(recs, init='zeros')
     majority = {t: float(max(np.mean(_train_of(datasets, t)[1] > 0), np.mean(_train_of(datasets, t)[1] < 0)))
                 for t in {r['task'] for r in zero}}
     add('with all weights zero, the updates leave W and V unchanged (training is stuck)',
@@ -124,8 +135,7 @@ def claims(recs, runs, config, datasets):
                                  f'{majority[t]:.3f})' for t in sorted(majority)),
         max(r['weights_moved'] for r in zero) == 0.0)
 
-  widths = sorted(config.model.hidden_units)
-  if len(widths) >= 2 and max(config.model.depths) >= 2:  # the claim is about layer-to-layer weights
+  if optional['parameters']:
     d = max(config.model.depths)
     m1, m2 = widths[-2], widths[-1]
     p1, p2 = counted_params(d, m1), counted_params(d, m2)
@@ -203,9 +213,7 @@ def sweep_metrics(config):
   """The names sweep_figures gives for runs of `config`, known before any run: claims_holding, claim_N (1 if
   the claims table's N-th claim holds), and per task, depth and width the median and spread (highest minus lowest)
   over the run's seeds of the final training and test accuracy, e.g. train_accuracy_median_stripes_d1_w2."""
-  counted = (5 + bool(config.model.include_linear)  # as claims() adds them
-             + bool(config.claims.zero_init and config.model.weight_init != 'zeros')
-             + bool(len(config.model.hidden_units) >= 2 and max(config.model.depths) >= 2))
+  counted = 5 + sum(_optional_claims(config).values())
   names = ['claims_holding', *(f'claim_{i + 1}' for i in range(counted)), 'num_models', 'train_time_s', 'wall_time_s']
   for suffix, *_ in _setting_names(config):
     names += [f'{split}_accuracy_{stat}_{suffix}' for split in ('train', 'test') for stat in ('median', 'spread')]
