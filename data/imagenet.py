@@ -1,52 +1,51 @@
 """ImageNet (ILSVRC 2012) through TFDS's `imagenet2012` builder, with the AlexNet paper's preprocessing.
 
-The data: TFDS prepares `imagenet2012` from the two archives ImageNet distributes after registration
-(https://image-net.org/download-images), which must be in the manual directory:
-    ILSVRC2012_img_train.tar (138 GB)  and  ILSVRC2012_img_val.tar (6.3 GB)
-The manual directory is the config's `data.manual_dir`, else $IMAGENET_MANUAL_DIR, else TFDS's default
-<data.tfds_dir>/downloads/manual. Preparing writes ~150 GB of TFRecords into data.tfds_dir, once.
+The data: TFDS's imagenet2012 builder prepares ImageNet's two archives (data/imagenet_tfds.py says where they
+go); one pass over its records then writes the prepared store that training reads.
 
-Preprocessing (Krizhevsky et al. 2012, sections 2 and 4.1), all on the host in tf.data, never in JAX:
-  - every image: JPEG decode, shorter side resized to 256, central 256x256 crop, minus the per-pixel mean image
-    of the training set (256x256x3; pixels stay in 0..255);
+The prepared store (data/store.py): the paper down-sampled every image once, and so does this code. From TFDS's
+records, one pass decodes each image, resizes its shorter side to 256 (bilinear, antialiased), takes the central
+256x256 crop, rounds it to uint8 and stores it as a JPEG of quality 95 (~6x fewer bytes than raw pixels; reading
+it is ~8x faster than decoding and resizing the original: docs/imagenet_input.md), in shards beside the TFDS
+data (data.store_dir), and sums
+the training images' pixels for the statistics below. It resumes after an interruption and checks every shard's
+sha256 at the end; training reads only the store, so TFDS's records may then be deleted.
+
+Preprocessing (Krizhevsky et al. 2012, sections 2 and 4.1):
+  - every image: the stored 256x256 image minus the per-pixel mean image of the training set (pixels stay in
+    0..255);
   - training: a random 224x224 crop, a horizontal flip with probability 1/2, and PCA colour augmentation: to
     every pixel add 255 * sum_i alpha_i * lambda_i * p_i, with p_i, lambda_i the eigenvectors and eigenvalues of
     the RGB covariance of the training pixels scaled to [0, 1], and alpha_i ~ N(0, 0.1^2) drawn once per image.
     The scale is the convention every reproduction uses (a shift of ~5.5 grey levels on average along the first
     component); the paper's formula read with the covariance of 0..255 pixels would shift colours by ~1,400.
-    The mean image and the eigen-decomposition come from one pass over the training images, cached beside the
-    prepared data (`image_statistics`); data.pca='published' uses the set published with fb.resnet.torch instead;
+    The mean image and the eigen-decomposition are those of all stored training images, computed while
+    preparing the store; data.pca='published' uses the set published with fb.resnet.torch instead;
   - evaluation: the central 224x224 crop, or 10 crops (four corners and centre, and their mirror images) whose
     softmax outputs the evaluation averages.
-Random draws are TF stateless ops seeded by (epoch seed, position in the epoch), so a resumed run augments every
-image exactly as the uninterrupted one did. With data.augment_on='device' (the default) the host sends only the
-decoded 256x256 images, rounded to uint8, and the training step does the rest on the accelerator
-(data/augment.py: the same operations, JAX's keys instead of TF's seeds).
-
-`write_fake_manual_dir` writes archives in the real format (per-class tars of JPEGs inside the train tar, JPEGs
-named ILSVRC2012_val_*.JPEG in the val tar), tiny, so tests and the `quick` config run the real builder offline.
+With data.augment_on='device' (the default) the host only reads and decodes the stored images and the training
+step does the rest on the accelerator (data/augment.py). With 'host', tf.data does it with TF's stateless random
+ops seeded by (epoch seed, position in the epoch). Either way a resumed run augments every image exactly as the
+uninterrupted one did, and each process of a job reads and decodes only its share (data/store.py).
 """
-import hashlib
-import io
-import json
 import os
-import tarfile
+import sys
+import time
 import types
 
 import jax.numpy as jnp
 import numpy as np
 
 from data import augment as augment_lib
+from data import imagenet_tfds
 from data import pipeline
+from data import store as store_lib
 import errors
-from errors import ConfigError
 from errors import DataError
 import files
 import tf_host
 
 NAME = 'imagenet2012'
-TRAIN_TAR, VAL_TAR = 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'
-ENV_VAR = 'IMAGENET_MANUAL_DIR'
 RESIZE, CROP = 256, 224
 # Eigen-decomposition of the RGB covariance of ImageNet's training pixels (scaled to [0, 1]), as published with
 # fb.resnet.torch and used by most reproductions (data.pca='published'); columns of EIGVEC are the eigenvectors.
@@ -57,89 +56,13 @@ EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
 PCA_STD = 0.1
 PCA = ('computed', 'published')
 AUGMENT_ON = ('device', 'host')
-
-
-def manual_dir(data_cfg):
-  return os.path.expanduser(data_cfg.manual_dir or os.environ.get(ENV_VAR, '') or
-                            os.path.join(data_cfg.tfds_dir, 'downloads', 'manual'))
-
-
-def builder(data_dir, manual):
-  """The TFDS builder of imagenet2012 in data_dir, prepared from the archives in `manual` if it is not yet."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  b, prepared = pipeline.tfds_builder(NAME, data_dir)
-  if prepared:
-    verify(b)
-    return b
-  missing = [f for f in (TRAIN_TAR, VAL_TAR) if not os.path.isfile(os.path.join(manual, f))]
-  if missing:
-    raise DataError(f'ImageNet is not prepared in {data_dir} and {" and ".join(missing)} not in {manual}: download '
-                    f'them from https://image-net.org/download-images (after registering) into that directory, or '
-                    f'name another one with --config.data.manual_dir=DIR (train.py), --manual_dir=DIR '
-                    f'(python -m data.imagenet) or ${ENV_VAR}')
-  try:
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
-  except Exception as e:  # noqa: BLE001 (TFDS and tarfile raise many types for a damaged archive)
-    raise DataError(f'preparing {NAME} from the archives in {manual} failed ({errors.one_line(e)}); check that '
-                    f'{TRAIN_TAR} and {VAL_TAR} are complete (their sizes are listed at '
-                    'https://image-net.org/download-images) and run again') from None
-  b = tfds.builder(NAME, data_dir=data_dir)
-  verify(b)
-  return b
-
-
-VERIFIED = 'verified.json'
-
-
-def verify(b):
-  """Checks once that every record of the prepared splits reads and every image decodes as the pipeline decodes
-  it (TFDS stores the archives' bytes unchecked: a damaged JPEG would otherwise stop training after hours), and
-  records each file's size in VERIFIED beside TFDS's files; later calls only compare the sizes. A DataError
-  names the bad images or files."""
-  marker = os.path.join(b.data_dir, VERIFIED)
-  sizes = {f: os.path.getsize(os.path.join(b.data_dir, f)) for f in sorted(os.listdir(b.data_dir))
-           if '.tfrecord' in f}
-  redo = f'remove {b.data_dir} and prepare it again (python -m data.imagenet)'
-  if os.path.exists(marker):
-    try:
-      with open(marker) as f:
-        recorded = json.load(f)['files']
-    except (OSError, ValueError, KeyError, TypeError):
-      recorded = None
-    if recorded != sizes:
-      changed = sorted(f for f in recorded.keys() | sizes.keys() if recorded.get(f) != sizes.get(f)) if isinstance(
-          recorded, dict) else [VERIFIED]
-      raise DataError(f'the prepared {NAME} in {b.data_dir} changed since it was verified ({", ".join(changed[:3])}'
-                      f'{" ..." if len(changed) > 3 else ""}); {redo}')
-    return
-  with pipeline.native_stderr_held():  # TF's own lines about each bad image give way to the one line below
-    counts = _decode_every_image(b, redo)
-  files.write_json(marker, {'files': sizes, 'images': counts})
-
-
-def _decode_every_image(b, redo):
-  """{split: images} after reading every record and decoding every image; a DataError names the bad ones."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  t = pipeline.tf()
-  counts, bad = {}, []
-  for split in b.info.splits:
-    ds = b.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
-    try:
-      names = [n.decode() for n in ds.map(lambda x: x['file_name']).as_numpy_iterator()]
-    except t.errors.OpError as e:
-      raise DataError(f'the prepared {NAME} split {split} in {b.data_dir} cannot be read ({errors.one_line(e)}); '
-                      f'{redo}') from None
-    decoded = ds.map(lambda x: (x['file_name'], t.shape(t.io.decode_jpeg(x['image'], channels=3))),
-                     num_parallel_calls=t.data.AUTOTUNE).ignore_errors()
-    good = {n.decode() for n, _ in decoded.as_numpy_iterator()}
-    bad += [f'{split}/{n}' for n in names if n not in good]
-    counts[split] = len(names)
-  if bad:
-    raise DataError(f'{len(bad)} image(s) of the prepared {NAME} do not decode as JPEG ({", ".join(bad[:3])}'
-                    f'{" ..." if len(bad) > 3 else ""}); replace them in the archives, then {redo}')
-  return counts
+# What the store holds; a store built with other values is refused (data/store.py). Quality 95: see
+# docs/imagenet_input.md for the measured speed and size of each quality.
+PREPROCESSING = {'version': 1, 'image': 'shorter side to 256 (bilinear, antialiased), central 256x256 crop, uint8',
+                 'jpeg_quality': 95}
+STORE = 'imagenet2012_256'  # the store's directory in data.tfds_dir, beside TFDS's imagenet2012
+STATISTICS = 'statistics.npz'
+SHARD_IMAGES = 5000  # ~100-150 MB per shard
 
 
 # ----------------------------------------------------------------------------------------- per-image transforms
@@ -185,11 +108,100 @@ def eval_crops(image_256, crops):
   return t.concat([five, t.reverse(five, axis=[2])], axis=0)
 
 
+# ------------------------------------------------------------------------------------------ the prepared store
+
+
+def encode_256(jpeg, quality=PREPROCESSING['jpeg_quality']):
+  """An original JPEG -> the stored one: decode_uint8's 256x256 image, encoded at PREPROCESSING's quality."""
+  return pipeline.tf().io.encode_jpeg(decode_uint8(jpeg), quality=quality)
+
+
+def decode_256(encoded):
+  """A stored JPEG -> uint8 (256, 256, 3)."""
+  image = pipeline.tf().io.decode_jpeg(encoded, channels=3)
+  image.set_shape((RESIZE, RESIZE, 3))
+  return image
+
+
+def store_dir(data_cfg, tfds_dir):
+  return os.path.expanduser(data_cfg.store_dir) if data_cfg.store_dir else os.path.join(tfds_dir, STORE)
+
+
+def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: print(line, file=sys.stderr)):
+  """Writes the store of TFDS's prepared imagenet2012 `b` into `directory`, resuming after the shards already
+  done, then checks every shard's sha256, computes the statistics and writes the manifest. Returns the Store.
+  log: what takes each progress line (a line per shard; default: stderr)."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  t = pipeline.tf()
+  splits, sums, moments = {}, np.zeros((RESIZE, RESIZE, 3)), np.zeros((3, 3))
+  for split in ('train', 'validation'):
+    n = b.info.splits[split].num_examples
+    shards, records = -(-n // shard_images), []
+    start = time.monotonic()
+    for k in range(shards):
+      lo, hi = k * shard_images, min((k + 1) * shard_images, n)
+      record = store_lib.done_shard(directory, split, k, hi - lo)
+      if record is None:
+        ds = b.as_dataset(split=f'{split}[{lo}:{hi}]', decoders={'image': tfds.decode.SkipDecoding()},
+                          shuffle_files=False)
+        ds = ds.map(lambda x: (encode_256(x['image']), x['label']), num_parallel_calls=t.data.AUTOTUNE)
+        ds = ds.map(lambda e, y: (e, y, decode_256(e)), num_parallel_calls=t.data.AUTOTUNE).batch(256)
+        encoded, labels = [], []
+        shard_sums, shard_moments = np.zeros((RESIZE, RESIZE, 3)), np.zeros((3, 3))
+        for e, y, images in pipeline.checked(ds.as_numpy_iterator(), f'{NAME} {split} in {b.data_dir}'):
+          encoded += list(e)
+          labels += list(y)
+          if split == 'train':  # what training reads: the stored images, decoded
+            shard_sums += images.sum(0, dtype=np.float64)
+            rgb = images.reshape(-1, 3).astype(np.float64) / 255.0
+            shard_moments += rgb.T @ rgb
+        record = store_lib.write_shard(directory, split, k, encoded, labels, sums=shard_sums, moments=shard_moments)
+        rate = hi / (time.monotonic() - start)
+        log(f'[{NAME} store] {split} shard {k + 1}/{shards}: {hi:,} of {n:,} images ({rate:,.0f} images/s)')
+      records.append(record)
+      if split == 'train':
+        with np.load(os.path.join(directory, record['name'] + '.npz')) as z:
+          sums, moments = sums + z['sums'], moments + z['moments']
+    splits[split] = {'num_examples': n, 'shard_images': shard_images, 'shards': records}
+  log(f'[{NAME} store] checking every shard\'s sha256')
+  store_lib.verify_shards(directory, [r for s in splits.values() for r in s['shards']])
+  n = splits['train']['num_examples']
+  mean = sums / n
+  pixel_mean = mean.reshape(-1, 3).mean(0) / 255.0
+  eigval, eigvec = np.linalg.eigh(moments / (n * RESIZE * RESIZE) - np.outer(pixel_mean, pixel_mean))
+  eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
+  eigvec = eigvec * np.sign(eigvec[np.abs(eigvec).argmax(0), range(3)])
+  files.write_bytes(os.path.join(directory, STATISTICS), store_lib.npz_bytes(
+      mean=mean.astype(np.float32), eigval=eigval.astype(np.float32), eigvec=eigvec.astype(np.float32)))
+  store_lib.finish(directory, {'preprocessing': PREPROCESSING, 'source': f'{NAME} {b.version}',
+                               'class_names': list(b.info.features['label'].names), 'splits': splits})
+  return store_lib.open_store(directory, PREPROCESSING, '')
+
+
+def open_or_prepare(data_cfg):
+  """The complete store data_cfg names, prepared first (and TFDS's imagenet2012 before it) if there is none."""
+  tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
+  if data_cfg.fake_images:  # in a directory of its own: never mixed with a real prepared imagenet2012
+    tfds_dir = os.path.join(tfds_dir, f'fake_imagenet2012_{data_cfg.fake_images}')
+  directory = store_dir(data_cfg, tfds_dir)
+  how = f'python -m data.imagenet --tfds_dir={tfds_dir}' + (f' --store_dir={directory}' if data_cfg.store_dir else '')
+  try:
+    return store_lib.open_store(directory, PREPROCESSING, how)
+  except store_lib.Missing:
+    pass
+  if data_cfg.fake_images:
+    manual = imagenet_tfds.write_fake_manual_dir(os.path.join(tfds_dir, 'manual'), images=data_cfg.fake_images)
+  else:
+    manual = imagenet_tfds.manual_dir(data_cfg)
+  return prepare_store(imagenet_tfds.builder(tfds_dir, manual), directory)
+
+
 # ----------------------------------------------------------------------------------------------- the dataset
 
 
 class Dataset:
-  """ImageNet for the classifier trainer: train and validation splits as tf.data pipelines.
+  """ImageNet for the classifier trainer: train and validation splits read from the prepared store.
 
   The validation split is the "test" split of the trainer (ILSVRC 2012's test labels were never released).
   """
@@ -198,40 +210,22 @@ class Dataset:
   test_views = (1, 10)  # views per test image it offers: the centre crop, or the paper's ten
 
   def __init__(self, data_cfg):
-    if data_cfg.augment_on not in AUGMENT_ON:
-      raise ConfigError(f'data.augment_on {data_cfg.augment_on!r} is unknown; choose one of {", ".join(AUGMENT_ON)}')
+    errors.require(data_cfg.augment_on in AUGMENT_ON, f'data.augment_on {data_cfg.augment_on!r} is unknown; choose '
+                   f'one of {", ".join(AUGMENT_ON)}')
+    errors.require(data_cfg.pca in PCA, f'data.pca {data_cfg.pca!r} is unknown; choose one of {", ".join(PCA)}')
     self.augment_on = data_cfg.augment_on
-    tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
-    if data_cfg.fake_images:  # in a directory of its own: never mixed with a real prepared imagenet2012
-      tfds_dir = os.path.join(tfds_dir, f'fake_imagenet2012_{data_cfg.fake_images}')
-      manual = write_fake_manual_dir(os.path.join(tfds_dir, 'manual'), images=data_cfg.fake_images)
-    else:
-      manual = manual_dir(data_cfg)
-    self._builder = builder(tfds_dir, manual)
-    splits = self._builder.info.splits
-    self.num_train = min(data_cfg.num_train or splits['train'].num_examples, splits['train'].num_examples)
-    self.num_test = min(data_cfg.num_test or splits['validation'].num_examples, splits['validation'].num_examples)
-    self.class_names = tuple(self._builder.info.features['label'].names)
+    self.store = open_or_prepare(data_cfg)
+    self.num_train = min(data_cfg.num_train or self.store.num_examples('train'), self.store.num_examples('train'))
+    self.num_test = min(data_cfg.num_test or self.store.num_examples('validation'),
+                        self.store.num_examples('validation'))
+    self.class_names = tuple(self.store.manifest['class_names'])
     self.num_classes = len(self.class_names)
-    self._shuffle_buffer = min(data_cfg.shuffle_buffer, self.num_train)
-    if data_cfg.pca not in PCA:
-      raise ConfigError(f'data.pca {data_cfg.pca!r} is unknown; choose one of {", ".join(PCA)}')
-    self._mean, eigval, eigvec = image_statistics(self._builder, data_cfg.mean_images, tfds_dir)
+    with np.load(os.path.join(self.store.directory, STATISTICS)) as z:
+      self._mean, eigval, eigvec = z['mean'], z['eigval'], z['eigvec']
     self._eig = (eigval, eigvec) if data_cfg.pca == 'computed' else (EIGVAL, EIGVEC)
 
-  def _split(self, name, n, *, shuffle_seed=None):
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    read = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
-    return self._builder.as_dataset(split=f'{name}[:{n}]', shuffle_files=shuffle_seed is not None,
-                                    decoders={'image': tfds.decode.SkipDecoding()}, read_config=read)
-
-  def _centred(self, x):
-    return decode_resize_crop(x['image']) - self._mean
-
-  def _uint8(self, x):
-    t = pipeline.tf()
-    return {'image': decode_uint8(x['image']), 'label': t.cast(x['label'], t.int32)}
+  def _label(self, y):
+    return pipeline.tf().cast(y, pipeline.tf().int32)
 
   @property
   def device_train(self):
@@ -251,128 +245,53 @@ class Dataset:
 
   def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
-    ds = self._split('train', self.num_train, shuffle_seed=es % (2 ** 31))
-    return pipeline.train_batches(
-        ds, num_examples=self.num_train, shuffle_buffer=self._shuffle_buffer,
-        batch_size=batch_size, seed=seed, epoch=epoch, skip_batches=skip_batches, process=process,
-        augment=(lambda x, s: self._uint8(x)) if self.augment_on == 'device' else (
-            lambda x, s: {'image': augment(self._centred(x), s, *self._eig), 'label': t.cast(x['label'], t.int32)}))
+    if self.augment_on == 'device':
+      decode = lambda x, y, i: {'image': decode_256(x), 'label': y}
+    else:
+      decode = lambda x, y, i: {'image': augment(t.cast(decode_256(x), t.float32) - self._mean,
+                                                 t.stack([t.constant(es, t.int64), i]), *self._eig), 'label': y}
+    return store_lib.train_batches(self.store, 'train', self.num_train, decode, batch_size=batch_size, seed=seed,
+                                   epoch=epoch, skip_batches=skip_batches, process=process)
 
   def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
     t = pipeline.tf()
-    ds = self._split('validation', self.num_test)
-    return pipeline.eval_batches(
-        ds, num_examples=self.num_test, batch_size=batch_size, process=process,
-        preprocess=self._uint8 if self.augment_on == 'device' else (
-            lambda x: {'image': eval_crops(self._centred(x), crops), 'label': t.cast(x['label'], t.int32)}))
-
-
-def image_statistics(b, num_images, cache_dir):
-  """(mean image (256, 256, 3) in 0..255, eigval (3,), eigvec (3, 3)) of the first num_images training images
-  (0: all), from one pass and cached beside the prepared data as .npz: the per-pixel mean of their central
-  256x256 crops, and the eigen-decomposition of the RGB covariance of all those pixels scaled to [0, 1],
-  eigenvalues descending, each eigenvector's largest entry positive."""
-  n_all = b.info.splits['train'].num_examples
-  n = min(num_images or n_all, n_all)
-  path = os.path.join(cache_dir, f'{NAME}_statistics_{b.version}_{n}.npz')
-  if os.path.exists(path):
-    with np.load(path) as f:
-      return f['mean'], f['eigval'], f['eigvec']
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  t = pipeline.tf()
-  ds = b.as_dataset(split=f'train[:{n}]', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
-  ds = ds.map(lambda x: decode_resize_crop(x['image']), num_parallel_calls=t.data.AUTOTUNE).batch(256)
-  total = np.zeros((RESIZE, RESIZE, 3), np.float64)
-  moments = np.zeros((3, 3), np.float64)  # sum of the outer products of the pixels' RGB, scaled to [0, 1]
-  for batch in ds.as_numpy_iterator():
-    total += batch.astype(np.float64).sum(0)
-    rgb = batch.reshape(-1, 3).astype(np.float64) / 255.0
-    moments += rgb.T @ rgb
-  mean = total / n
-  pixel_mean = mean.reshape(-1, 3).mean(0) / 255.0
-  covariance = moments / (n * RESIZE * RESIZE) - np.outer(pixel_mean, pixel_mean)
-  eigval, eigvec = np.linalg.eigh(covariance)
-  eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
-  eigvec = eigvec * np.sign(eigvec[np.abs(eigvec).argmax(0), range(3)])
-  out = {'mean': mean.astype(np.float32), 'eigval': eigval.astype(np.float32), 'eigvec': eigvec.astype(np.float32)}
-  buf = io.BytesIO()
-  np.savez(buf, **out)
-  files.write_bytes(path, buf.getvalue())
-  return out['mean'], out['eigval'], out['eigvec']
-
-
-# ------------------------------------------------------------------------------------------------ fake data
-
-
-def write_fake_manual_dir(directory, *, images=24, classes=3, seed=0, damaged_val=()):
-  """Tiny ILSVRC2012 train and val archives in the real layout, with `images` JPEGs each (if not there yet).
-
-  Train: `classes` synsets (the first ones of TFDS's label list), images split among them, sizes from 60 to 160
-  pixels per side. Val: `images` JPEGs named ILSVRC2012_val_%08d.JPEG, which TFDS labels from its own list.
-  Each class has its own mean colour, so a net can learn something from them. The validation images whose
-  indices are in `damaged_val` are cut short to half their bytes (a damaged download).
-  """
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  marker = os.path.join(directory, f'.fake_{images}_{classes}_{seed}_{"_".join(map(str, damaged_val))}')
-  if os.path.exists(marker):
-    return directory
-  os.makedirs(directory, exist_ok=True)
-  t = pipeline.tf()
-  rng = np.random.default_rng(seed)
-  with open(tfds.core.tfds_path('datasets/imagenet2012/labels.txt')) as f:
-    synsets = f.read().split()[:classes]
-
-  def jpeg(label):
-    h, w = rng.integers(60, 161, 2)
-    base = rng.normal(0, 30, (h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
-    colour = np.array([(label * 97) % 256, (label * 53 + 80) % 256, (label * 29 + 160) % 256])
-    pixels = np.clip(colour + base + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
-    return t.io.encode_jpeg(pixels, quality=90).numpy()
-
-  def add(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-  with tarfile.open(os.path.join(directory, TRAIN_TAR), 'w') as train:
-    for c, synset in enumerate(synsets):
-      inner = io.BytesIO()
-      with tarfile.open(fileobj=inner, mode='w') as class_tar:
-        for i in range(c, images, classes):
-          add(class_tar, f'{synset}_{i}.JPEG', jpeg(c))
-      add(train, f'{synset}.tar', inner.getvalue())
-  with tarfile.open(os.path.join(directory, VAL_TAR), 'w') as val:
-    for i in range(images):
-      data = jpeg(int(rng.integers(classes)))
-      add(val, f'ILSVRC2012_val_{i + 1:08d}.JPEG', data[:len(data) // 2] if i in damaged_val else data)
-  with open(marker, 'w') as f:
-    f.write(hashlib.sha256(repr((images, classes, seed)).encode()).hexdigest())
-  return directory
+    if self.augment_on == 'device':
+      decode = lambda x, y, i: {'image': decode_256(x), 'label': y}
+    else:
+      decode = lambda x, y, i: {'image': eval_crops(t.cast(decode_256(x), t.float32) - self._mean, crops),
+                                'label': y}
+    return store_lib.eval_batches(self.store, 'validation', self.num_test, decode, batch_size=batch_size,
+                                  process=process)
 
 
 def main(argv=None):
-  """python -m data.imagenet --tfds_dir=DIR [--manual_dir=DIR] [--mean_images=N]: prepare once, e.g. on the
-  shared storage of a cluster before a multi-process job (preparing takes hours; processes waiting for it would
-  time out)."""
+  """python -m data.imagenet --tfds_dir=DIR [--manual_dir=DIR] [--store_dir=DIR]: prepare TFDS's imagenet2012 and
+  the store training reads, or finish an interrupted preparation; once, e.g. on the shared storage of a cluster
+  before a multi-process job (it takes hours; processes waiting for it would time out)."""
   import argparse  # noqa: PLC0415
 
   tf_host.quiet()
   p = argparse.ArgumentParser(description=main.__doc__.split(':')[0])
   p.add_argument('--tfds_dir', default=os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets'))
   p.add_argument('--manual_dir', default='')
-  p.add_argument('--mean_images', type=int, default=0, help='training images in the per-pixel mean (0: all)')
+  p.add_argument('--store_dir', default='', help=f'where the store goes (default: TFDS_DIR/{STORE})')
+  p.add_argument('--shard_images', type=int, default=SHARD_IMAGES, help='images per shard of the store')
   args = p.parse_args(argv)
+  if args.shard_images < 1:
+    p.error(f'--shard_images={args.shard_images}: pass a positive number of images per shard')
   tfds_dir = os.path.expanduser(args.tfds_dir)
-
+  cfg = types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=tfds_dir, store_dir=args.store_dir)
+  directory = store_dir(cfg, tfds_dir)
   try:
-    b = builder(tfds_dir, manual_dir(types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=tfds_dir)))
+    if os.path.exists(os.path.join(directory, store_lib.MANIFEST)):
+      store = store_lib.open_store(directory, PREPROCESSING, f'python -m data.imagenet --tfds_dir={tfds_dir}')
+    else:
+      store = prepare_store(imagenet_tfds.builder(tfds_dir, imagenet_tfds.manual_dir(cfg)), directory,
+                            args.shard_images)
   except DataError as e:
     p.exit(2, f'error: {e}\n')
-  image_statistics(b, args.mean_images, tfds_dir)
-  print(f'imagenet2012 {b.version} is prepared in {tfds_dir}: {b.info.splits["train"].num_examples} training and '
-        f'{b.info.splits["validation"].num_examples} validation images; mean image and PCA statistics cached')
+  print(f'the {NAME} store in {directory} is complete: {store.num_examples("train")} training and '
+        f'{store.num_examples("validation")} validation images, with the mean image and PCA statistics')
 
 
 if __name__ == '__main__':

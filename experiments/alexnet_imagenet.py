@@ -9,10 +9,10 @@ Commands (arguments combine with commas):
   python eval.py  --config=experiments/alexnet_imagenet.py --workdir=workdirs/alexnet \
       [--ensemble=workdirs/alexnet_s1,workdirs/alexnet_s2,...]     # 10-crop top-1/top-5, the five-model average
 
-Data: TFDS `imagenet2012` from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual directory
-(data/imagenet.py says where and how). `quick` keeps the real network at full resolution (224x224x3, 61M
-parameters) but trains on 16 fake JPEGs that it writes in ImageNet's archive format, for 4 steps: it proves the
-code path, not the accuracy.
+Data: TFDS `imagenet2012` from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual directory,
+then the prepared store of 256x256 images that training reads (data/imagenet.py says where and how). `quick`
+keeps the real network at full resolution (224x224x3, 61M parameters) but trains on 16 fake JPEGs that it writes
+in ImageNet's archive format, for 4 steps: it proves the code path, not the accuracy.
 
 The recipe (section 5 of the paper): SGD with momentum 0.9, weight decay 0.0005, batch 128, learning rate 0.01
 divided by 10 when the validation error stops improving (three times over the run), about 90 epochs;
@@ -40,8 +40,7 @@ def get_config(arg='paper'):
   c.data.name = 'imagenet2012'
   c.data.manual_dir = ''  # '' : $IMAGENET_MANUAL_DIR, else <tfds_dir>/downloads/manual
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
-  c.data.shuffle_buffer = 20_000  # examples; files are shuffled too, every epoch with its own seed
-  c.data.mean_images = 0  # training images in the per-pixel mean and the PCA statistics (0: all, as the paper)
+  c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (data/imagenet.py)
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
   c.data.augment_on = 'device'  # mean, crop, flip and colour noise in the jitted step; 'host': in tf.data
 
@@ -74,7 +73,6 @@ def get_config(arg='paper'):
   if 'quick' in args:
     c.data.fake_images = 16
     c.data.num_test = 8
-    c.data.shuffle_buffer = 16
     c.train.batch_size = 8
     c.train.eval_batch_size = 8
     c.train.epochs = 2

@@ -1,5 +1,6 @@
 """ImageNet through TFDS's real imagenet2012 builder, on fake archives in ImageNet's format: preparation, the
-paper's preprocessing, 10 crops, resumable order, and the missing-data message."""
+prepared store (resumable, verified, read 1/P per process), the paper's preprocessing, 10 crops, resumable order,
+and the missing-data messages."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from data import augment
 from data import imagenet
+from data import imagenet_tfds
 from data import pipeline
 from errors import DataError
 from experiments import alexnet_imagenet
@@ -21,17 +23,29 @@ from tests.test_cli import ROOT
 
 def data_cfg(tfds_dir, **kw):
   cfg = alexnet_imagenet.get_config().data  # every key the dataset reads, as the experiment sets it
-  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, 'shuffle_buffer': 100, **kw})
+  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, **kw})
   return cfg
 
 
 @pytest.fixture(scope='module')
-def fake(tmp_path_factory):
-  return imagenet.Dataset(data_cfg(tmp_path_factory.mktemp('tfds'), augment_on='host'))
+def root(tmp_path_factory):
+  return tmp_path_factory.mktemp('tfds')
 
 
-def test_with_device_augmentation_the_host_sends_decoded_uint8_images(fake):
-  dev = imagenet.Dataset(data_cfg(fake._builder.data_dir.split('/fake_imagenet2012_')[0]))
+@pytest.fixture(scope='module')
+def fake(root):
+  return imagenet.Dataset(data_cfg(root, augment_on='host'))
+
+
+@pytest.fixture(scope='module')
+def fake_builder(root, fake):
+  """TFDS's prepared fake imagenet2012 that the store of `fake` was built from."""
+  tfds_dir = root / 'fake_imagenet2012_12'
+  return imagenet_tfds.builder(str(tfds_dir), str(tfds_dir / 'manual'))
+
+
+def test_with_device_augmentation_the_host_sends_decoded_uint8_images(fake, root):
+  dev = imagenet.Dataset(data_cfg(root))
   assert dev.augment_on == 'device' and fake.device_train is None and fake.device_test(10) is None
   full = list(dev.train_batches(batch_size=4, seed=0, epoch=0))
   assert full[0]['image'].shape == (4, 256, 256, 3) and full[0]['image'].dtype == np.uint8
@@ -49,19 +63,18 @@ def test_fake_archives_prepare_through_the_real_builder(fake):
   assert fake._mean.shape == (256, 256, 3) and 20 < fake._mean.mean() < 235
 
 
-def test_mean_image_and_pca_statistics_come_from_the_training_pixels(fake):
-  """One pass computes both; against numpy's covariance of the same decoded pixels, scaled to [0, 1]."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
-
-  ds = fake._builder.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
-  images = np.stack([imagenet.decode_resize_crop(x['image']).numpy() for x in ds])
+def test_mean_image_and_pca_statistics_come_from_the_training_pixels(fake, root):
+  """The store's pass computes both, from the images training reads (the stored JPEGs, decoded); against
+  numpy's mean and covariance of those pixels, scaled to [0, 1]."""
+  encoded, _ = fake.store.read('train', range(12))
+  images = np.stack([imagenet.decode_256(e).numpy() for e in encoded]).astype(np.float64)
   np.testing.assert_allclose(fake._mean, images.mean(0), rtol=1e-5, atol=1e-3)
   eigval, eigvec = fake._eig
   want_val, want_vec = np.linalg.eigh(np.cov(images.reshape(-1, 3).T / 255.0, bias=True))
   np.testing.assert_allclose(eigval, want_val[::-1], rtol=1e-4)
   np.testing.assert_allclose(np.abs(eigvec), np.abs(want_vec[:, ::-1]), rtol=1e-3, atol=1e-4)
   assert not np.allclose(eigval, imagenet.EIGVAL), 'computed, not the published set'
-  published = imagenet.Dataset(data_cfg(fake._builder.data_dir.split('/fake_imagenet2012_')[0], pca='published'))
+  published = imagenet.Dataset(data_cfg(root, pca='published'))
   assert published._eig[0] is imagenet.EIGVAL and published._eig[1] is imagenet.EIGVEC
 
 
@@ -129,24 +142,24 @@ def test_eval_batches_pad_and_mask(fake):
 
 
 def test_missing_archives_get_one_line(tmp_path, monkeypatch):
-  monkeypatch.delenv(imagenet.ENV_VAR, raising=False)
+  monkeypatch.delenv(imagenet_tfds.ENV_VAR, raising=False)
   with pytest.raises(DataError, match='ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar not in') as e:
     imagenet.Dataset(data_cfg(tmp_path, fake_images=0))
   assert '\n' not in str(e.value) and 'image-net.org' in str(e.value)
   assert str(tmp_path / 'downloads' / 'manual') in str(e.value)
-  monkeypatch.setenv(imagenet.ENV_VAR, str(tmp_path / 'elsewhere'))
-  assert imagenet.manual_dir(data_cfg(tmp_path)) == str(tmp_path / 'elsewhere')
+  monkeypatch.setenv(imagenet_tfds.ENV_VAR, str(tmp_path / 'elsewhere'))
+  assert imagenet_tfds.manual_dir(data_cfg(tmp_path)) == str(tmp_path / 'elsewhere')
 
 
 def test_a_damaged_jpeg_is_named_at_preparation(tmp_path):
-  manual = imagenet.write_fake_manual_dir(str(tmp_path / 'manual'), images=6, damaged_val=(3,))
+  manual = imagenet_tfds.write_fake_manual_dir(str(tmp_path / 'manual'), images=6, damaged_val=(3,))
   with pytest.raises(DataError, match='1 image.* do not decode as JPEG \\(validation/ILSVRC2012_val_00000004.JPEG\\)'):
-    imagenet.builder(str(tmp_path / 'tfds'), manual)
+    imagenet_tfds.builder(str(tmp_path / 'tfds'), manual)
 
 
 def test_a_truncated_archive_gets_one_line_from_prepare(tmp_path):
-  manual = imagenet.write_fake_manual_dir(str(tmp_path / 'manual'), images=6)
-  tar = os.path.join(manual, imagenet.TRAIN_TAR)
+  manual = imagenet_tfds.write_fake_manual_dir(str(tmp_path / 'manual'), images=6)
+  tar = os.path.join(manual, imagenet_tfds.TRAIN_TAR)
   os.truncate(tar, os.path.getsize(tar) // 2)
   proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tmp_path / "tfds"}',
                          f'--manual_dir={manual}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -156,16 +169,16 @@ def test_a_truncated_archive_gets_one_line_from_prepare(tmp_path):
   assert last.startswith('error: preparing imagenet2012 from the archives in') and 'are complete' in last, last
 
 
-def test_prepared_files_that_changed_since_verification_are_refused(fake, tmp_path):
-  b = fake._builder
-  assert os.path.exists(os.path.join(b.data_dir, imagenet.VERIFIED))
-  imagenet.verify(b)  # unchanged: passes without decoding again
+def test_prepared_files_that_changed_since_verification_are_refused(fake_builder, tmp_path):
+  b = fake_builder
+  assert os.path.exists(os.path.join(b.data_dir, imagenet_tfds.VERIFIED))
+  imagenet_tfds.verify(b)  # unchanged: passes without decoding again
   copy = tmp_path / 'copy'
   subprocess.run(['cp', '-r', b.data_dir, str(copy)], check=True)
   record = sorted(f for f in os.listdir(copy) if '-train.tfrecord' in f)[0]
   os.truncate(copy / record, 10)
   with pytest.raises(DataError, match=f'changed since it was verified \\({record}\\)'):
-    imagenet.verify(types.SimpleNamespace(data_dir=str(copy)))
+    imagenet_tfds.verify(types.SimpleNamespace(data_dir=str(copy)))
 
 
 def test_device_augmentation_is_a_crop_a_flip_and_one_colour_shift_of_the_centred_image():

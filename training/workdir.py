@@ -34,10 +34,13 @@ ADDED = {'model.kernels': 'auto', 'train.lr_decay_steps': 0, 'train.plateau_pati
          'train.shard_dense': False, 'eval.crops': 1, 'train.optimizer': 'sgd', 'train.weight_decay': 0.0,
          'train.lr_boundaries': [0.5, 0.75], 'train.progress_every_s': 30.0, 'train.profile_steps': [],
          'data.seed_per_model': False, 'claims.solved_accuracy': 0.99, 'model.lrn_within_towers': False,
-         'data.pca': 'published', 'data.augment_on': 'host',
+         'data.pca': 'published', 'data.augment_on': 'host', 'data.store_dir': '',
          # runs before the key decayed every parameter; without weight decay the choice changes nothing
          'train.weight_decay_on': lambda old: 'all' if old.get('train.weight_decay') else 'weights'}
-RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True}
+# ImageNet's shuffle buffer and mean-image subset went with the prepared store (uniform permutations per epoch,
+# the mean of every training image).
+RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True, 'data.shuffle_buffer': 20_000,
+           'data.mean_images': 0}
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
 

@@ -1,0 +1,219 @@
+"""A prepared image store: images encoded once, in shards that any process reads by index, 1/P of them each.
+
+Layout of a store directory (one per dataset and preprocessing):
+    manifest.json          written last: the store is complete. Preprocessing, class names, per split the
+                           number of examples, images per shard, and every shard's count, size and sha256
+    <split>-00000.jpegs    the shard's encoded images, concatenated
+    <split>-00000.npz      offsets (count + 1, int64) of each image in the .jpegs file, labels (int32)
+    <split>-00000.json     the shard's record (count, sizes, sha256s), written after both files: the shard is done
+Each file is written atomically, so an interrupted preparation leaves whole shards, and resumes after the last.
+Plain files and numpy: readable with no library of this project, on any platform.
+
+Order. Training batches of epoch e are rows of one permutation of the split drawn from (seed, e), cut into
+global batches of B; process p of P reads and decodes rows p*B/P .. (p+1)*B/P - 1 of each (where
+jax.make_array_from_process_local_data puts them), so the global batch does not depend on P and each process
+decodes only its share. Resuming at batch s starts reading at batch s: nothing skipped is read or decoded.
+"""
+import hashlib
+import json
+import mmap
+import os
+
+import numpy as np
+
+from data import pipeline
+from errors import DataError
+import files
+
+MANIFEST = 'manifest.json'
+
+
+def shard_name(split, k):
+  return f'{split}-{k:05d}'
+
+
+def _sha256(path):
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_shard(directory, split, k, encoded, labels, **extra):
+  """Writes shard k of `split`: the encoded images (a list of bytes), their labels and `extra` arrays (saved in
+  the shard's .npz, e.g. the sums a statistic needs). The shard's .json, written last, makes it done."""
+  name = shard_name(split, k)
+  offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+  files.write_bytes(os.path.join(directory, name + '.jpegs'), b''.join(encoded))
+  buf = npz_bytes(offsets=offsets, labels=np.asarray(labels, np.int32), **extra)
+  files.write_bytes(os.path.join(directory, name + '.npz'), buf)
+  record = {'name': name, 'count': len(encoded)}
+  for ext in ('.jpegs', '.npz'):
+    path = os.path.join(directory, name + ext)
+    record[ext[1:]] = {'bytes': os.path.getsize(path), 'sha256': _sha256(path)}
+  files.write_json(os.path.join(directory, name + '.json'), record)
+  return record
+
+
+def npz_bytes(**arrays):
+  import io  # noqa: PLC0415
+
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+def done_shard(directory, split, k, count):
+  """Shard k's record if it is done, holds `count` images and its files have the recorded sizes, else None."""
+  path = os.path.join(directory, shard_name(split, k) + '.json')
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    if record['count'] != count:
+      return None
+    for ext in ('jpegs', 'npz'):
+      if os.path.getsize(os.path.join(directory, f'{record["name"]}.{ext}')) != record[ext]['bytes']:
+        return None
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  return record
+
+
+def verify_shards(directory, records):
+  """Recomputes every shard file's sha256; a DataError naming the shards that differ from their records."""
+  bad = [r['name'] for r in records for ext in ('jpegs', 'npz')
+         if _sha256(os.path.join(directory, f'{r["name"]}.{ext}')) != r[ext]['sha256']]
+  if bad:
+    raise DataError(f'{len(bad)} shard file(s) of the store in {directory} differ from their checksums '
+                    f'({", ".join(sorted(set(bad))[:3])}); remove them and prepare again to rewrite them')
+
+
+def finish(directory, manifest):
+  files.write_json(os.path.join(directory, MANIFEST), manifest)
+
+
+class Missing(DataError):
+  """No store (not even part of one) in the directory."""
+
+
+def open_store(directory, preprocessing, how):
+  """The complete store in `directory` built with `preprocessing` (a dict). Missing if there is none; a
+  DataError in one line, ending with `how` (the command that prepares or finishes it), if it is partial, was
+  built with other preprocessing, or its files changed since it was written."""
+  manifest_path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(manifest_path):
+    done = [f for f in (os.listdir(directory) if os.path.isdir(directory) else []) if f.endswith('.json')]
+    if not done:
+      raise Missing(f'no prepared store in {directory}; {how}')
+    raise DataError(f'the store in {directory} is partial ({len(done)} shard(s) written, no {MANIFEST}): its '
+                    f'preparation was interrupted; finish it with {how}')
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise DataError(f'{manifest_path} cannot be read ({e}); remove {directory} and {how}') from None
+  if manifest.get('preprocessing') != preprocessing:
+    raise DataError(f'the store in {directory} was built with other preprocessing ({manifest.get("preprocessing")}'
+                    f', this code uses {preprocessing}); remove it or pass another directory, and {how}')
+  changed = [r['name'] for split, s in manifest['splits'].items() for k, r in enumerate(s['shards'])
+             if done_shard(directory, split, k, r['count']) != r]
+  if changed:
+    raise DataError(f'the store in {directory} changed since it was written ({", ".join(changed[:3])}'
+                    f'{" ..." if len(changed) > 3 else ""}); remove {directory} and {how}')
+  return Store(directory, manifest)
+
+
+class Store:
+  """Random access to a complete store's images: read(split, indices) -> (encoded images, labels)."""
+
+  def __init__(self, directory, manifest):
+    self.directory, self.manifest = directory, manifest
+    self._shards = {}  # (split, k) -> (mmap of the .jpegs, offsets, labels)
+
+  def num_examples(self, split):
+    return self.manifest['splits'][split]['num_examples']
+
+  def _shard(self, split, k):
+    if (split, k) not in self._shards:
+      name = os.path.join(self.directory, shard_name(split, k))
+      with np.load(name + '.npz') as z:
+        offsets, labels = z['offsets'], z['labels']
+      with open(name + '.jpegs', 'rb') as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if offsets[-1] else b''
+      self._shards[split, k] = (data, offsets, labels)
+    return self._shards[split, k]
+
+  def read(self, split, indices):
+    """([bytes, ...], int32 labels) of the split's examples at `indices`, in that order."""
+    per = self.manifest['splits'][split]['shard_images']
+    encoded, labels = [], np.empty(len(indices), np.int32)
+    for j, i in enumerate(indices):
+      data, offsets, shard_labels = self._shard(split, int(i) // per)
+      r = int(i) % per
+      encoded.append(data[offsets[r]:offsets[r + 1]])
+      labels[j] = shard_labels[r]
+    return encoded, labels
+
+
+def train_positions(num_examples, batch_size, seed, epoch):
+  """The epoch's order: a permutation of range(num_examples) fixed by (seed, epoch), cut to whole global
+  batches, as (batches, batch_size) int64."""
+  order = np.random.default_rng(pipeline.epoch_seed(seed, epoch)).permutation(num_examples)
+  steps = num_examples // batch_size
+  return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+def batches(store, split, rows, decode, *, process=(0, 1), first_position=0, mask=None, autotune=True):
+  """numpy batches of this process's rows of each global batch in `rows` ((batches, B) indices into the split):
+  each example is read, then `decode(encoded, label, position)` in tf.data, in parallel and in order, where
+  position is its place in the whole sequence of rows plus first_position. mask ((batches, B)): added as
+  'mask'."""
+  t = pipeline.tf()
+  index, count = process
+  global_batch = rows.shape[1]
+  local = global_batch // count
+  cols = slice(index * local, (index + 1) * local)
+
+  def generate():  # the batch's images as one bytes object and their lengths: a numpy array of bytes objects
+    for b in range(rows.shape[0]):  # would cost more to hand to TensorFlow than decoding them does
+      encoded, labels = store.read(split, rows[b, cols])
+      positions = first_position + b * global_batch + np.arange(global_batch)[cols]
+      extra = (mask[b, cols],) if mask is not None else ()
+      yield (positions, labels, b''.join(encoded), np.array([len(e) for e in encoded], np.int64)) + extra
+
+  signature = (t.TensorSpec([None], t.int64), t.TensorSpec([None], t.int32), t.TensorSpec([], t.string),
+               t.TensorSpec([None], t.int64))
+  if mask is not None:
+    signature += (t.TensorSpec([None], t.float32),)
+
+  def split_images(positions, labels, blob, lengths, *extra):
+    return (positions, labels, t.strings.substr(blob, t.cumsum(lengths, exclusive=True), lengths)) + extra
+
+  # prefetch: the generator's reads in Python overlap the decoding instead of waiting for it
+  ds = t.data.Dataset.from_generator(generate, output_signature=signature).map(split_images).prefetch(2).unbatch()
+  if mask is None:
+    ds = ds.map(lambda i, y, x: decode(x, y, i), num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
+  else:
+    ds = ds.map(lambda i, y, x, m: {**decode(x, y, i), 'mask': m}, num_parallel_calls=t.data.AUTOTUNE,
+                deterministic=True)
+  ds = pipeline.finish(ds.batch(local, drop_remainder=True), autotune)
+  return pipeline.checked(ds.as_numpy_iterator(), f'the prepared {split} images in {store.directory}')
+
+
+def train_batches(store, split, num_examples, decode, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1),
+                  autotune=True):
+  """This process's part of each global training batch of the epoch from batch skip_batches on; decode(encoded,
+  label, position) with position the example's place in the epoch (a seed for its augmentation)."""
+  rows = train_positions(num_examples, batch_size, seed, epoch)[skip_batches:]
+  return batches(store, split, rows, decode, process=process, first_position=skip_batches * batch_size,
+                 autotune=autotune)
+
+
+def eval_batches(store, split, num_examples, decode, *, batch_size, process=(0, 1), autotune=True):
+  """The first num_examples of the split in order, padded to whole global batches with copies of the first
+  example marked mask = 0, so every example counts once and every process runs the same number of steps."""
+  pad = -num_examples % batch_size
+  rows = np.concatenate([np.arange(num_examples), np.zeros(pad, np.int64)]).reshape(-1, batch_size)
+  mask = np.concatenate([np.ones(num_examples), np.zeros(pad)]).astype(np.float32).reshape(-1, batch_size)
+  return batches(store, split, rows, decode, process=process, mask=mask, autotune=autotune)

@@ -1,0 +1,216 @@
+"""The prepared ImageNet store (data/store.py, data/imagenet.py): written once from TFDS's records, resumable,
+verified, refused when partial or built otherwise, and read 1/P per process in an order that does not depend on
+P, without reading what a resumed epoch skips."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data import imagenet
+from data import imagenet_tfds
+from data import store as store_lib
+from errors import DataError
+from tests.test_classifier import USER_ENV
+from tests.test_cli import ROOT
+from tests.test_imagenet import data_cfg
+
+SHARD = 5  # 12 fake images per split: shards of 5, 5 and 2
+
+
+class Stop(Exception):
+  pass
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+  """TFDS's prepared fake imagenet2012 (12 training and 12 validation images)."""
+  tfds_dir = tmp_path_factory.mktemp('tfds')
+  manual = imagenet_tfds.write_fake_manual_dir(str(tfds_dir / 'manual'), images=12)
+  return imagenet_tfds.builder(str(tfds_dir), manual)
+
+
+@pytest.fixture(scope='module')
+def store(source, tmp_path_factory):
+  return imagenet.prepare_store(source, str(tmp_path_factory.mktemp('store')), SHARD, log=lambda line: None)
+
+
+def shard_hashes(directory):
+  with open(os.path.join(directory, store_lib.MANIFEST)) as f:
+    return [(r['name'], r['jpegs']['sha256'], r['npz']['sha256']) for s in json.load(f)['splits'].values()
+            for r in s['shards']]
+
+
+def test_the_store_holds_every_image_once_in_shards_with_their_checksums(store, source):
+  m = store.manifest
+  assert [len(m['splits'][s]['shards']) for s in ('train', 'validation')] == [3, 3]
+  assert [r['count'] for r in m['splits']['train']['shards']] == [5, 5, 2]
+  assert m['preprocessing'] == imagenet.PREPROCESSING and m['class_names'][0] == 'n01440764'
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  ds = source.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
+  originals = list(ds.as_numpy_iterator())
+  encoded, labels = store.read('train', np.arange(12)[::-1])  # across shards, in the order asked
+  assert list(labels) == [int(x['label']) for x in originals][::-1]
+  want = [imagenet.decode_uint8(x['image']).numpy().astype(float) for x in originals[::-1]]
+  for i, e in enumerate(encoded):  # each stored image is its original, resized and cropped (JPEG's error on
+    stored = imagenet.decode_256(e).numpy().astype(float)  # the fake images' pixel noise: ~2 grey levels)
+    assert stored.shape == (256, 256, 3) and np.abs(stored - want[i]).mean() < 3.0
+    assert np.abs(stored - want[i - 1]).mean() > 10.0
+
+
+def test_an_interrupted_preparation_is_refused_then_resumes_to_the_same_store(store, source, tmp_path):
+  directory = str(tmp_path / 'store')
+  lines = []
+
+  def stop_after_two_shards(line):
+    lines.append(line)
+    if len(lines) == 2:
+      raise Stop
+
+  with pytest.raises(Stop):
+    imagenet.prepare_store(source, directory, SHARD, log=stop_after_two_shards)
+  with pytest.raises(DataError) as e:
+    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet ...')
+  assert 'is partial (2 shard(s) written' in str(e.value) and 'python -m data.imagenet' in str(e.value)
+  assert '\n' not in str(e.value)
+  first = os.stat(os.path.join(directory, 'train-00000.jpegs')).st_mtime_ns
+  lines.clear()
+  imagenet.prepare_store(source, directory, SHARD, log=lines.append)
+  assert [line.split(': ')[0] for line in lines[:-1]] == [
+      '[imagenet2012 store] train shard 3/3', '[imagenet2012 store] validation shard 1/3',
+      '[imagenet2012 store] validation shard 2/3', '[imagenet2012 store] validation shard 3/3']
+  assert os.stat(os.path.join(directory, 'train-00000.jpegs')).st_mtime_ns == first, 'a done shard was rewritten'
+  assert shard_hashes(directory) == shard_hashes(store.directory)
+  with np.load(os.path.join(directory, imagenet.STATISTICS)) as a, \
+       np.load(os.path.join(store.directory, imagenet.STATISTICS)) as b:
+    for k in ('mean', 'eigval', 'eigvec'):
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def copy_of(store, tmp_path):
+  directory = str(tmp_path / 'copy')
+  shutil.copytree(store.directory, directory)
+  return directory
+
+
+def test_a_changed_shard_is_refused_in_one_line(store, tmp_path):
+  directory = copy_of(store, tmp_path)
+  os.truncate(os.path.join(directory, 'validation-00001.jpegs'), 100)
+  with pytest.raises(DataError, match=r'changed since it was written \(validation-00001\); remove .* and python -m'):
+    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+
+
+def test_a_flipped_byte_fails_the_checksum(store, tmp_path):
+  directory = copy_of(store, tmp_path)
+  path = os.path.join(directory, 'train-00001.jpegs')
+  data = bytearray(open(path, 'rb').read())
+  data[1000] ^= 0xFF
+  open(path, 'wb').write(bytes(data))
+  records = [r for s in store.manifest['splits'].values() for r in s['shards']]
+  with pytest.raises(DataError, match=r'1 shard file\(s\) .* differ from their checksums \(train-00001\)'):
+    store_lib.verify_shards(directory, records)
+
+
+def test_a_store_built_with_other_preprocessing_is_refused(store, tmp_path):
+  directory = copy_of(store, tmp_path)
+  with pytest.raises(DataError, match='was built with other preprocessing') as e:
+    store_lib.open_store(directory, {**imagenet.PREPROCESSING, 'jpeg_quality': 80}, 'python -m data.imagenet')
+  assert '\n' not in str(e.value)
+
+
+class Counting:
+  """A store that records which indices were read."""
+
+  def __init__(self, store):
+    self.store, self.read_indices, self.directory = store, [], store.directory
+
+  def read(self, split, indices):
+    self.read_indices += list(indices)
+    return self.store.read(split, indices)
+
+
+def labels_of(batches):
+  return [b['label'] for b in batches]
+
+
+@pytest.mark.parametrize('processes', [2, 4])
+def test_each_process_reads_only_its_share_and_together_they_give_the_one_process_batches(store, processes):
+  decode = lambda x, y, i: {'image': imagenet.decode_256(x), 'label': y, 'position': i}
+  whole = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=3, epoch=1))
+  assert len(whole) == 3 and sorted(np.concatenate(labels_of(whole))) == sorted(store.read('train', range(12))[1])
+  np.testing.assert_array_equal(np.concatenate([b['position'] for b in whole]), np.arange(12))
+  parts, reads = [], []
+  for p in range(processes):
+    counting = Counting(store)
+    parts.append(list(store_lib.train_batches(counting, 'train', 12, decode, batch_size=4, seed=3, epoch=1,
+                                              process=(p, processes))))
+    reads.append(counting.read_indices)
+  for b, batch in enumerate(whole):
+    for key in ('image', 'label', 'position'):
+      np.testing.assert_array_equal(batch[key], np.concatenate([part[b][key] for part in parts]))
+  assert sorted(sum(reads, [])) == list(range(12)), 'every image read once, by one process'
+  assert all(len(r) == 12 // processes for r in reads)
+
+
+def test_a_resumed_epoch_reads_nothing_it_skips(store):
+  decode = lambda x, y, i: {'image': imagenet.decode_256(x), 'label': y}
+  whole = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=0, epoch=0))
+  counting = Counting(store)
+  resumed = list(store_lib.train_batches(counting, 'train', 12, decode, batch_size=4, seed=0, epoch=0,
+                                         skip_batches=2))
+  assert len(resumed) == 1 and len(counting.read_indices) == 4
+  np.testing.assert_array_equal(resumed[0]['image'], whole[2]['image'])
+  other = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=0, epoch=1))
+  orders = [store_lib.train_positions(12, 4, 0, e).ravel() for e in (0, 1)]
+  assert sorted(orders[0]) == list(range(12)) and not np.array_equal(*orders) and len(other) == 3
+
+
+def test_evaluation_reads_the_split_in_order_padded_and_masked_per_process(store):
+  decode = lambda x, y, i: {'label': y}
+  whole = list(store_lib.eval_batches(store, 'validation', 10, decode, batch_size=4))
+  assert [list(b['mask']) for b in whole] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
+  labels = store.read('validation', range(10))[1]
+  np.testing.assert_array_equal(np.concatenate([b['label'] for b in whole])[:10], labels)
+  parts = [list(store_lib.eval_batches(store, 'validation', 10, decode, batch_size=4, process=(p, 2)))
+           for p in range(2)]
+  for b, batch in enumerate(whole):
+    np.testing.assert_array_equal(batch['mask'], np.concatenate([part[b]['mask'] for part in parts]))
+
+
+def test_the_dataset_refuses_a_partial_store_and_the_command_finishes_it(tmp_path):
+  """train.py's dataset builds a missing store but never a partial one (it may be another job's, half-way):
+  one line says to finish it with python -m data.imagenet, which resumes it."""
+  cfg = data_cfg(tmp_path, fake_images=6, store_dir=str(tmp_path / 'store'))
+  imagenet.Dataset(cfg)  # builds TFDS's fake imagenet2012 and the store
+  os.remove(tmp_path / 'store' / store_lib.MANIFEST)
+  os.remove(tmp_path / 'store' / 'validation-00000.json')
+  with pytest.raises(DataError) as e:
+    imagenet.Dataset(cfg)
+  tfds_dir = tmp_path / 'fake_imagenet2012_6'
+  assert str(e.value).endswith(f'finish it with python -m data.imagenet --tfds_dir={tfds_dir} '
+                               f'--store_dir={tmp_path / "store"}'), str(e.value)
+  proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tfds_dir}',
+                         f'--store_dir={tmp_path / "store"}'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=USER_ENV)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'validation shard 1/1' in proc.stderr and 'train shard' not in proc.stderr
+  assert 'store in' in proc.stdout and 'is complete: 6 training and 6 validation images' in proc.stdout
+  assert imagenet.Dataset(cfg).num_train == 6
+
+
+def test_the_input_benchmark_runs_and_reports_every_path():
+  proc = subprocess.run([sys.executable, 'benchmarks/imagenet_input.py', '--images=64', '--repeats=1'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, env=USER_ENV)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in ('tfds_images_per_s_per_core', 'prepared_images_per_s_per_core', 'pillow_images_per_s_per_core',
+              'prepared_host_augment_images_per_s_per_core', 'pillow_prepared_images_per_s_per_core'):
+    assert out[key] > 0, key
+  assert out['prepared_x_tfds'] == pytest.approx(out['prepared_images_per_s_per_core'] /
+                                                 out['tfds_images_per_s_per_core'], rel=1e-2)
+  assert out['jpeg_quality'] == imagenet.PREPROCESSING['jpeg_quality'] and out['stored_jpeg_bytes'] < out[
+      'original_jpeg_bytes']
