@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= workdirs/hidden_units
 
-.PHONY: setup data onednn reproduce test lint bench clean
+.PHONY: setup data onednn reproduce test test-slow lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0] + ": run make PYTHON=python3.11") if sys.version_info < (3, 11) else None'
@@ -25,8 +25,8 @@ data:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing Debian's dataset-fashion-mnist (apt-get install)"; \
 	  apt-get install -y -q dataset-fashion-mnist || { echo "apt-get install failed: run apt-get update first," \
-	  "or see README.md for other ways to get the files"; exit 1; }; \
-	else echo "make data needs root and apt-get (Debian's dataset-fashion-mnist); see README.md for other ways"; \
+	  "or see docs/fashion_mnist.md for other ways to get the files"; exit 1; }; \
+	else echo "make data needs root and apt-get (Debian's dataset-fashion-mnist); see docs/fashion_mnist.md for other ways"; \
 	  exit 1; fi
 
 # oneDNN's convolutions for JAX on the CPU (kernels/onednn.py), built against oneDNN's headers (Debian and Ubuntu:
@@ -55,8 +55,14 @@ reproduce: setup
 	$(BIN)/python train.py --config=experiments/hidden_units.py --workdir=$(WORKDIR)
 
 # PYTEST_ARGS=--require-onednn: the oneDNN kernel's tests fail, instead of skipping, where it is not built.
+# `make test` is the suite every change passes; `make test-slow` the longer end-to-end runs (marked slow).
+# `make test` spreads its tests over up to 4 cores (pytest-xdist); the slow tests run one at a time, since some
+# of them time how fast a job notices a dead process.
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --maxprocesses=4 --dist worksteal $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 # The linter's rules are in pyproject.toml ([tool.ruff]); `ruff check --fix` sorts imports and drops stale noqa.
 lint: setup

@@ -6,6 +6,7 @@ Commands (arguments combine with commas):
   python train.py --config=experiments/alexnet_imagenet.py:torchvision --workdir=... # 64-192-384-256-256, no LRN
   python train.py --config=experiments/alexnet_imagenet.py:bf16 --workdir=...        # bfloat16 mixed precision
   python train.py --config=experiments/alexnet_imagenet.py:quick --workdir=/tmp/alexnet_quick  # fake data, minutes
+  python train.py --config=experiments/alexnet_imagenet.py:quick,narrow --workdir=...  # 1/8 the widths: seconds
   python eval.py  --config=experiments/alexnet_imagenet.py --workdir=workdirs/alexnet \
       [--ensemble=workdirs/alexnet_s1,workdirs/alexnet_s2,...]     # 10-crop top-1/top-5, the five-model average
 
@@ -25,7 +26,7 @@ Expected (validation set of ILSVRC 2012):
   five models averaged (eval.py --ensemble)    38.1% top-1,       16.4% top-5
   torchvision's variant (its published single centre crop)  43.5% top-1, 20.9% top-5
 results.md puts the measured errors beside these. Not measured yet: this code has not been trained on the real
-ImageNet (README.md, "AlexNet on ImageNet").
+ImageNet (docs/alexnet.md).
 """
 import experiments
 from experiments import defaults
@@ -33,7 +34,7 @@ from experiments import defaults
 
 def get_config(arg='paper'):
   variant, args = experiments.parse_arg(arg, 'alexnet_imagenet.py', variants=('paper', 'single', 'torchvision'),
-                                        options=('bf16', 'quick'), default='paper')
+                                        options=('bf16', 'quick', 'narrow'), default='paper')
   c = defaults.classifier()
   c.experiment = 'alexnet_imagenet'
 
@@ -70,6 +71,9 @@ def get_config(arg='paper'):
     c.reference.paper_1_model = (0.407, 0.182)
     c.reference.paper_5_models = (0.381, 0.164)
 
+  if 'narrow' in args:  # the same layers at an eighth of the widths (a 64th of the dense layers): for tests
+    c.model.widths = (12, 32, 48, 48, 32)
+    c.model.dense = (64, 64)
   if 'quick' in args:
     c.data.fake_images = 16
     c.data.num_test = 8

@@ -68,6 +68,7 @@ def test_split_groups_equal_xla_feature_groups():
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_space_to_depth_conv1_is_the_same_network():
   """conv1 over 4x4 pixel blocks: the same logits and gradients as the direct conv1."""
   arch = alexnet.Arch(dense=(16, 16), bias_one=0.1)

@@ -77,6 +77,7 @@ def test_quick_run_results_records(quick_run):
   assert '| claim | setting | criterion | measured | holds |' in md and 'figures/accuracy_vs_units.png' in md
 
 
+@pytest.mark.slow
 def test_rerun_with_the_same_config_is_allowed(quick_run):
   workdir, _ = quick_run
   before = json.load(open(os.path.join(workdir, 'results.json')))['records']

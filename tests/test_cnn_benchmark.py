@@ -24,6 +24,7 @@ def test_even_or_empty_conv2_kernel_is_refused_in_one_line(kernel):
   assert_one_line_error(run(SCRIPT, f'--conv2_kernel={kernel}', timeout=120), f'--conv2_kernel={kernel}', 'odd')
 
 
+@pytest.mark.slow
 def test_conv2_kernel_changes_only_conv2():
   """The JAX network (imported in a child: the module sets up malloc and XLA_FLAGS as train.py does)."""
   code = ('import sys, json; sys.argv = ["x"]; import jax; from benchmarks import fashion_mnist_cnn as b; '
@@ -47,6 +48,7 @@ def test_torch_network_matches_with_conv2_kernel():
   assert proc.stdout.strip().splitlines()[-1] == '[64, 32, 1, 1] [2, 10]', torch.__version__
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end_with_torch():
   pytest.importorskip('torch')
   proc = run(SCRIPT, '--conv2_kernel=1', '--repeats=1', '--steps=1', timeout=300)

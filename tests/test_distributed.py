@@ -45,6 +45,7 @@ def results(workdir):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(fashion_mnist_tfds, tmp_path):
   one = subprocess.run(command(tmp_path / 'one', fashion_mnist_tfds), cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env=USER_ENV)
@@ -70,6 +71,7 @@ def test_two_processes_train_like_one(fashion_mnist_tfds, tmp_path):
   assert np.asarray(ev['confusion']).sum() == 200
 
 
+@pytest.mark.slow
 def test_a_dead_process_ends_the_job_within_bounded_time(fashion_mnist_tfds, tmp_path):
   workdir = tmp_path / 'dead'
   job = start_job(workdir, fashion_mnist_tfds)
@@ -112,6 +114,7 @@ def test_launch_scripts_dry_run():
   assert usage.returncode == 2 and 'usage:' in usage.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_to_every_process_saves_one_step_then_resumes(fashion_mnist_tfds, tmp_path):
   """SLURM signals every process; they agree on one step, save it together, exit 0, and the same command
   resumes and finishes."""
@@ -134,6 +137,7 @@ def test_sigterm_to_every_process_saves_one_step_then_resumes(fashion_mnist_tfds
   assert results(workdir)['steps'] == 16
 
 
+@pytest.mark.slow
 def test_a_process_that_never_starts_is_named_within_the_join_timeout(tmp_path):
   """Processes 0 and 1 of 3 start, process 2 never does: both stop within --join_timeout with one line naming
   process 2, instead of JAX's C++ abort after minutes."""

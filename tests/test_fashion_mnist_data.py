@@ -32,6 +32,7 @@ def no_local_files(tmp_path, monkeypatch):
   monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
 
 
+@pytest.mark.slow
 def test_without_local_files_tfds_downloads_and_prepares_it(tmp_path, monkeypatch):
   """No local files: TFDS's own builder fetches its registered URLs (a stubbed download manager stands in for the
   network, serving the real files where this machine has them) and prepares the same dataset."""

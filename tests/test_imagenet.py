@@ -88,8 +88,9 @@ def test_training_batches_crops_flips_colour_and_resume(fake):
   resumed = list(fake.train_batches(batch_size=4, seed=0, epoch=0, skip_batches=1))
   for a, b in zip(full[1:], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
-  other = next(fake.train_batches(batch_size=4, seed=0, epoch=1))
-  assert not np.array_equal(full[0]['label'], other['label']) or not np.allclose(full[0]['image'], other['image'])
+  labels = np.concatenate([b['label'] for b in full])
+  other = np.concatenate([b['label'] for b in fake.train_batches(batch_size=4, seed=0, epoch=1)])
+  assert sorted(other) == sorted(labels) and not np.array_equal(other, labels), 'each epoch: the same, reordered'
 
 
 def test_augmentation_is_a_crop_a_flip_and_one_colour_shift():
@@ -193,12 +194,14 @@ def test_device_augmentation_is_a_crop_a_flip_and_one_colour_shift_of_the_centre
   for i in range(3):
     src = images[i].astype(np.float32) - mean
     found = [out[i, 0, 0] - img[y, x] for img in (src, src[:, ::-1]) for y in range(33) for x in range(33)
-             if np.allclose(out[i] - img[y:y + 224, x:x + 224], out[i, 0, 0] - img[y, x], atol=1e-3)]
+             if np.allclose(out[i, :3, :3] - img[y:y + 3, x:x + 3], out[i, 0, 0] - img[y, x], atol=1e-3)  # cheap
+             and np.allclose(out[i] - img[y:y + 224, x:x + 224], out[i, 0, 0] - img[y, x], atol=1e-3)]
     assert len(found) == 1
     alpha = np.linalg.solve(imagenet.EIGVEC * imagenet.EIGVAL[None, :], found[0] / 255.0)
     assert np.all(np.abs(alpha) < 0.6)
 
 
+@pytest.mark.slow
 def test_device_and_host_augmentation_draw_from_the_same_distributions():
   """Different generators (JAX keys, TF stateless seeds), the same distributions: crop offsets uniform over 0..32
   in each direction and a fair flip, read back from 2,000 images whose pixels encode their coordinates (the

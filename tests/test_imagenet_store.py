@@ -202,6 +202,7 @@ def test_the_dataset_refuses_a_partial_store_and_the_command_finishes_it(tmp_pat
   assert imagenet.Dataset(cfg).num_train == 6
 
 
+@pytest.mark.slow
 def test_the_input_benchmark_runs_and_reports_every_path():
   proc = subprocess.run([sys.executable, 'benchmarks/imagenet_input.py', '--images=64', '--repeats=1'], cwd=ROOT,
                         capture_output=True, text=True, timeout=300, env=USER_ENV)

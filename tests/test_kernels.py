@@ -118,7 +118,10 @@ def test_auto_resolves_per_platform_and_names_are_checked():
   cpu = kernels.names_for('auto', 'cpu')
   assert set(cpu) >= {'split_groups', 'space_to_depth', 'max_pool_grad', 'lrn_grad'}
   assert len(set(cpu) & {'sliced_conv', 'onednn_conv'}) == 1, 'oneDNN where built, else XLA\'s slices'
-  assert kernels.names_for('auto', 'gpu') == ('split_groups', 'space_to_depth', 'max_pool_grad', 'lrn_grad')
+  for platform in ('gpu', 'tpu', 'some_new_platform'):  # auto never picks what the platform cannot run
+    chosen = kernels.names_for('auto', platform)
+    assert chosen and not set(chosen) & set(kernels.CPU_ONLY), (platform, chosen)
+    assert kernels.names_for(','.join(chosen), platform) == chosen  # and what it picks can be named
   assert kernels.names_for('none', 'cpu') == () and kernels.ops(()) == layers.PLAIN
   assert kernels.names_for('lrn_grad, sliced_conv', 'cpu') == ('sliced_conv', 'lrn_grad')
   with pytest.raises(kernels.KernelError, match="'fast_conv'.* is not a kernel"):
@@ -158,6 +161,7 @@ def _hvp_against_finite_differences(loss, params, x):
   assert np.linalg.norm(h - f) < 1e-5 * np.linalg.norm(f), (np.linalg.norm(h - f), np.linalg.norm(f))
 
 
+@pytest.mark.slow
 def test_a_small_cnn_is_differentiable_in_every_mode():
   """jax.grad, jax.jvp, jax.jacfwd and jax.hessian through conv, max pooling, LRN and feature groups: a
   Hessian-vector product of the loss against finite differences."""
@@ -174,6 +178,7 @@ def test_a_small_cnn_is_differentiable_in_every_mode():
   assert h.shape == (1, 9, 9, 1) * 2 and bool(jnp.all(jnp.isfinite(h)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['paper', 'torchvision'])
 def test_a_narrow_alexnet_is_differentiable_in_every_mode(variant):
   """The 2012 network's layers (grouped convolutions, LRN, overlapping max pooling) or torchvision's, at a narrow
@@ -186,7 +191,7 @@ def test_a_narrow_alexnet_is_differentiable_in_every_mode(variant):
   _hvp_against_finite_differences(loss, params, x)
 
 
-@pytest.mark.parametrize('model', ['cnn', 'alexnet'])
+@pytest.mark.parametrize('model', ['cnn', pytest.param('alexnet', marks=pytest.mark.slow)])
 def test_models_with_every_kernel_equal_the_plain_models(model):
   """The kernels change how, not what: the same loss and gradients as the plain ops, through whole models."""
   if model == 'cnn':

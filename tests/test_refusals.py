@@ -97,6 +97,7 @@ def test_results_are_as_readable_as_the_metrics(trained):
   assert len(set(modes.values())) == 1 and modes['results.json'] & 0o044 == 0o044, modes
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_workdir(tmp_path):
   """The second run stops at once naming the first; the first finishes with each metrics row once."""
   workdir = tmp_path / 'shared'

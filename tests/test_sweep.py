@@ -36,6 +36,7 @@ def test_sweep_file_and_dry_run(tmp_path):
   assert not os.path.exists(tmp_path / 'sweep.csv')
 
 
+@pytest.mark.slow
 def test_sweep_runs_in_parallel_summarises_and_skips_finished_runs(fashion_mnist_tfds, tmp_path):
   cmd = [sys.executable, '-m', 'experiments.sweep', '--config=experiments/fashion_mnist.py:mlp,quick',
          f'--workdir={tmp_path}', '--grid=train.learning_rate=0.001,0.003', '--seeds=0,1', '--parallel=2',
@@ -125,6 +126,7 @@ def test_bad_sweeps_are_refused_before_any_run(tmp_path, args, fragment):
   assert not os.path.exists(tmp_path / 's'), 'nothing is written'
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_not_reported_as_the_old_runs(tmp_path):
   """A sweep's finished runs are reused only if they ran the config the sweep would run now; otherwise the
   sweep stops naming what differs, or --move_changed keeps the old run aside and runs the new one."""
@@ -146,6 +148,7 @@ def test_a_changed_config_is_not_reported_as_the_old_runs(tmp_path):
   assert (tmp_path / 'default' / 'seed_0.replaced-1' / 'results.json').read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_hidden_units_grid_is_summarised_by_its_claims_and_accuracies(tmp_path):
   """The lecture's experiment as a sweep: two step sizes in quick mode, summarised end to end (sweep.csv with
   each claim's verdict and the per-setting accuracies, sweep.md with the claims per setting, sweep.png)."""

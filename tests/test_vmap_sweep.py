@@ -35,6 +35,7 @@ def test_zero_init_is_stuck(data):
   assert np.abs(run['params']['V0']).max() > 0, 'the offset V0 does receive updates'
 
 
+@pytest.mark.slow
 def test_ten_units_beat_two_on_the_hard_task(data):
   """The lecture: on a harder task 2 hidden units can no longer solve it; more units fit it. Seeded, can fail."""
   model, train, tx = cfgs(epochs=30)
@@ -80,7 +81,9 @@ def test_stopping_at_zero_loss_freezes_a_model(data):
   assert curve.shape == (41,)
 
 
-@pytest.mark.parametrize('batch_size,sampling', [(10, 'uniform'), (1, 'permutation'), (20, 'permutation')])
+@pytest.mark.parametrize('batch_size,sampling', [
+    pytest.param(10, 'uniform', marks=pytest.mark.slow), (1, 'permutation'),
+    pytest.param(20, 'permutation', marks=pytest.mark.slow)])
 def test_minibatch_and_permutation_train(data, batch_size, sampling):
   model, train, tx = cfgs(epochs=15, batch_size=batch_size, sampling=sampling, learning_rate=0.5)
   run = vmap_sweep.train([Model('corner', (10,), 'lecture', s) for s in range(2)], data, model, train, tx)
