@@ -16,7 +16,7 @@ The JSON says which (`malloc_kept`), and which speed kernels computed this codeb
 onednn` built them; none runs the plain layers; see kernels/__init__.py).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
-accuracy reaches it (needs the Fashion-MNIST files; see README.md). The last line is one JSON object.
+accuracy reaches it (needs the Fashion-MNIST files; see docs/fashion_mnist.md). The last line is one JSON object.
 --conv2_kernel=1 gives conv2 a 1x1 kernel in both networks, everything else unchanged: the difference from the
 default run is what conv2's 5x5 convolution (forward and both gradients) costs each peer.
 Needs torch (requirements-bench.txt, installed by `make bench`).

@@ -12,7 +12,7 @@ looks) into data.tfds_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets) on first use
 Expected (the benchmark table of github.com/zalandoresearch/fashion-mnist, and this project's targets):
   mlp  "MLP 256-128-100": 0.8833 there; target >= 0.89 test accuracy.
   cnn  "2 Conv+pooling" (2 conv 5x5 32/64, 2x2 max pooling, FC 1024): 0.876 and 0.916 there; target >= 0.925,
-       within 15 minutes on 2 CPU cores. The measured numbers and times are in README.md.
+       within 15 minutes on 2 CPU cores. The measured numbers and times: README.md, docs/fashion_mnist.md.
 Ablations are overrides of `model`: pool (max/sum/avg), pool_window/pool_stride (3/2 overlaps), lrn (contrast
 normalisation), feature_groups (max over groups of channels), dense widths.
 """

@@ -20,8 +20,8 @@ from nets import layers
 NAMES = ('sliced_conv', 'onednn_conv', 'split_groups', 'space_to_depth', 'max_pool_grad', 'lrn_grad')
 CPU_ONLY = ('sliced_conv', 'onednn_conv')
 # What 'auto' runs, per JAX platform. CPU: every kernel, oneDNN's convolutions where built, else XLA's sliced
-# (docs/cnn_cpu_performance.md). GPU: measured on one H200 (docs/alexnet/gpu_throughput.md). TPU: not measured;
-# the GPU's choice.
+# (docs/fashion_mnist/cnn_cpu_performance.md). GPU: measured on one H200 (docs/alexnet/gpu_throughput.md). TPU:
+# not measured; the GPU's choice.
 AUTO = {
     'cpu': ('onednn_conv', 'split_groups', 'space_to_depth', 'max_pool_grad', 'lrn_grad'),
     'gpu': ('split_groups', 'space_to_depth', 'max_pool_grad', 'lrn_grad'),

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 from kernels import onednn
 
 # Images per slice (None: the whole batch), per library, as measured fastest for the Fashion-MNIST CNN's whole
-# training step on 2 CPU cores (docs/cnn_cpu_performance.md). From jax 0.11 on, XLA's CPU convolutions (YNNPACK)
-# spread each convolution over all cores, so only their weight gradient still gains from slices; oneDNN's run on
-# one thread each and gain from jax 0.10's slices with any jax.
+# training step on 2 CPU cores (docs/fashion_mnist/cnn_cpu_performance.md). From jax 0.11 on, XLA's CPU
+# convolutions (YNNPACK) spread each convolution over all cores, so only their weight gradient still gains from
+# slices; oneDNN's run on one thread each and gain from jax 0.10's slices with any jax.
 CPU_SLICE = {
     'xla': ({'forward': 32, 'input_grad': 16, 'weight_grad': 8} if jax.__version_info__ < (0, 11) else
             {'forward': None, 'input_grad': None, 'weight_grad': 16}),

@@ -1,7 +1,7 @@
 """oneDNN's convolutions for JAX on the CPU, through XLA's FFI (the C++ side: kernels/onednn_conv.cc).
 
 On the CPU, XLA (jax 0.10-0.12) computes convolutions with YNNPACK, whose gradients run slower per core than
-oneDNN's, the library PyTorch uses (docs/cnn_cpu_performance.md has the timings). `make onednn` builds
+oneDNN's, the library PyTorch uses (docs/fashion_mnist/cnn_cpu_performance.md has the timings). `make onednn` builds
 `kernels/onednn_conv.so` where oneDNN's headers are installed (Debian and Ubuntu: libdnnl-dev); the kernel
 `onednn_conv` (kernels/conv.py) then computes float32 convolutions without feature groups with it.
 

@@ -30,7 +30,7 @@ def _tiled_max(x, k):
   Its gradient goes to the first maximum of each window in row-major order, as reduce_window's (XLA's
   select-and-scatter) and PyTorch's do, computed in one elementwise pass. JAX's own gradient of a reshaped max
   splits ties evenly, which costs a count per window and several passes over the input, and XLA's CPU backend
-  runs select-and-scatter slowly (docs/cnn_cpu_performance.md has the timings).
+  runs select-and-scatter slowly (docs/fashion_mnist/cnn_cpu_performance.md has the timings).
   """
   b, h, w, c = x.shape
   return x.reshape(b, h // k, k, w // k, k, c).max(axis=(2, 4))

@@ -64,7 +64,7 @@ def _pool(arch, x, ops):
 
 def _features(params, x, arch, ops=layers.PLAIN):
   # ReLU and max pooling commute (both take maxima), in values and in gradients; pooling first, the ReLU touches
-  # a quarter of the pixels (docs/cnn_cpu_performance.md). Not past normalisation, which does not commute.
+  # a quarter of the pixels (docs/fashion_mnist/cnn_cpu_performance.md). Not past normalisation, which does not commute.
   pool_first = arch.pool == 'max' and not arch.lrn
   for i, (_, _, stride) in enumerate(arch.conv):
     x = ops.conv(params[f'conv{i + 1}'], x, stride=stride, padding=arch.padding)

@@ -58,8 +58,8 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   Fashion-MNIST CNN's training step, one block of tens of MB). By default glibc maps a block that large straight
   from the kernel, or grows a worker thread's heap for it and shrinks the heap again when it is freed; either way
   every page faults on its first touch, every step. Blocks below 1 GiB from the heap, heaps grown 256 MB at a
-  time and not trimmed until 1 GiB is free, avoid that (docs/cnn_cpu_performance.md has the page faults and step
-  times). The price: the process keeps its peak heap (freed memory is reused, not returned).
+  time and not trimmed until 1 GiB is free, avoid that (docs/fashion_mnist/cnn_cpu_performance.md has the page
+  faults and step times). The price: the process keeps its peak heap (freed memory is reused, not returned).
   Left alone: other C libraries; machines with a JAX GPU or TPU plugin installed (not measured there); users
   who set glibc's own variables (MALLOC_TOP_PAD_, GLIBC_TUNABLES, ...), whose choice wins; and KEEP_FREED_MEMORY=0,
   which keeps glibc's defaults (setting any one of glibc's thresholds by hand would not: it also switches off

@@ -59,8 +59,8 @@ def make_train_step(apply_fn, tx, mesh, state_sharding=None, preprocess=None):
   rep, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   state_sharding = rep if state_sharding is None else state_sharding
   # Donating the old state lets accelerators update it in place (AlexNet's state is 0.7 GB). XLA's CPU backend
-  # gains nothing from it and its in-place schedule made the CPU step slower (docs/cnn_cpu_performance.md), so the
-  # CPU keeps the old buffers.
+  # gains nothing from it and its in-place schedule made the CPU step slower
+  # (docs/fashion_mnist/cnn_cpu_performance.md), so the CPU keeps the old buffers.
   donate = () if mesh.devices.flat[0].platform == 'cpu' else (0,)
   return jax.jit(step, in_shardings=(state_sharding, batch), out_shardings=(state_sharding, rep),
                  donate_argnums=donate)
