@@ -138,7 +138,7 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
   for split in ('train', 'validation'):
     n = b.info.splits[split].num_examples
     shards, records = -(-n // shard_images), []
-    start = time.monotonic()
+    start, written = time.monotonic(), 0
     for k in range(shards):
       lo, hi = k * shard_images, min((k + 1) * shard_images, n)
       record = store_lib.done_shard(directory, split, k, hi - lo)
@@ -157,8 +157,10 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
             rgb = images.reshape(-1, 3).astype(np.float64) / 255.0
             shard_moments += rgb.T @ rgb
         record = store_lib.write_shard(directory, split, k, encoded, labels, sums=shard_sums, moments=shard_moments)
-        rate = hi / (time.monotonic() - start)
-        log(f'[{NAME} store] {split} shard {k + 1}/{shards}: {hi:,} of {n:,} images ({rate:,.0f} images/s)')
+        written += hi - lo
+        rate = written / (time.monotonic() - start)
+        log(f'[{NAME} store] {split} shard {k + 1}/{shards}: {hi:,} of {n:,} images ({rate:,.0f} images/s, '
+            f'{split} done in {(n - hi) / rate / 60:,.0f} min)')
       records.append(record)
       if split == 'train':
         with np.load(os.path.join(directory, record['name'] + '.npz')) as z:
@@ -172,10 +174,12 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
   eigval, eigvec = np.linalg.eigh(moments / (n * RESIZE * RESIZE) - np.outer(pixel_mean, pixel_mean))
   eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
   eigvec = eigvec * np.sign(eigvec[np.abs(eigvec).argmax(0), range(3)])
-  files.write_bytes(os.path.join(directory, STATISTICS), store_lib.npz_bytes(
-      mean=mean.astype(np.float32), eigval=eigval.astype(np.float32), eigvec=eigvec.astype(np.float32)))
+  statistics = store_lib.npz_bytes(mean=mean.astype(np.float32), eigval=eigval.astype(np.float32),
+                                   eigvec=eigvec.astype(np.float32))
+  files.write_bytes(os.path.join(directory, STATISTICS), statistics)
   store_lib.finish(directory, {'preprocessing': PREPROCESSING, 'source': f'{NAME} {b.version}',
-                               'class_names': list(b.info.features['label'].names), 'splits': splits})
+                               'class_names': list(b.info.features['label'].names), 'splits': splits,
+                               'files': {STATISTICS: len(statistics)}})
   return store_lib.open_store(directory, PREPROCESSING, '')
 
 

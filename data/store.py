@@ -2,7 +2,8 @@
 
 Layout of a store directory (one per dataset and preprocessing):
     manifest.json          written last: the store is complete. Preprocessing, class names, per split the
-                           number of examples, images per shard, and every shard's count, size and sha256
+                           number of examples, images per shard, and every shard's count, size and sha256;
+                           the sizes of the other files it lists (a dataset's statistics)
     <split>-00000.jpegs    the shard's encoded images, concatenated
     <split>-00000.npz      offsets (count + 1, int64) of each image in the .jpegs file, labels (int32)
     <split>-00000.json     the shard's record (count, sizes, sha256s), written after both files: the shard is done
@@ -118,6 +119,8 @@ def open_store(directory, preprocessing, how):
                     f', this code uses {preprocessing}); remove it or pass another directory, and {how}')
   changed = [r['name'] for split, s in manifest['splits'].items() for k, r in enumerate(s['shards'])
              if done_shard(directory, split, k, r['count']) != r]
+  changed += [f for f, size in manifest.get('files', {}).items()  # other files the manifest lists, by size
+              if not os.path.isfile(os.path.join(directory, f)) or os.path.getsize(os.path.join(directory, f)) != size]
   if changed:
     raise DataError(f'the store in {directory} changed since it was written ({", ".join(changed[:3])}'
                     f'{" ..." if len(changed) > 3 else ""}); remove {directory} and {how}')

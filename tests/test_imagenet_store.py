@@ -215,3 +215,11 @@ def test_the_input_benchmark_runs_and_reports_every_path():
                                                  out['tfds_images_per_s_per_core'], rel=1e-2)
   assert out['jpeg_quality'] == imagenet.PREPROCESSING['jpeg_quality'] and out['stored_jpeg_bytes'] < out[
       'original_jpeg_bytes']
+
+
+def test_changed_statistics_are_refused(store, tmp_path):
+  directory = copy_of(store, tmp_path)
+  with open(os.path.join(directory, imagenet.STATISTICS), 'ab') as f:
+    f.write(b'more')
+  with pytest.raises(DataError, match=f'changed since it was written \\({imagenet.STATISTICS}\\)'):
+    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
