@@ -1,11 +1,14 @@
-"""Atomic file writes that every layer may use (results, markers beside datasets, caches).
+"""Atomic file writes that every layer may use (results, markers beside datasets, caches, prepared data).
 
 A file is written to a temporary name in its directory and renamed into place, so a reader (or a run killed
 half-way) never sees half a file; it gets the mode the user's umask gives a new file, not mkstemp's 0600.
 """
+import io
 import json
 import os
 import tempfile
+
+import numpy as np
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -35,3 +38,15 @@ def write_text(path, text):
 def write_json(path, obj):
   """Writes `obj` as indented JSON to `path` atomically."""
   write_text(path, json.dumps(obj, indent=1, sort_keys=False) + '\n')
+
+
+def npz_bytes(compressed=False, **arrays):
+  """The bytes of an .npz holding `arrays` (what np.savez, or np.savez_compressed, writes)."""
+  buf = io.BytesIO()
+  (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+  return buf.getvalue()
+
+
+def write_npz(path, compressed=False, **arrays):
+  """Writes `arrays` as an .npz to `path` atomically."""
+  write_bytes(path, npz_bytes(compressed, **arrays))

@@ -81,12 +81,11 @@ def write_store(jpegs, directory, quality):
   encoded = list(t.data.Dataset.from_tensor_slices(jpegs).map(lambda j: imagenet.encode_256(j, quality))
                  .as_numpy_iterator())
   record = store_lib.write_shard(directory, 'train', 0, encoded, np.zeros(len(encoded), np.int32))
-  preprocessing = {**imagenet.PREPROCESSING, 'jpeg_quality': quality}
-  store_lib.finish(directory, {'preprocessing': preprocessing, 'splits': {'train': {
-      'num_examples': len(encoded), 'shard_images': len(encoded), 'shards': [record]}}})
+  store = store_lib.finish(directory, {**imagenet.PREPROCESSING, 'jpeg_quality': quality},
+                           {'train': store_lib.split_entry([record], len(encoded))})
   error = np.mean([np.abs(imagenet.decode_256(e).numpy().astype(np.float32) - imagenet.decode_uint8(j).numpy())
                    .mean() for e, j in zip(encoded, jpegs)])
-  return store_lib.open_store(directory, preprocessing, ''), encoded, error
+  return store, encoded, error
 
 
 def prepared_rate(store, repeats, host_augment, epochs=8):

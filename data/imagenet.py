@@ -123,6 +123,12 @@ def decode_256(encoded):
   return image
 
 
+def _stored(encoded, label, position):
+  """A store example as the host sends it when the accelerator augments: the decoded uint8 image and its label."""
+  del position
+  return {'image': decode_256(encoded), 'label': label}
+
+
 def store_dir(data_cfg, tfds_dir):
   return os.path.expanduser(data_cfg.store_dir) if data_cfg.store_dir else os.path.join(tfds_dir, STORE)
 
@@ -165,7 +171,7 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
       if split == 'train':
         with np.load(os.path.join(directory, record['name'] + '.npz')) as z:
           sums, moments = sums + z['sums'], moments + z['moments']
-    splits[split] = {'num_examples': n, 'shard_images': shard_images, 'shards': records}
+    splits[split] = store_lib.split_entry(records, shard_images)
   log(f'[{NAME} store] checking every shard\'s sha256')
   store_lib.verify_shards(directory, [r for s in splits.values() for r in s['shards']])
   n = splits['train']['num_examples']
@@ -174,17 +180,17 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
   eigval, eigvec = np.linalg.eigh(moments / (n * RESIZE * RESIZE) - np.outer(pixel_mean, pixel_mean))
   eigval, eigvec = eigval[::-1], eigvec[:, ::-1]
   eigvec = eigvec * np.sign(eigvec[np.abs(eigvec).argmax(0), range(3)])
-  statistics = store_lib.npz_bytes(mean=mean.astype(np.float32), eigval=eigval.astype(np.float32),
-                                   eigvec=eigvec.astype(np.float32))
+  statistics = files.npz_bytes(mean=mean.astype(np.float32), eigval=eigval.astype(np.float32),
+                               eigvec=eigvec.astype(np.float32))
   files.write_bytes(os.path.join(directory, STATISTICS), statistics)
-  store_lib.finish(directory, {'preprocessing': PREPROCESSING, 'source': f'{NAME} {b.version}',
-                               'class_names': list(b.info.features['label'].names), 'splits': splits,
-                               'files': {STATISTICS: len(statistics)}})
-  return store_lib.open_store(directory, PREPROCESSING, '')
+  return store_lib.finish(directory, PREPROCESSING, splits, source=f'{NAME} {b.version}',
+                          class_names=list(b.info.features['label'].names), files={STATISTICS: len(statistics)})
 
 
-def open_or_prepare(data_cfg):
-  """The complete store data_cfg names, prepared first (and TFDS's imagenet2012 before it) if there is none."""
+def open_or_prepare(data_cfg, finish_partial=False, shard_images=SHARD_IMAGES):
+  """The complete store data_cfg names, prepared first (and TFDS's imagenet2012 before it) if there is none. A
+  partial store is finished only with finish_partial (python -m data.imagenet): training refuses it, as another
+  job may be writing it."""
   tfds_dir = os.path.expanduser(data_cfg.tfds_dir)
   if data_cfg.fake_images:  # in a directory of its own: never mixed with a real prepared imagenet2012
     tfds_dir = os.path.join(tfds_dir, f'fake_imagenet2012_{data_cfg.fake_images}')
@@ -194,11 +200,14 @@ def open_or_prepare(data_cfg):
     return store_lib.open_store(directory, PREPROCESSING, how)
   except store_lib.Missing:
     pass
+  except store_lib.Partial:
+    if not finish_partial:
+      raise
   if data_cfg.fake_images:
     manual = imagenet_tfds.write_fake_manual_dir(os.path.join(tfds_dir, 'manual'), images=data_cfg.fake_images)
   else:
     manual = imagenet_tfds.manual_dir(data_cfg)
-  return prepare_store(imagenet_tfds.builder(tfds_dir, manual), directory)
+  return prepare_store(imagenet_tfds.builder(tfds_dir, manual), directory, shard_images)
 
 
 # ----------------------------------------------------------------------------------------------- the dataset
@@ -228,8 +237,10 @@ class Dataset:
       self._mean, eigval, eigvec = z['mean'], z['eigval'], z['eigvec']
     self._eig = (eigval, eigvec) if data_cfg.pca == 'computed' else (EIGVAL, EIGVEC)
 
-  def _label(self, y):
-    return pipeline.tf().cast(y, pipeline.tf().int32)
+  def _centred(self, encoded):
+    """A stored image as float32, minus the mean image (the host path's input to its crops)."""
+    t = pipeline.tf()
+    return t.cast(decode_256(encoded), t.float32) - self._mean
 
   @property
   def device_train(self):
@@ -250,20 +261,18 @@ class Dataset:
   def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     t, es = pipeline.tf(), pipeline.epoch_seed(seed, epoch)
     if self.augment_on == 'device':
-      decode = lambda x, y, i: {'image': decode_256(x), 'label': y}
+      decode = _stored
     else:
-      decode = lambda x, y, i: {'image': augment(t.cast(decode_256(x), t.float32) - self._mean,
-                                                 t.stack([t.constant(es, t.int64), i]), *self._eig), 'label': y}
+      decode = lambda x, y, i: {'image': augment(self._centred(x), t.stack([t.constant(es, t.int64), i]),
+                                                 *self._eig), 'label': y}
     return store_lib.train_batches(self.store, 'train', self.num_train, decode, batch_size=batch_size, seed=seed,
                                    epoch=epoch, skip_batches=skip_batches, process=process)
 
   def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
-    t = pipeline.tf()
     if self.augment_on == 'device':
-      decode = lambda x, y, i: {'image': decode_256(x), 'label': y}
+      decode = _stored
     else:
-      decode = lambda x, y, i: {'image': eval_crops(t.cast(decode_256(x), t.float32) - self._mean, crops),
-                                'label': y}
+      decode = lambda x, y, i: {'image': eval_crops(self._centred(x), crops), 'label': y}
     return store_lib.eval_batches(self.store, 'validation', self.num_test, decode, batch_size=batch_size,
                                   process=process)
 
@@ -283,18 +292,13 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.shard_images < 1:
     p.error(f'--shard_images={args.shard_images}: pass a positive number of images per shard')
-  tfds_dir = os.path.expanduser(args.tfds_dir)
-  cfg = types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=tfds_dir, store_dir=args.store_dir)
-  directory = store_dir(cfg, tfds_dir)
+  cfg = types.SimpleNamespace(manual_dir=args.manual_dir, tfds_dir=args.tfds_dir, store_dir=args.store_dir,
+                              fake_images=0)
   try:
-    if os.path.exists(os.path.join(directory, store_lib.MANIFEST)):
-      store = store_lib.open_store(directory, PREPROCESSING, f'python -m data.imagenet --tfds_dir={tfds_dir}')
-    else:
-      store = prepare_store(imagenet_tfds.builder(tfds_dir, imagenet_tfds.manual_dir(cfg)), directory,
-                            args.shard_images)
+    store = open_or_prepare(cfg, finish_partial=True, shard_images=args.shard_images)
   except DataError as e:
     p.exit(2, f'error: {e}\n')
-  print(f'the {NAME} store in {directory} is complete: {store.num_examples("train")} training and '
+  print(f'the {NAME} store in {store.directory} is complete: {store.num_examples("train")} training and '
         f'{store.num_examples("validation")} validation images, with the mean image and PCA statistics')
 
 

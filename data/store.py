@@ -43,26 +43,22 @@ def _sha256(path):
 
 def write_shard(directory, split, k, encoded, labels, **extra):
   """Writes shard k of `split`: the encoded images (a list of bytes), their labels and `extra` arrays (saved in
-  the shard's .npz, e.g. the sums a statistic needs). The shard's .json, written last, makes it done."""
+  the shard's .npz, e.g. the sums a statistic needs). The shard's .json, written last, makes it done; the sha256s
+  it records are of the bytes written (verify_shards reads them back from disk)."""
   name = shard_name(split, k)
   offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
-  files.write_bytes(os.path.join(directory, name + '.jpegs'), b''.join(encoded))
-  buf = npz_bytes(offsets=offsets, labels=np.asarray(labels, np.int32), **extra)
-  files.write_bytes(os.path.join(directory, name + '.npz'), buf)
   record = {'name': name, 'count': len(encoded)}
-  for ext in ('.jpegs', '.npz'):
-    path = os.path.join(directory, name + ext)
-    record[ext[1:]] = {'bytes': os.path.getsize(path), 'sha256': _sha256(path)}
+  for ext, data in (('jpegs', b''.join(encoded)),
+                    ('npz', files.npz_bytes(offsets=offsets, labels=np.asarray(labels, np.int32), **extra))):
+    files.write_bytes(os.path.join(directory, f'{name}.{ext}'), data)
+    record[ext] = {'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
   files.write_json(os.path.join(directory, name + '.json'), record)
   return record
 
 
-def npz_bytes(**arrays):
-  import io  # noqa: PLC0415
-
-  buf = io.BytesIO()
-  np.savez(buf, **arrays)
-  return buf.getvalue()
+def split_entry(records, shard_images):
+  """A split of the manifest: its shards' records, the images per shard and their total."""
+  return {'num_examples': sum(r['count'] for r in records), 'shard_images': shard_images, 'shards': records}
 
 
 def done_shard(directory, split, k, count):
@@ -90,12 +86,20 @@ def verify_shards(directory, records):
                     f'({", ".join(sorted(set(bad))[:3])}); remove them and prepare again to rewrite them')
 
 
-def finish(directory, manifest):
+def finish(directory, preprocessing, splits, **fields):
+  """Writes the manifest (the preprocessing, {split: split_entry}, and `fields`), which makes the store
+  complete, and returns the Store."""
+  manifest = {'preprocessing': preprocessing, **fields, 'splits': splits}
   files.write_json(os.path.join(directory, MANIFEST), manifest)
+  return Store(directory, manifest)
 
 
 class Missing(DataError):
   """No store (not even part of one) in the directory."""
+
+
+class Partial(DataError):
+  """Shards but no manifest: a preparation that was interrupted (or is still running)."""
 
 
 def open_store(directory, preprocessing, how):
@@ -107,8 +111,8 @@ def open_store(directory, preprocessing, how):
     done = [f for f in (os.listdir(directory) if os.path.isdir(directory) else []) if f.endswith('.json')]
     if not done:
       raise Missing(f'no prepared store in {directory}; {how}')
-    raise DataError(f'the store in {directory} is partial ({len(done)} shard(s) written, no {MANIFEST}): its '
-                    f'preparation was interrupted; finish it with {how}')
+    raise Partial(f'the store in {directory} is partial ({len(done)} shard(s) written, no {MANIFEST}): its '
+                  f'preparation was interrupted; finish it with {how}')
   try:
     with open(manifest_path) as f:
       manifest = json.load(f)

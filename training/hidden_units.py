@@ -130,9 +130,7 @@ def save_params(path, runs):
       arrays[f'{k}/{i}'] = leaf
     arrays[f'{k}/models'] = np.asarray([json.dumps(dataclasses.asdict(m)) for m in run['models']])
     arrays[f'{k}/padded'] = np.asarray(run['padded'], np.int32)
-  tmp = path + '.tmp.npz'
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
+  workdir_lib.write_npz(path, compressed=True, **arrays)
 
 
 def load_params(path):
@@ -287,9 +285,9 @@ def train_and_evaluate(config, workdir, report):
       'devices': [str(d) for d in jax.devices()],
       'records': records_,
   }
-  np.savez_compressed(os.path.join(workdir, 'curves.npz'),
-                      **{f'{k}_depth{r["depth"]}_width{r["padded"][0] if r["padded"] else 0}': v
-                         for r in runs for k, v in r['curves'].items()})
+  workdir_lib.write_npz(os.path.join(workdir, 'curves.npz'), compressed=True,
+                        **{f'{k}_depth{r["depth"]}_width{r["padded"][0] if r["padded"] else 0}': v
+                           for r in runs for k, v in r['curves'].items()})
   save_params(os.path.join(workdir, PARAMS_FILE), runs)
   results = report.analyse(config, workdir, results, runs=runs, datasets=datasets)
   results['wall_time_s'] = round(time.time() - start, 2)

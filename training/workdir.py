@@ -19,6 +19,7 @@ import tempfile
 from errors import WorkdirError
 from files import write_bytes  # noqa: F401 (re-exported: the workdir's files are written with these)
 from files import write_json
+from files import write_npz  # noqa: F401
 from files import write_text  # noqa: F401
 
 CONFIG_FILE = 'config.json'

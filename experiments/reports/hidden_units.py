@@ -125,8 +125,8 @@ def claims(recs, config, datasets):
 
   if optional['zero_init']:
     zero = _select(recs, init='zeros')
-    majority = {t: float(max(np.mean(_train_of(datasets, t)[1] > 0), np.mean(_train_of(datasets, t)[1] < 0)))
-                for t in {r['task'] for r in zero}}
+    labels = {t: _train_of(datasets, t)[1] for t in {r['task'] for r in zero}}
+    majority = {t: float(max(np.mean(y > 0), np.mean(y < 0))) for t, y in labels.items()}
     add('with all weights zero, the updates leave W and V unchanged (training is stuck)',
         f'all-zero init, {cl.easy_task} and {cl.hard_task}, {cl.few_units} and {cl.many_units} units',
         'stuck: no entry of W or V changes',
@@ -145,6 +145,13 @@ def claims(recs, config, datasets):
         f'{p1} -> {p2} parameters, x{p2 / p1:.2f} (units ratio squared: x{(m2 / m1) ** 2:.2f})',
         abs(p2 / p1 - expected) / expected < 0.25)
   return out
+
+
+def _grid_row(recs, config, task, depth, cell):
+  """The markdown row of `task` and `depth`: per width, cell(the records of its seeds), the config's init."""
+  cells = [cell(_select(recs, task=task, depth=depth, hidden_units=w, init=config.model.weight_init))
+           for w in sorted(config.model.hidden_units)]
+  return f'| {task} | {depth} | ' + ' | '.join(cells) + ' |'
 
 
 def markdown(config, results):
@@ -169,12 +176,9 @@ def markdown(config, results):
     if lin:
       lines.append(f'| {t} | 0 (linear) | {_median(lin, "train_accuracy"):.3f} '
                    f'({_median(lin, "test_accuracy"):.3f}) |' + ' |' * (len(widths) - 1))
-    for d in config.model.depths:
-      cells = []
-      for w in widths:
-        s = _select(recs, task=t, depth=d, hidden_units=w, init=config.model.weight_init)
-        cells.append(f'{_median(s, "train_accuracy"):.3f} ({_median(s, "test_accuracy"):.3f})')
-      lines.append(f'| {t} | {d} | ' + ' | '.join(cells) + ' |')
+    lines += [_grid_row(recs, config, t, d, lambda s: f'{_median(s, "train_accuracy"):.3f} '
+                                                    f'({_median(s, "test_accuracy"):.3f})')
+              for d in config.model.depths]
   varies = ('the initial weights, the order of the examples and the data set itself (data.seed_per_model: each '
             'seed draws its own training and test points)') if config.data.seed_per_model else (
       f'the initial weights and the order of the examples; every seed trains on the same data set (data seed '
@@ -182,14 +186,8 @@ def markdown(config, results):
   lines += ['', f'## Spread over the {config.num_seeds} seeds: final training accuracy, lowest - highest', '',
             f'The seeds vary {varies}.', '',
             '| task | depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |', '|---|---|' + '---|' * len(widths)]
-  for t in config.data.tasks:
-    for d in config.model.depths:
-      cells = []
-      for w in widths:
-        s = _select(recs, task=t, depth=d, hidden_units=w, init=config.model.weight_init)
-        acc = [r['train_accuracy'] for r in s]
-        cells.append(f'{min(acc):.3f} - {max(acc):.3f}')
-      lines.append(f'| {t} | {d} | ' + ' | '.join(cells) + ' |')
+  spread = lambda s: f'{min(r["train_accuracy"] for r in s):.3f} - {max(r["train_accuracy"] for r in s):.3f}'
+  lines += [_grid_row(recs, config, t, d, spread) for t in config.data.tasks for d in config.model.depths]
   lines += ['', '## Parameters per net (counted from the initialised arrays)', '',
             '| depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |', '|---|' + '---|' * len(widths)]
   for d in config.model.depths:
