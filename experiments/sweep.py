@@ -129,7 +129,7 @@ def check_metric(config, metric):
   metric = metric or report.SWEEP_METRIC
   offered = report.sweep_metrics(config)
   if metric not in offered:
-    listed = report.describe_metrics(offered) if hasattr(report, 'describe_metrics') else ', '.join(offered)
+    listed = report.describe_metrics(config) if hasattr(report, 'describe_metrics') else ', '.join(offered)
     raise ConfigError(f'--metric={metric} is not a figure of {config.experiment}\'s results; choose one of {listed}')
   return metric
 

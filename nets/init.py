@@ -5,7 +5,7 @@ pass explicitly so that padded layers (a width sweep padded to its largest width
 width.
 
   zeros    all zero: the lecture's example of training that is stuck (W and V never move).
-  lecture  N(0, 1/d^2) with d the layer's fan-in: the lecture's "zero mean, small variance 1/d^2".
+  lecture  N(0, 1/d^2) with d the layer's fan-in: the lecture's "zero mean and variance 1/d^2".
   normal   N(0, std^2) with a configured std.
   lecun    N(0, 1/fan_in).
   glorot   N(0, 2/(fan_in + fan_out)).

@@ -74,7 +74,8 @@ def test_quick_run_results_records(quick_run):
   assert all(0.0 <= r['train_accuracy'] <= 1.0 and 1 <= r['epochs'] <= 12 for r in records)
   assert [c['claim'] for c in results['claims']], 'results.json lists the measured claims'
   md = open(os.path.join(workdir, 'results.md')).read()
-  assert '| claim | setting | criterion | measured | holds |' in md and 'figures/accuracy_vs_units.png' in md
+  assert '| claim | the lecture\'s words | runs | measured | criterion | holds |' in md
+  assert 'figures/accuracy_vs_units.png' in md
 
 
 @pytest.mark.slow

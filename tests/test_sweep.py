@@ -118,8 +118,10 @@ def sweep_cmd(tmp_path, *args):
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=train.epochs=1,x'], '--config.train.epochs=x'),
     (['--sweep=experiments/fashion_mnist_ablations.py:pooling'], 'pass cnn or mlp'),
     (['--config=experiments/hidden_units.py:quick', '--metric=test_accuracy'],
-     'choose one of claims_holding, num_models, train_time_s, wall_time_s, claim_1..claim_7, {train,test}_accuracy_'
-     '{median,spread}_<task>_d<depth>_w<width> for task in corner/stripes, depth in 1, width in 2/10'),
+     'choose one of claims_holding, num_models, train_time_s, wall_time_s, claim_<id> for id in easy_few_units/'
+     'hard_few_units/hard_many_units/more_units_fit_more_easily/more_units_more_powerful/single_layer_linear/'
+     'zero_init_stuck, {train,test}_accuracy_{median,spread}_<task>_d<depth>_w<width> for task in corner/stripes, '
+     'depth in 1, width in 2/10'),
 ])
 def test_bad_sweeps_are_refused_before_any_run(tmp_path, args, fragment):
   assert_one_line_error(sweep_cmd(tmp_path / 's', *args), fragment)
@@ -160,11 +162,11 @@ def test_a_hidden_units_grid_is_summarised_by_its_claims_and_accuracies(tmp_path
   for r in rows:
     results = json.loads((tmp_path / r['name'] / 'seed_0' / 'results.json').read_text())
     assert int(r['claims_holding']) == sum(c['holds'] for c in results['claims'])
-    assert [int(r[f'claim_{i + 1}']) for i in range(len(results['claims']))] == [c['holds'] for c in results['claims']]
+    assert [int(r[f'claim_{c["id"]}']) for c in results['claims']] == [c['holds'] for c in results['claims']]
     stripes2 = [x['train_accuracy'] for x in results['records'] if x['task'] == 'stripes' and x['hidden_units'] == 2]
     assert float(r['train_accuracy_median_stripes_d1_w2']) == pytest.approx(float(np.median(stripes2)))
     assert float(r['train_accuracy_spread_stripes_d1_w2']) == pytest.approx(max(stripes2) - min(stripes2))
   md = (tmp_path / 'sweep.md').read_text()
   assert '| setting | overrides | claims_holding (mean) |' in md
-  assert '| 3. on the harder stripes, SGD does not find a solution with 2 tanh hidden units | ' in md
+  assert '| `hard_few_units`: on stripes, SGD does not find a solution with 2 tanh hidden units' in md
   assert (tmp_path / 'sweep.png').stat().st_size > 0 and (tmp_path / 'sweep_learning_rate.png').stat().st_size > 0

@@ -12,6 +12,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments import claims as claims_lib
+from experiments import hidden_units_claims
 import nets
 from nets import mlp
 
@@ -35,9 +37,29 @@ def counted_params(depth, width):
 
 def analyse(config, workdir, results, *, runs, datasets):
   """results with the claims added and the figures written to workdir/figures (their names added)."""
-  claims_ = claims(results['records'], config, datasets)
+  claims_ = claims_lib.verdicts(hidden_units_claims.CLAIMS, results['records'], config)
   names = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
   return {**results, 'claims': claims_, 'figures': names}
+
+
+def run_setting(config):
+  """What every run of `config` shares, in words: the nets, their initialisation and how they were trained."""
+  t = config.train
+  sgd = ('per-example SGD (a random example each step)' if t.batch_size == 1 and t.sampling == 'uniform' else
+         f'SGD on batches of {t.batch_size} ({t.sampling} sampling)')
+  if t.momentum:
+    sgd += f', momentum {t.momentum:g}'
+  offsets = 'zero offsets' if config.model.offset_init == 'zeros' else f'N(0, {config.model.offset_std:g}^2) offsets'
+  init = config.model.weight_init + (f' ({config.model.weight_std:g})' if config.model.weight_init == 'normal' else '')
+  return (f'{config.model.activation} units, {init} weight init, {offsets}; {sgd} on the {t.loss} loss, '
+          f'eta_0 {t.learning_rate:g} (depth >= 2: {t.deep_learning_rate:g}), {t.lr_schedule} schedule, '
+          f'{t.epochs} epochs, {config.data.num_train} training points, {config.num_seeds} seeds')
+
+
+def _selection(select):
+  """A claim's selection of runs in words."""
+  names = {'hidden_units': 'units', 'depth': 'depth', 'task': 'task', 'init': 'init'}
+  return ', '.join(f'{names.get(k, k)} {v}' for k, v in select.items()) or 'every task, depth and width'
 
 
 def _train_of(datasets, task, data_seed=None):
@@ -47,104 +69,6 @@ def _train_of(datasets, task, data_seed=None):
   if key not in datasets:
     key = next(k for k in sorted(datasets, key=repr) if k == task or (isinstance(k, tuple) and k[0] == task))
   return tuple(np.asarray(a) for a in datasets[key][0])
-
-
-def _optional_claims(config):
-  """Which of the claims after the first five a run of `config` makes: the linear net's (model.include_linear),
-  all-zero init's (there are zero-initialised models) and parameter growth's (two widths and a depth >= 2, as
-  the claim is about layer-to-layer weights). One place, read by claims() and sweep_metrics()."""
-  widths, depths = config.model.hidden_units, config.model.depths
-  return {'linear': bool(config.model.include_linear),
-          'zero_init': bool(config.claims.zero_init or config.model.weight_init == 'zeros'),
-          'parameters': len(widths) >= 2 and max(depths) >= 2}
-
-
-def claims(recs, config, datasets):
-  """The lecture's claims as this config ran them, each with its setting, the criterion that decides it, the
-  measured numbers and the verdict. Solved and not solved are one criterion read both ways: the median over seeds
-  of the training accuracy against claims.solved_accuracy."""
-  cl, init, at, act = config.claims, config.model.weight_init, config.claims.at_epoch, config.model.activation
-  n, thr, epochs = config.num_seeds, cl.solved_accuracy, config.train.epochs
-  acc_at = f'train_accuracy_epoch{at}'
-  out = []
-
-  def add(claim, setting, criterion, measured, holds):
-    out.append({'claim': claim, 'setting': setting, 'criterion': criterion, 'measured': measured,
-                'holds': bool(holds)})
-
-  def zero_loss(s, by=None):
-    hit = [r for r in s if r['solved'] and (by is None or r['epochs'] <= by)]
-    return f'{len(hit)}/{n} seeds reach zero training loss' + (f' by epoch {by}' if by else '')
-
-  solved_at = f'solved: median training accuracy at epoch {at} >= {thr}'
-  for units, claim in ((cl.few_units, f'{cl.few_units} {act} hidden units solve {cl.easy_task} after about {at} '
-                                      'epochs'),
-                       (cl.many_units, f'{cl.many_units} {act} hidden units are arranged sufficiently for '
-                                       f'{cl.easy_task} after about {at} epochs')):
-    s = _select(recs, task=cl.easy_task, depth=1, hidden_units=units, init=init)
-    solved_epochs = [r['epochs'] for r in s if r['solved']]
-    add(claim, f'{cl.easy_task}, {units} units, {init} init, zero offsets', solved_at,
-        f'median training accuracy at epoch {at}: {_median(s, acc_at):.3f}; {zero_loss(s, at)}; median epoch '
-        'reaching it: ' + (f'{np.median(solved_epochs):.0f}' if solved_epochs else 'never'),
-        _median(s, acc_at) >= thr)
-
-  solved_final = f'median final training accuracy >= {thr} (solved) or < {thr} (not solved)'
-  s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.few_units, init=init)
-  add(f'on the harder {cl.hard_task}, SGD does not find a solution with {cl.few_units} {act} hidden units',
-      f'{cl.hard_task}, {cl.few_units} units, per-example SGD from {init} init, {epochs} epochs; this says what '
-      'SGD finds, not what the network can represent', solved_final,
-      f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, best '
-      f'{max(r["train_accuracy"] for r in s):.3f}; {zero_loss(s)}', _median(s, 'train_accuracy') < thr)
-  s = _select(recs, task=cl.hard_task, depth=1, hidden_units=cl.many_units, init=init)
-  add(f'... while {cl.many_units} {act} hidden units fit it', f'{cl.hard_task}, {cl.many_units} units, {epochs} '
-      'epochs', solved_final,
-      f'final training accuracy: median {_median(s, "train_accuracy"):.3f}, at epoch {at}: '
-      f'{_median(s, acc_at):.3f}; {zero_loss(s)}', _median(s, 'train_accuracy') >= thr)
-
-  widths = sorted(config.model.hidden_units)
-  parts, rises, dips = [], [], []
-  for t in config.data.tasks:
-    med = [_median(_select(recs, task=t, depth=1, hidden_units=w, init=init), 'train_accuracy') for w in widths]
-    parts.append(f'{t} {med[0]:.3f} -> {med[-1]:.3f}')
-    rises.append(med[-1] >= med[0] and (med[-1] > med[0] or med[-1] == 1.0))
-    dips += [f'{t} {widths[i]} -> {widths[i + 1]} units ({med[i]:.3f} -> {med[i + 1]:.3f})'
-             for i in range(len(widths) - 1) if med[i + 1] < med[i]]
-  add('more hidden units give a more powerful decision boundary and fit the data more easily',
-      f'depth 1, median final training accuracy, {widths[0]} -> {widths[-1]} units',
-      'the widest net fits every task at least as well as the narrowest; every width where the median falls is '
-      'listed', '; '.join(parts) + ('; not monotone: ' + '; '.join(dips) if dips else '; monotone in width'),
-      all(rises))
-
-  optional = _optional_claims(config)
-  if optional['linear']:
-    best = {t: max(r['train_accuracy'] for r in _select(recs, task=t, depth=0)) for t in config.data.tasks}
-    add('a single layer gives a linear decision surface (it cannot fit these tasks)', 'no hidden layer',
-        'not fit: best final training accuracy over seeds < 1 on every task',
-        'best final training accuracy over seeds: ' + '; '.join(f'{t} {a:.3f}' for t, a in best.items()),
-        all(a < 1.0 for a in best.values()))
-
-  if optional['zero_init']:
-    zero = _select(recs, init='zeros')
-    labels = {t: _train_of(datasets, t)[1] for t in {r['task'] for r in zero}}
-    majority = {t: float(max(np.mean(y > 0), np.mean(y < 0))) for t, y in labels.items()}
-    add('with all weights zero, the updates leave W and V unchanged (training is stuck)',
-        f'all-zero init, {cl.easy_task} and {cl.hard_task}, {cl.few_units} and {cl.many_units} units',
-        'stuck: no entry of W or V changes',
-        f'largest change of any W or V entry: {max(r["weights_moved"] for r in zero):.1e}; final training '
-        'accuracy: ' + '; '.join(f'{t} {_median(_select(zero, task=t), "train_accuracy"):.3f} (majority class '
-                                 f'{majority[t]:.3f})' for t in sorted(majority)),
-        max(r['weights_moved'] for r in zero) == 0.0)
-
-  if optional['parameters']:
-    d = max(config.model.depths)
-    m1, m2 = widths[-2], widths[-1]
-    p1, p2 = counted_params(d, m1), counted_params(d, m2)
-    expected = (m2 / m1) ** 2
-    add('parameters grow with (units per layer)^2', f'depth {d}, {m1} -> {m2} units per layer',
-        'the count grows by the units ratio squared, within 25%',
-        f'{p1} -> {p2} parameters, x{p2 / p1:.2f} (units ratio squared: x{(m2 / m1) ** 2:.2f})',
-        abs(p2 / p1 - expected) / expected < 0.25)
-  return out
 
 
 def _grid_row(recs, config, task, depth, cell):
@@ -162,10 +86,14 @@ def markdown(config, results):
            f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
            f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
            f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',
-           '| claim | setting | criterion | measured | holds |', '|---|---|---|---|---|']
+           f'Every claim reads runs of: {run_setting(config)}. The step sizes are this project\'s choice: the '
+           'lecture writes eta and eta_k without values. Where the lecture states a claim in words they are quoted; '
+           'otherwise the wording is this project\'s (experiments/hidden_units_claims.py says where each is from).',
+           '', '| claim | the lecture\'s words | runs | measured | criterion | holds |', '|---|---|---|---|---|---|']
   for c in results['claims']:
-    lines.append(f'| {c["claim"]} | {c["setting"]} | {c["criterion"]} | {c["measured"]} | '
-                 f'{"yes" if c["holds"] else "**no**"} |')
+    quote = f'"{c["quote"]}"' if c.get('quote') else '(shown in figures)'
+    lines.append(f'| {c["claim"]} | {quote} | {_selection(c.get("select", {}))} | {c["measured"]} | '
+                 f'{c["criterion"]} | {"yes" if c["holds"] else "**no**"} |')
   widths = sorted(config.model.hidden_units)
   lines += ['', f'## Final training accuracy, median over seeds (test accuracy in brackets), '
                 f'{config.model.weight_init} init', '',
@@ -201,44 +129,36 @@ def markdown(config, results):
 SWEEP_METRIC = 'claims_holding'
 
 
-def _setting_names(config):
-  """(name suffix, task, depth, width) of every depth >= 1 setting of the grid, in the config's order."""
-  return [(f'{t}_d{d}_w{w}', t, d, w) for t in config.data.tasks for d in config.model.depths
-          for w in config.model.hidden_units]
+def _setting_suffixes(config):
+  """The per-setting suffix (task_d<depth>_w<width>) of every depth >= 1 setting of the grid, in the config's order."""
+  return [f'{t}_d{d}_w{w}' for t in config.data.tasks for d in config.model.depths for w in config.model.hidden_units]
 
 
 def sweep_metrics(config):
-  """The names sweep_figures gives for runs of `config`, known before any run: claims_holding, claim_N (1 if
-  the claims table's N-th claim holds), and per task, depth and width the median and spread (highest minus lowest)
-  over the run's seeds of the final training and test accuracy, e.g. train_accuracy_median_stripes_d1_w2."""
-  counted = 5 + sum(_optional_claims(config).values())
-  names = ['claims_holding', *(f'claim_{i + 1}' for i in range(counted)), 'num_models', 'train_time_s', 'wall_time_s']
-  for suffix, *_ in _setting_names(config):
+  """The names sweep_figures gives for runs of `config`, known before any run: claims_holding, claim_<id> (1 where
+  that claim holds; the ids of experiments/hidden_units_claims.py), and per task, depth and width the median and
+  spread (highest minus lowest) over the run's seeds of the final training and test accuracy, e.g.
+  train_accuracy_median_stripes_d1_w2."""
+  names = ['claims_holding', *(f'claim_{i}' for i in claims_lib.made_by(hidden_units_claims.CLAIMS, config)),
+           'num_models', 'train_time_s', 'wall_time_s']
+  for suffix in _setting_suffixes(config):
     names += [f'{split}_accuracy_{stat}_{suffix}' for split in ('train', 'test') for stat in ('median', 'spread')]
   return tuple(names)
 
 
-def describe_metrics(names):
-  """The metric names in families, for one line: claim_1..claim_8, train_accuracy_median_<task>_d<depth>_w<width>
-  over the tasks, depths and widths that occur."""
-  plain = [n for n in names if not n.startswith(('claim_', 'train_accuracy_', 'test_accuracy_'))]
-  claims = sorted(int(n.split('_')[1]) for n in names if n.startswith('claim_'))
-  parts = plain + ([f'claim_1..claim_{claims[-1]}'] if claims else [])
-  tails = [n.split('_', 3)[3] for n in names if n.startswith('train_accuracy_median_')]
-  if tails:
-    tasks = sorted({t.rsplit('_', 2)[0] for t in tails})
-    depths = sorted({t.rsplit('_', 2)[1][1:] for t in tails}, key=int)
-    widths = sorted({t.rsplit('_', 1)[1][1:] for t in tails}, key=int)
-    parts.append(f'{{train,test}}_accuracy_{{median,spread}}_<task>_d<depth>_w<width> for task in '
-                 f'{"/".join(tasks)}, depth in {"/".join(depths)}, width in {"/".join(widths)}')
-  return ', '.join(parts)
+def describe_metrics(config):
+  """The metric names of sweep_metrics in families, for one line."""
+  ids = claims_lib.made_by(hidden_units_claims.CLAIMS, config)
+  return (f'claims_holding, num_models, train_time_s, wall_time_s, claim_<id> for id in {"/".join(ids)}, '
+          f'{{train,test}}_accuracy_{{median,spread}}_<task>_d<depth>_w<width> for task in '
+          f'{"/".join(config.data.tasks)}, depth in {"/".join(map(str, config.model.depths))}, width in '
+          f'{"/".join(map(str, config.model.hidden_units))}')
 
 
 def sweep_figures(results):
   """{name: number} of one run for a sweep's table (the names sweep_metrics lists)."""
   claims_ = results['claims']
-  out = {'claims_holding': sum(c['holds'] for c in claims_),
-         **{f'claim_{i + 1}': int(c['holds']) for i, c in enumerate(claims_)},
+  out = {'claims_holding': sum(c['holds'] for c in claims_), **{f'claim_{c["id"]}': int(c['holds']) for c in claims_},
          **{k: results[k] for k in ('num_models', 'train_time_s', 'wall_time_s')}}
   groups = {}
   for r in results['records']:
@@ -253,20 +173,23 @@ def sweep_figures(results):
 
 
 def sweep_markdown(table_rows, results_by_run):
-  """Lines for sweep.md: the claims table as it came out in each setting (runs holding / runs)."""
+  """Lines for sweep.md: each claim, by id, as it came out in each setting (runs holding / runs making it)."""
   names = list(dict.fromkeys(r['name'] for r in table_rows))
-  first = results_by_run[0]['claims']
-  lines = ['', '## The lecture\'s claims in each setting (runs where the claim holds / runs)', '',
-           'Claims as the first setting words them; a setting with another activation or task names its own in its '
+  said = {}
+  for res in results_by_run:
+    for c in res['claims']:
+      said.setdefault(c['id'], c['claim'])
+  lines = ['', '## The lecture\'s claims in each setting (runs where the claim holds / runs that make it)', '',
+           'Claims as the first run words them; a setting with another activation or task names its own in its '
            'results.md.', '',
            '| claim | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
-  for i, c in enumerate(first):
+  for cid, text in said.items():
     cells = []
     for n in names:
-      runs = [res for row, res in zip(table_rows, results_by_run) if row['name'] == n]
-      held = sum(res['claims'][i]['holds'] for res in runs if i < len(res['claims']))
-      cells.append(f'{held}/{len(runs)}')
-    lines.append(f'| {i + 1}. {c["claim"]} | ' + ' | '.join(cells) + ' |')
+      made = [c for row, res in zip(table_rows, results_by_run) if row['name'] == n for c in res['claims']
+              if c['id'] == cid]
+      cells.append(f'{sum(c["holds"] for c in made)}/{len(made)}' if made else '-')
+    lines.append(f'| `{cid}`: {text} | ' + ' | '.join(cells) + ' |')
   return lines
 
 
