@@ -1,8 +1,9 @@
 """Datasets: the 2-D toy tasks generated in code (toy2d), and image datasets through TFDS for the classifier.
 
 A dataset for the classifier trainer is a module here that defines NAME (its config.data.name, TFDS's name for
-it) and Dataset(data_cfg) with image_shape, num_classes, class_names, num_train, num_test, train_batches and
-test_batches. A new dataset is a new module here and a config naming it.
+it) and Dataset(data_cfg) with image_shape, num_classes, class_names, num_train, num_validation, num_test,
+train_batches and eval_batches(split) for split 'validation' (training examples held out, data.num_validation)
+and 'test'. A new dataset is a new module here and a config naming it.
 """
 import functools
 import importlib

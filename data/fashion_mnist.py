@@ -151,21 +151,27 @@ class Dataset:
     if not 0 <= self._random_shift < 14:
       raise ConfigError(f'data.random_shift must be in 0..13 pixels, got {self._random_shift}')
     b = builder(os.path.expanduser(data_cfg.tfds_dir), data_cfg.source_dir)
-    self.num_train = min(data_cfg.num_train or b.info.splits['train'].num_examples,
-                         b.info.splits['train'].num_examples)
+    total = b.info.splits['train'].num_examples
+    if not 0 <= data_cfg.num_validation < total:
+      raise ConfigError(f'data.num_validation must be in 0..{total - 1} (the last training images, held out), got '
+                        f'{data_cfg.num_validation}')
+    available = total - data_cfg.num_validation
+    self.num_train = min(data_cfg.num_train or available, available)
+    self.num_validation = data_cfg.num_validation
     self.num_test = min(data_cfg.num_test or b.info.splits['test'].num_examples,
                         b.info.splits['test'].num_examples)
-    self._train = self._in_memory(b, 'train', self.num_train)
-    self._test = self._in_memory(b, 'test', self.num_test)
+    self._train = self._in_memory(b, f'train[:{self.num_train}]')
+    self._validation = self._in_memory(b, f'train[{available}:]') if self.num_validation else None
+    self._test = self._in_memory(b, f'test[:{self.num_test}]')
 
   @staticmethod
-  def _in_memory(b, split, n):
-    """The first n examples of a split as an in-memory tf.data source (47 MB for all training images)."""
+  def _in_memory(b, split):
+    """A TFDS split (slice) as an in-memory tf.data source (47 MB for all training images)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     try:
       with pipeline.native_stderr_held():
-        arrays = tfds.as_numpy(b.as_dataset(split=f'{split}[:{n}]', shuffle_files=False, batch_size=-1))
+        arrays = tfds.as_numpy(b.as_dataset(split=split, shuffle_files=False, batch_size=-1))
     except pipeline.tf().errors.OpError as e:  # e.g. a truncated TFRecord
       raise DataError(f'the prepared {NAME} in {b.data_dir} cannot be read ({errors.one_line(e)}); remove '
                       f'{b.data_dir} to prepare it again') from None
@@ -196,6 +202,8 @@ class Dataset:
                                   epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
                                   augment=augment, process=process, autotune=False)
 
-  def test_batches(self, *, batch_size, process=(0, 1)):
-    return pipeline.eval_batches(self._test, num_examples=self.num_test, batch_size=batch_size,
+  def eval_batches(self, split, *, batch_size, process=(0, 1)):
+    """split 'validation': the last data.num_validation training images; 'test': the test split."""
+    ds, n = (self._validation, self.num_validation) if split == 'validation' else (self._test, self.num_test)
+    return pipeline.eval_batches(ds, num_examples=n, batch_size=batch_size,
                                  preprocess=self._preprocess, process=process, autotune=False)

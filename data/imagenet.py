@@ -86,12 +86,14 @@ def decode_uint8(jpeg):
   return t.saturate_cast(t.round(decode_resize_crop(jpeg)), t.uint8)
 
 
-def augment(image_256, seed, eigval=EIGVAL, eigvec=EIGVEC):
+def augment(image_256, seed, eigval=EIGVAL, eigvec=EIGVEC, positions=RESIZE - CROP):
   """The training crop, flip and PCA colour shift of one mean-subtracted 256x256 image; seed: int64 (2,);
-  eigval (3,), eigvec (3, 3) (columns): the RGB covariance's eigen-decomposition, pixels scaled to [0, 1]."""
+  eigval (3,), eigvec (3, 3) (columns): the RGB covariance's eigen-decomposition, pixels scaled to [0, 1];
+  positions: the crop's offsets each way (0..positions-1)."""
   t = pipeline.tf()
   seeds = t.random.experimental.stateless_split(seed, 3)
-  image = t.image.stateless_random_crop(image_256, (CROP, CROP, 3), seeds[0])
+  reach = CROP + positions - 1  # a crop of the top-left reach x reach pixels has exactly `positions` offsets
+  image = t.image.stateless_random_crop(image_256[:reach, :reach], (CROP, CROP, 3), seeds[0])
   image = t.image.stateless_random_flip_left_right(image, seeds[1])
   alpha = t.random.stateless_normal((3,), seeds[2], stddev=PCA_STD)
   shift = 255.0 * t.linalg.matvec(t.constant(eigvec), alpha * t.constant(eigval))  # pixels are in 0..255
@@ -226,9 +228,18 @@ class Dataset:
     errors.require(data_cfg.augment_on in AUGMENT_ON, f'data.augment_on {data_cfg.augment_on!r} is unknown; choose '
                    f'one of {", ".join(AUGMENT_ON)}')
     errors.require(data_cfg.pca in PCA, f'data.pca {data_cfg.pca!r} is unknown; choose one of {", ".join(PCA)}')
+    errors.require(1 <= data_cfg.crop_positions <= RESIZE - CROP + 1, f'data.crop_positions must be in 1..'
+                   f'{RESIZE - CROP + 1} (offsets of a {CROP} crop in {RESIZE}), got {data_cfg.crop_positions}')
     self.augment_on = data_cfg.augment_on
+    self._positions = data_cfg.crop_positions
     self.store = open_or_prepare(data_cfg)
-    self.num_train = min(data_cfg.num_train or self.store.num_examples('train'), self.store.num_examples('train'))
+    total = self.store.num_examples('train')
+    errors.require(0 <= data_cfg.num_validation < total, f'data.num_validation must be in 0..{total - 1} (training '
+                   f'images held out for validation), got {data_cfg.num_validation}')
+    kept, self._validation = store_lib.held_out(self.store.labels('train'), data_cfg.num_validation)
+    self.num_validation = len(self._validation)
+    self.num_train = min(data_cfg.num_train or len(kept), len(kept))
+    self._train = kept[:self.num_train]
     self.num_test = min(data_cfg.num_test or self.store.num_examples('validation'),
                         self.store.num_examples('validation'))
     self.class_names = tuple(self.store.manifest['class_names'])
@@ -249,7 +260,7 @@ class Dataset:
       return None
     mean, (eigval, eigvec) = jnp.asarray(self._mean), (jnp.asarray(e) for e in self._eig)
     return lambda batch, key: {**batch, 'image': augment_lib.train_views(batch['image'], key, mean, eigval, eigvec,
-                                                                        PCA_STD)}
+                                                                        PCA_STD, self._positions)}
 
   def device_test(self, crops):
     """With augment_on='device': batch -> its `crops` views (data/augment.py), else None."""
@@ -264,16 +275,19 @@ class Dataset:
       decode = _stored
     else:
       decode = lambda x, y, i: {'image': augment(self._centred(x), t.stack([t.constant(es, t.int64), i]),
-                                                 *self._eig), 'label': y}
-    return store_lib.train_batches(self.store, 'train', self.num_train, decode, batch_size=batch_size, seed=seed,
+                                                 *self._eig, self._positions), 'label': y}
+    return store_lib.train_batches(self.store, 'train', self._train, decode, batch_size=batch_size, seed=seed,
                                    epoch=epoch, skip_batches=skip_batches, process=process)
 
-  def test_batches(self, *, batch_size, crops=1, process=(0, 1)):
+  def eval_batches(self, split, *, batch_size, crops=1, process=(0, 1)):
+    """split 'validation': the training images held out (data.num_validation, stratified by class); 'test':
+    ILSVRC 2012's validation set, whose labels are public (its test labels never were)."""
     if self.augment_on == 'device':
       decode = _stored
     else:
       decode = lambda x, y, i: {'image': eval_crops(self._centred(x), crops), 'label': y}
-    return store_lib.eval_batches(self.store, 'validation', self.num_test, decode, batch_size=batch_size,
+    store_split, examples = ('train', self._validation) if split == 'validation' else ('validation', self.num_test)
+    return store_lib.eval_batches(self.store, store_split, examples, decode, batch_size=batch_size,
                                   process=process)
 
 

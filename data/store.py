@@ -141,6 +141,11 @@ class Store:
   def num_examples(self, split):
     return self.manifest['splits'][split]['num_examples']
 
+  def labels(self, split):
+    """int32 labels of every example of the split, in order (from the shards' small .npz files)."""
+    per, n = self.manifest['splits'][split]['shard_images'], self.num_examples(split)
+    return np.concatenate([self._shard(split, k)[2] for k in range(-(-n // per))]).astype(np.int32)[:n]
+
   def _shard(self, split, k):
     if (split, k) not in self._shards:
       name = os.path.join(self.directory, shard_name(split, k))
@@ -161,6 +166,25 @@ class Store:
       encoded.append(data[offsets[r]:offsets[r + 1]])
       labels[j] = shard_labels[r]
     return encoded, labels
+
+
+def held_out(labels, count):
+  """Indices of `count` examples held out of a training split for validation, stratified by class: each class
+  gives its last examples (in the split's order), in proportion to its size (largest remainders round, ties to
+  the lower class). Returns (kept indices, held-out indices), each in order."""
+  labels = np.asarray(labels)
+  if count == 0:
+    return np.arange(len(labels)), np.zeros(0, np.int64)
+  classes, sizes = np.unique(labels, return_counts=True)
+  quota = sizes * count / len(labels)
+  take = np.floor(quota).astype(np.int64)
+  extra = np.lexsort((classes, -(quota - take)))[:count - take.sum()]  # largest remainders, then lower class
+  take[extra] += 1
+  held = np.concatenate([np.flatnonzero(labels == c)[len(np.flatnonzero(labels == c)) - k:] if k else
+                         np.zeros(0, np.int64) for c, k in zip(classes, take)])
+  mask = np.zeros(len(labels), bool)
+  mask[held] = True
+  return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def train_positions(num_examples, batch_size, seed, epoch):
@@ -208,19 +232,28 @@ def batches(store, split, rows, decode, *, process=(0, 1), first_position=0, mas
   return pipeline.checked(ds.as_numpy_iterator(), f'the prepared {split} images in {store.directory}')
 
 
-def train_batches(store, split, num_examples, decode, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1),
+def _indices(examples):
+  """The split's example indices: range(examples) for a count, or the given array of indices."""
+  return np.arange(examples) if np.ndim(examples) == 0 else np.asarray(examples, np.int64)
+
+
+def train_batches(store, split, examples, decode, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1),
                   autotune=True):
-  """This process's part of each global training batch of the epoch from batch skip_batches on; decode(encoded,
-  label, position) with position the example's place in the epoch (a seed for its augmentation)."""
-  rows = train_positions(num_examples, batch_size, seed, epoch)[skip_batches:]
+  """This process's part of each global training batch of the epoch from batch skip_batches on, over `examples`
+  (a count: the split's first examples; or an array of indices into the split); decode(encoded, label, position)
+  with position the example's place in the epoch (a seed for its augmentation)."""
+  indices = _indices(examples)
+  rows = indices[train_positions(len(indices), batch_size, seed, epoch)[skip_batches:]]
   return batches(store, split, rows, decode, process=process, first_position=skip_batches * batch_size,
                  autotune=autotune)
 
 
-def eval_batches(store, split, num_examples, decode, *, batch_size, process=(0, 1), autotune=True):
-  """The first num_examples of the split in order, padded to whole global batches with copies of the first
-  example marked mask = 0, so every example counts once and every process runs the same number of steps."""
-  pad = -num_examples % batch_size
-  rows = np.concatenate([np.arange(num_examples), np.zeros(pad, np.int64)]).reshape(-1, batch_size)
-  mask = np.concatenate([np.ones(num_examples), np.zeros(pad)]).astype(np.float32).reshape(-1, batch_size)
+def eval_batches(store, split, examples, decode, *, batch_size, process=(0, 1), autotune=True):
+  """`examples` of the split in order (a count: the first ones; or an array of indices), padded to whole global
+  batches with copies of the first marked mask = 0, so every example counts once and every process runs the same
+  number of steps."""
+  indices = _indices(examples)
+  pad = -len(indices) % batch_size
+  rows = np.concatenate([indices, np.full(pad, indices[0])]).reshape(-1, batch_size)
+  mask = np.concatenate([np.ones(len(indices)), np.zeros(pad)]).astype(np.float32).reshape(-1, batch_size)
   return batches(store, split, rows, decode, process=process, mask=mask, autotune=autotune)

@@ -12,7 +12,7 @@ Commands (arguments combine with commas):
 
 Data: TFDS `imagenet2012` from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual directory,
 then the prepared store of 256x256 images that training reads (data/imagenet.py says where and how). `quick`
-keeps the real network at full resolution (224x224x3, 61M parameters) but trains on 16 fake JPEGs that it writes
+keeps the real network at full resolution (224x224x3, 61M parameters) but trains on 20 fake JPEGs that it writes
 in ImageNet's archive format, for 4 steps: it proves the code path, not the accuracy.
 
 The recipe (section 5 of the paper): SGD with momentum 0.9, weight decay 0.0005, batch 128, learning rate 0.01
@@ -44,6 +44,7 @@ def get_config(arg='paper'):
   c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (data/imagenet.py)
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
   c.data.augment_on = 'device'  # mean, crop, flip and colour noise in the jitted step; 'host': in tf.data
+  c.data.crop_positions = 32  # training crop offsets 0..31 each way: the paper's 32 x 32 x 2 = 2048 views; max 33
 
   c.model.name = 'alexnet'
   c.model.variant = 'torchvision' if variant == 'torchvision' else 'paper'
@@ -52,6 +53,7 @@ def get_config(arg='paper'):
     c.model.lrn = True
     c.model.lrn_alpha_over_n = False  # True: Caffe's and PyTorch's alpha / n
     c.model.lrn_within_towers = True  # each tower normalises its own maps, as each GPU did; False: across both
+    c.model.dropout_scaling = 'test_time'  # the paper's: outputs x 0.5 at test time; 'inverted': x 2 in training
   c.model.bias_one = 1.0  # reproductions report that 1 can stall training; 0.1 is a common choice
   c.model.init_std = 0.01
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'
@@ -59,6 +61,7 @@ def get_config(arg='paper'):
   c.train.eval_batch_size = 100  # images; with 10 crops, 1,000 views per batch
   c.train.epochs = 90
   c.train.weight_decay = 0.0005
+  c.train.momentum_form = 'velocity'  # the paper's v <- 0.9 v - 0.0005 eps w - eps dL/dw, w <- w + v
   c.train.lr_schedule = 'plateau'  # the paper's: divided by 10 when the validation error stops improving
   c.train.log_every = 100
   c.train.checkpoint_every = 2000
@@ -75,7 +78,8 @@ def get_config(arg='paper'):
     c.model.widths = (12, 32, 48, 48, 32)
     c.model.dense = (64, 64)
   if 'quick' in args:
-    c.data.fake_images = 16
+    c.data.fake_images = 20
+    c.data.num_validation = 4  # of the 20 fake training images, stratified by class
     c.data.num_test = 8
     c.train.batch_size = 8
     c.train.eval_batch_size = 8

@@ -19,10 +19,15 @@ def classifier():
   c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
   c.data.num_train = 0  # 0: the whole training split
   c.data.num_test = 0  # 0: the whole test split
+  # Training examples held out for validation: every per-epoch evaluation, the plateau rule and any choice of
+  # recipe read them; the test split is evaluated once, at the end. 0: per-epoch evaluation on the test split
+  # (what workdirs made before the key did).
+  c.data.num_validation = 10_000
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ''  # a model of nets/ (nets/<name>.py)
   c.model.dropout = 0.5
+  c.model.dropout_scaling = 'inverted'  # kept units x 1/(1-p) in training; 'test_time': outputs x (1-p) at test
   c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
   c.train = ml_collections.ConfigDict()
@@ -32,6 +37,7 @@ def classifier():
   c.train.optimizer = 'sgd'  # sgd or adam; training/optim.py describes every optimiser and schedule key
   c.train.learning_rate = 0.01
   c.train.momentum = 0.9  # for optimizer='sgd'
+  c.train.momentum_form = 'trace'  # where the step size enters momentum: 'trace' (optax) or 'velocity' (AlexNet)
   c.train.weight_decay = 0.0
   c.train.weight_decay_on = 'weights'  # or 'all': biases too (training/optim.py says whose choice each is)
   c.train.lr_schedule = 'constant'

@@ -59,6 +59,7 @@ def get_config(arg='cnn'):
     c.train.epochs = 30
   if 'quick' in args:
     c.data.num_train = 2048
+    c.data.num_validation = 1000
     c.data.num_test = 1000
     c.train.epochs = 2
     c.train.log_every = 4

@@ -57,6 +57,7 @@ class Arch:
   lrn_within_towers: bool = True  # with groups: the window stays within each tower's maps, as on two GPUs
   dense: tuple = (4096, 4096)
   dropout: float = 0.5
+  dropout_scaling: str = 'test_time'  # the paper's; 'inverted': scaled in training (nets/layers.dropout)
   dropout_before_dense: bool = False  # torchvision: dropout on the inputs of fc6 and fc7, not on their outputs
   num_classes: int = 1000
   init_std: float = 0.01
@@ -66,7 +67,7 @@ class Arch:
   @classmethod
   def torchvision(cls, **kw):
     return cls(**{'widths': (64, 192, 384, 256, 256), 'groups': (1,) * 5, 'lrn': False,
-                  'dropout_before_dense': True, **kw})
+                  'dropout_scaling': 'inverted', 'dropout_before_dense': True, **kw})
 
   @classmethod
   def from_config(cls, model_cfg):
@@ -92,6 +93,8 @@ class Arch:
             f'{max(self.groups)} towers; pass --config.model.lrn_within_towers=False or other widths')
     require(self.dtype in DTYPES, f'model.dtype {self.dtype!r} is unknown; choose one of {DTYPES}')
     require(0 <= self.dropout < 1, f'model.dropout must be in [0, 1), got {self.dropout}')
+    require(self.dropout_scaling in layers.DROPOUT_SCALINGS, f'model.dropout_scaling {self.dropout_scaling!r} is '
+            f'unknown; choose one of {", ".join(layers.DROPOUT_SCALINGS)}')
 
 
 # (kernel, stride, padding) of conv1..conv5, and which are followed by normalisation and pooling
@@ -158,10 +161,10 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
   keys = jax.random.split(key, len(arch.dense)) if drop else [None] * len(arch.dense)
   for i, k in enumerate(keys):
     if arch.dropout_before_dense:
-      h = layers.dropout(h, arch.dropout, key=k, train=train)
+      h = layers.dropout(h, arch.dropout, key=k, train=train, scaling=arch.dropout_scaling)
     h = jax.nn.relu(layers.dense(params[f'fc{i + 6}'], h))
     if not arch.dropout_before_dense:
-      h = layers.dropout(h, arch.dropout, key=k, train=train)
+      h = layers.dropout(h, arch.dropout, key=k, train=train, scaling=arch.dropout_scaling)
   return layers.dense(params[f'fc{len(arch.dense) + 6}'], h).astype(jnp.promote_types(arch.dtype, jnp.float32))
 
 

@@ -34,6 +34,7 @@ class Arch:
   lrn_beta: float = 0.75
   dense: tuple = (1024,)
   dropout: float = 0.0  # on the dense layers' outputs
+  dropout_scaling: str = 'inverted'  # or 'test_time' (nets/layers.dropout)
   num_classes: int = 10
 
   @classmethod
@@ -52,6 +53,8 @@ class Arch:
     require(all(isinstance(d, int) and d >= 1 for d in self.dense) and self.num_classes >= 2,
             'model.dense widths must be >= 1 and model.num_classes >= 2')
     require(0 <= self.dropout < 1, f'model.dropout must be in [0, 1), got {self.dropout}')
+    require(self.dropout_scaling in layers.DROPOUT_SCALINGS, f'model.dropout_scaling {self.dropout_scaling!r} is '
+            f'unknown; choose one of {", ".join(layers.DROPOUT_SCALINGS)}')
     require(self.pool_window >= 1 and self.pool_stride >= 1, 'model.pool_window and model.pool_stride must be >= 1')
 
 
@@ -104,5 +107,5 @@ def apply(params, x_BxHxWxC, arch, *, train=False, key=None, ops=layers.PLAIN):
   keys = jax.random.split(key, len(arch.dense)) if (train and arch.dropout > 0) else [None] * len(arch.dense)
   for i in range(len(arch.dense)):
     h = jax.nn.relu(layers.dense(params[f'fc{i + 1}'], h))
-    h = layers.dropout(h, arch.dropout, key=keys[i], train=train)
+    h = layers.dropout(h, arch.dropout, key=keys[i], train=train, scaling=arch.dropout_scaling)
   return layers.dense(params['out'], h)

@@ -108,14 +108,22 @@ def lrn_denominator(x, half, k, alpha):
   return k + alpha * channel_window_sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))), half)
 
 
-def dropout(x, rate, *, key=None, train=False):
-  """Inverted dropout: in training, zero each unit with probability `rate` and scale the rest by 1/(1-rate)."""
-  if not train or rate == 0.0:
+DROPOUT_SCALINGS = ('inverted', 'test_time')
+
+
+def dropout(x, rate, *, key=None, train=False, scaling='inverted'):
+  """In training, zero each unit with probability `rate`. Both scalings keep the expected input of the next layer
+  the same in training and at test time: 'inverted' scales the kept units by 1/(1-rate) in training and leaves
+  test time alone (today's frameworks); 'test_time' keeps them as they are and multiplies every output by
+  1-rate at test time (the AlexNet paper: "multiply their outputs by 0.5")."""
+  if rate == 0.0:
     return x
+  if not train:
+    return x if scaling == 'inverted' else (x * (1.0 - rate)).astype(x.dtype)
   if key is None:
     raise ValueError('dropout in training needs a PRNG key')
   keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+  return jnp.where(keep, x / (1.0 - rate) if scaling == 'inverted' else x, 0.0).astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

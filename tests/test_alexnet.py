@@ -115,6 +115,10 @@ def test_config_variants_and_validation():
 
   tv = alexnet.Arch.from_config(alexnet_imagenet.get_config('torchvision').model)
   assert tv.widths == (64, 192, 384, 256, 256) and not tv.lrn and tv.dropout_before_dense
+  assert tv.dropout_scaling == 'inverted', 'torchvision: nn.Dropout scales in training'
+  paper = alexnet_imagenet.get_config()
+  assert alexnet.Arch.from_config(paper.model).dropout_scaling == 'test_time', 'the paper: outputs x 0.5 at test'
+  assert paper.train.momentum_form == 'velocity' and paper.data.crop_positions == 32
   assert alexnet.Arch.from_config(alexnet_imagenet.get_config('single').model).groups == (1,) * 5
   assert alexnet.Arch.from_config(alexnet_imagenet.get_config('bf16').model).dtype == 'bfloat16'
   with pytest.raises(ValueError, match='at most one of paper, single, torchvision and any of bf16, quick'):

@@ -82,15 +82,20 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   assert r['steps'] == 3 * (512 // 64) and len(r['per_epoch']) == 3
   assert r['num_params'] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 100 * 10 + 10
   assert r['test_accuracy'] > 0.5, 'three short epochs of an MLP still learn something'
+  assert r['per_epoch_split'] == 'validation' and r['num_validation'] == 1000
+  assert r['validation_accuracy'] == r['per_epoch'][-1]['validation_accuracy'] != r['test_accuracy']
+  assert all('test_accuracy' not in h for h in r['per_epoch'])
   assert r['kernels'] == list(kernels.names_for('auto', 'cpu')), 'the speed kernels that ran, as auto chose them'
   with open(os.path.join(uninterrupted, 'results.md')) as f:
-    assert f'(kernels: {", ".join(r["kernels"])})' in f.read()
+    md = f.read()
+  assert f'(kernels: {", ".join(r["kernels"])})' in md and 'the test split was evaluated once, at the end' in md
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
   assert r['parameters']['fc1/W'] == [784, 256] and sorted(r['parameters'])[-2:] == ['out/W', 'out/b']
   board = os.path.join(uninterrupted, 'tensorboard')
   events = [tf_host.tf().compat.v1.train.summary_iterator(os.path.join(board, f)) for f in os.listdir(board)]
   tags = {v.tag for records in events for e in records for v in e.summary.value}
-  assert {'train/loss', 'train/grad_norm', 'test/accuracy', 'test/top5_error'} <= tags, 'metrics.jsonl\'s scalars'
+  assert {'train/loss', 'train/grad_norm', 'validation/accuracy', 'validation/top5_error'} <= tags, 'metrics\' scalars'
+  assert not any(t.startswith('test/') for t in tags), 'the test split is not evaluated during training'
   assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0
   steps = [json.loads(l)['step'] for l in open(os.path.join(uninterrupted, 'metrics.jsonl'))]
   assert steps == sorted(steps) and steps[-1] == 24

@@ -9,6 +9,7 @@ import pytest
 
 from data import fashion_mnist
 from data import pipeline
+from errors import ConfigError
 from errors import DataError
 from experiments import fashion_mnist as experiment
 from tests.test_classifier import USER_ENV
@@ -137,7 +138,7 @@ def test_tfds_dataset_and_pipeline(fashion_mnist_tfds):
   assert np.array_equal(resumed[0]['image'], epoch0[6]['image']), 'a resumed epoch continues where it stopped'
   other = next(ds.train_batches(batch_size=64, seed=3, epoch=1))
   assert not np.array_equal(other['label'], epoch0[0]['label']), 'each epoch reshuffles'
-  test = list(ds.test_batches(batch_size=100))
+  test = list(ds.eval_batches('test', batch_size=100))
   assert [len(b['mask']) for b in test] == [100, 100, 100] and sum(b['mask'].sum() for b in test) == 250
 
 
@@ -154,7 +155,7 @@ def test_pipelines_run_without_tf_data_autotuning(fashion_mnist_tfds, monkeypatc
   monkeypatch.setattr(pipeline, 'finish', spy)
   ds = dataset(fashion_mnist_tfds, num_train=256, num_test=100, random_flip=True)
   next(ds.train_batches(batch_size=64, seed=0, epoch=0))
-  next(ds.test_batches(batch_size=50))
+  next(ds.eval_batches('test', batch_size=50))
   assert seen == [False, False]
   assert real(pipeline.tf().data.Dataset.range(3), True).options().autotune.enabled is not False
 
@@ -205,3 +206,17 @@ def test_an_unusable_tfds_data_dir_gets_one_line(tmp_path, kind):
                         env={**USER_ENV, 'TFDS_DATA_DIR': str(data_dir)})
   assert_one_line_error(proc, fragment, '$TFDS_DATA_DIR')
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_validation_is_the_last_training_images_and_never_trained_on(fashion_mnist_tfds):
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  ds = dataset(fashion_mnist_tfds, num_train=0, num_validation=500, num_test=100)
+  assert (ds.num_train, ds.num_validation, ds.num_test) == (59_500, 500, 100)
+  val = list(ds.eval_batches('validation', batch_size=200))
+  assert sum(b['mask'].sum() for b in val) == 500
+  b = tfds.builder('fashion_mnist', data_dir=fashion_mnist_tfds)
+  last = tfds.as_numpy(b.as_dataset(split='train[59500:]', shuffle_files=False, batch_size=-1))
+  np.testing.assert_array_equal(np.concatenate([v['label'][v['mask'] > 0] for v in val]), last['label'])
+  with pytest.raises(ConfigError, match='data.num_validation must be in 0..59999'):
+    dataset(fashion_mnist_tfds, num_validation=60_000)

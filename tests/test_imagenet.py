@@ -23,7 +23,7 @@ from tests.test_cli import ROOT
 
 def data_cfg(tfds_dir, **kw):
   cfg = alexnet_imagenet.get_config().data  # every key the dataset reads, as the experiment sets it
-  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, **kw})
+  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, 'num_validation': 0, **kw})
   return cfg
 
 
@@ -51,7 +51,7 @@ def test_with_device_augmentation_the_host_sends_decoded_uint8_images(fake, root
   assert full[0]['image'].shape == (4, 256, 256, 3) and full[0]['image'].dtype == np.uint8
   resumed = list(dev.train_batches(batch_size=4, seed=0, epoch=0, skip_batches=1))
   np.testing.assert_array_equal(full[1]['image'], resumed[0]['image'])
-  batch = next(dev.test_batches(batch_size=4, crops=10))
+  batch = next(dev.eval_batches('test', batch_size=4, crops=10))
   assert batch['image'].shape == (4, 256, 256, 3) and dev.device_test(10)(batch)['image'].shape == (4, 10, 224, 224, 3)
   views = dev.device_train(batch, jax.random.PRNGKey(0))['image']
   assert views.shape == (4, 224, 224, 3) and views.dtype == np.float32
@@ -137,7 +137,7 @@ def test_shorter_side_to_256_then_central_crop():
 
 
 def test_eval_batches_pad_and_mask(fake):
-  batches = list(fake.test_batches(batch_size=5, crops=10))
+  batches = list(fake.eval_batches('test', batch_size=5, crops=10))
   assert [b['image'].shape for b in batches] == [(5, 10, 224, 224, 3)] * 3
   assert [b['mask'].sum() for b in batches] == [5, 5, 2]
 
@@ -202,24 +202,28 @@ def test_device_augmentation_is_a_crop_a_flip_and_one_colour_shift_of_the_centre
 
 
 @pytest.mark.slow
-def test_device_and_host_augmentation_draw_from_the_same_distributions():
-  """Different generators (JAX keys, TF stateless seeds), the same distributions: crop offsets uniform over 0..32
-  in each direction and a fair flip, read back from 2,000 images whose pixels encode their coordinates (the
-  colour shift's span and size are checked image by image above and in test_augmentation_is_...)."""
+@pytest.mark.parametrize('positions', [32, 33])
+def test_device_and_host_augmentation_draw_from_the_same_distributions(positions):
+  """Different generators (JAX keys, TF stateless seeds), the same distributions: crop offsets uniform over
+  0..positions-1 in each direction (32: the paper's 2,048 views with the flip) and a fair flip, read back from 2,000
+  images whose pixels encode their coordinates (the colour shift's span and size are checked image by image above
+  and in test_augmentation_is_...)."""
   n = 2000
   y, x = np.meshgrid(np.arange(256), np.arange(256), indexing='ij')
   coords = np.stack([y, x, np.zeros_like(y)], -1).astype(np.float32)  # channel 0: row, 1: column
   zero_pca = np.zeros(3, np.float32)
   dev = np.asarray(augment.train_views(np.broadcast_to(coords, (n, 256, 256, 3)), jax.random.PRNGKey(1),
-                                       np.zeros((256, 256, 3), np.float32), zero_pca, imagenet.EIGVEC))
+                                       np.zeros((256, 256, 3), np.float32), zero_pca, imagenet.EIGVEC,
+                                       positions=positions))
   t = pipeline.tf()
-  host = np.stack([imagenet.augment(t.constant(coords), t.constant([1, i], t.int64), zero_pca, imagenet.EIGVEC)
-                   for i in range(n)])
+  host = np.stack([imagenet.augment(t.constant(coords), t.constant([1, i], t.int64), zero_pca, imagenet.EIGVEC,
+                                    positions) for i in range(n)])
   for views in (dev, host):
     rows, flipped = views[:, 0, 0, 0], views[:, 0, 0, 1] > views[:, 0, 1, 1]
     cols = np.where(flipped, views[:, 0, 0, 1] - 223, views[:, 0, 0, 1])
-    assert rows.min() == 0 and rows.max() == 32 and cols.min() == 0 and cols.max() == 32
-    assert abs(rows.mean() - 16) < 0.7 and abs(cols.mean() - 16) < 0.7 and abs(flipped.mean() - 0.5) < 0.04
+    last, middle = positions - 1, (positions - 1) / 2
+    assert rows.min() == 0 and rows.max() == last and cols.min() == 0 and cols.max() == last
+    assert abs(rows.mean() - middle) < 0.7 and abs(cols.mean() - middle) < 0.7 and abs(flipped.mean() - 0.5) < 0.04
 
 
 @pytest.mark.parametrize('crops', [1, 10])
@@ -230,3 +234,19 @@ def test_device_test_views_equal_the_host_ones(crops):
   t = pipeline.tf()
   host = np.stack([imagenet.eval_crops(t.constant(im.astype(np.float32) - mean), crops).numpy() for im in images])
   np.testing.assert_array_equal(augment.test_views(images, mean, crops), host)
+
+
+def test_validation_images_are_held_out_of_training(root):
+  """data.num_validation training images, stratified by class, are evaluated as 'validation' and never trained on;
+  'test' stays ILSVRC 2012's validation set."""
+  held = imagenet.Dataset(data_cfg(root, augment_on='device', num_validation=3))
+  assert (held.num_train, held.num_validation, held.num_test) == (9, 3, 12)
+  train = np.concatenate([b['image'] for b in held.train_batches(batch_size=3, seed=0, epoch=0)])
+  val = list(held.eval_batches('validation', batch_size=2))
+  val_images = np.concatenate([b['image'][b['mask'] > 0] for b in val])
+  assert len(val_images) == 3 and sorted(np.concatenate([b['label'][b['mask'] > 0] for b in val])) == [0, 1, 2]
+  assert not any((train == v).all(axis=(1, 2, 3)).any() for v in val_images), 'no validation image is trained on'
+  trained = np.concatenate([b['label'] for b in held.train_batches(batch_size=3, seed=0, epoch=0)]).tolist()
+  assert sorted(trained + [0, 1, 2]) == sorted(held.store.read('train', range(12))[1].tolist())
+  test = list(held.eval_batches('test', batch_size=4))
+  assert sum(b['mask'].sum() for b in test) == 12

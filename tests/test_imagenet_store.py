@@ -223,3 +223,26 @@ def test_changed_statistics_are_refused(store, tmp_path):
     f.write(b'more')
   with pytest.raises(DataError, match=f'changed since it was written \\({imagenet.STATISTICS}\\)'):
     store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+
+
+def test_validation_is_held_out_of_training_stratified_by_class():
+  """Each class gives its last examples, in proportion to its size, exactly `count` in all; the rest train."""
+  labels = np.array([0] * 6 + [1] * 3 + [2] * 3 + [0] * 4)  # class 0: 10, classes 1 and 2: 3 each
+  kept, held = store_lib.held_out(labels, 4)
+  assert len(held) == 4 and sorted(np.concatenate([kept, held])) == list(range(16))
+  assert list(np.bincount(labels[held], minlength=3)) == [2, 1, 1], 'quotas 2.5, 0.75, 0.75: largest remainders'
+  assert set(held) == {14, 15, 8, 11}, "each class's last examples: 0's at 14 and 15, 1's at 8, 2's at 11"
+  kept0, held0 = store_lib.held_out(labels, 0)
+  assert list(kept0) == list(range(16)) and len(held0) == 0
+
+
+def test_training_and_evaluation_read_only_the_indices_given(store):
+  decode = lambda x, y, i: {'label': y, 'position': i}
+  counting = Counting(store)
+  kept = np.array([0, 2, 3, 5, 6, 7, 9, 11])
+  batches = list(store_lib.train_batches(counting, 'train', kept, decode, batch_size=4, seed=0, epoch=0))
+  assert sorted(counting.read_indices) == list(kept) and len(batches) == 2
+  counting = Counting(store)
+  held = np.array([1, 4, 8, 10, 11])
+  out = list(store_lib.eval_batches(counting, 'train', held, decode, batch_size=4))
+  assert sum(b['mask'].sum() for b in out) == 5 and sorted(set(counting.read_indices)) == sorted(set(held))

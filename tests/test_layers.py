@@ -124,6 +124,17 @@ def test_dropout():
     layers.dropout(x, 0.5, train=True)
 
 
+def test_dropout_scaled_at_test_time_as_the_alexnet_paper():
+  """'test_time': kept units unscaled in training, every output times 1-rate at test time; the same expected
+  input to the next layer as inverted dropout, at half the scale in training."""
+  x = jnp.full((1000, 100), 3.0)
+  y = layers.dropout(x, 0.5, key=KEY, train=True, scaling='test_time')
+  assert set(np.unique(y)) == {0.0, 3.0}
+  np.testing.assert_array_equal(y == 0, layers.dropout(x, 0.5, key=KEY, train=True) == 0), 'the same units dropped'
+  np.testing.assert_array_equal(layers.dropout(x, 0.5, train=False, scaling='test_time'), jnp.full_like(x, 1.5))
+  assert abs(float(y.mean()) - 1.5) < 0.05
+
+
 @pytest.mark.parametrize('arch,n_params', [
     (cnn.Arch(conv=(), dense=(256, 128, 100)), 784 * 256 + 256 + 256 * 128 + 128 + 128 * 100 + 100 + 1010),
     (cnn.Arch(conv=((32, 5, 1), (64, 5, 1)), dense=(1024,)),

@@ -11,7 +11,8 @@ from training import optim
 
 def train_cfg(**kw):
   return ml_collections.ConfigDict({'optimizer': 'sgd', 'learning_rate': 0.1, 'lr_schedule': 'plateau',
-                                    'momentum': 0.0, 'weight_decay': 0.0, 'weight_decay_on': 'weights',
+                                    'momentum': 0.0, 'momentum_form': 'trace', 'weight_decay': 0.0,
+                                    'weight_decay_on': 'weights',
                                     'plateau_patience': 2,
                                     'plateau_min_delta': 0.001, 'plateau_factor': 10.0, 'plateau_reductions': 3,
                                     **kw})
@@ -75,3 +76,51 @@ def test_each_schedule_means_one_thing_whichever_trainer_builds_it(total_steps):
   assert float(inverse(50)) == pytest.approx(0.05)
   with pytest.raises(ConfigError, match='lr_boundaries'):
     optim.schedule(train_cfg(lr_schedule='step', lr_boundaries=(1.5,)), total_steps)
+
+
+def _run(tx, w0, grad, steps, drop_at=None, cfg=None):
+  """Weights after `steps` updates of tx on the loss whose gradient is grad(w); with drop_at, a plateau decision
+  (an error that does not improve, patience 1) divides the step size by 10 after that many steps."""
+  params, state = {'W': jnp.asarray(w0)}, tx.init({'W': jnp.asarray(w0)})
+  for k in range(steps):
+    if drop_at is not None and k == drop_at:
+      state, _ = optim.plateau_update(state, 0.0, cfg)  # sets best = 0
+      state, message = optim.plateau_update(state, 0.0, cfg)  # not better: divided by 10
+      assert message
+    updates, state = tx.update({'W': grad(params['W'])}, state, params)
+    params = {'W': params['W'] + updates['W']}
+  return np.asarray(params['W'], np.float64)
+
+
+def _paper(w0, grad, steps, eps, drop_at, mu=0.9, wd=0.0005):
+  """The AlexNet paper's update, written out: v <- mu v - wd eps w - eps dL/dw, w <- w + v."""
+  w, v = np.asarray(w0, np.float64), np.zeros_like(np.asarray(w0, np.float64))
+  for k in range(steps):
+    e = eps if drop_at is None or k < drop_at else eps / 10
+    v = mu * v - wd * e * w - e * np.asarray(grad(jnp.asarray(w, jnp.float32)), np.float64)
+    w = w + v
+  return w
+
+
+@pytest.mark.parametrize('schedule', ['step', 'plateau'])
+def test_velocity_momentum_is_the_papers_rule_across_a_step_size_drop(schedule):
+  """momentum_form='velocity' against a hand-written loop of the paper's equations, 5 steps past a division by 10
+  (by lr_schedule 'step' and by the plateau rule); optax's 'trace' form differs there, and only there."""
+  w0 = np.array([1.0, -2.0, 0.5], np.float32)
+  grad = lambda w: 2.0 * w + 0.3  # the loss ||w||^2 + 0.3 sum(w)
+  steps, drop = 15, 10
+  cfg = train_cfg(lr_schedule=schedule, momentum=0.9, weight_decay=0.0005, momentum_form='velocity',
+                  lr_boundaries=(drop / steps,), plateau_patience=1)
+  got = _run(optim.optimizer(cfg, steps), w0, grad, steps, drop if schedule == 'plateau' else None, cfg)
+  np.testing.assert_allclose(got, _paper(w0, grad, steps, 0.1, drop), rtol=1e-5, atol=1e-6)
+  trace_cfg = train_cfg(**{**cfg.to_dict(), 'momentum_form': 'trace'})
+  trace = lambda n: _run(optim.optimizer(trace_cfg, steps), w0, grad, n, drop if schedule == 'plateau' else None,
+                         trace_cfg)
+  velocity = lambda n: _run(optim.optimizer(cfg, steps), w0, grad, n, drop if schedule == 'plateau' else None, cfg)
+  np.testing.assert_allclose(trace(drop), velocity(drop), rtol=1e-5, atol=1e-6)  # the same before the drop
+  assert np.abs(trace(steps) - velocity(steps)).max() > 1e-3, 'after the drop, the forms differ'
+
+
+def test_an_unknown_momentum_form_is_refused():
+  with pytest.raises(ConfigError, match="train.momentum_form 'paper' is unknown; choose one of trace, velocity"):
+    optim.optimizer(train_cfg(momentum_form='paper', momentum=0.9), 10)

@@ -14,6 +14,7 @@ def cfgs(**train):
   model = ml_collections.ConfigDict(dict(activation='tanh', weight_std=0.1, offset_init='zeros', offset_std=0.1))
   t = dict(loss='hinge', batch_size=1, sampling='uniform', epochs=10, stop_at_zero_loss=True, unroll=1,
            optimizer='sgd', learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000, momentum=0.0,
+           momentum_form='trace',
            weight_decay=0.0)
   t.update(train)
   t = ml_collections.ConfigDict(t)

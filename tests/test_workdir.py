@@ -33,20 +33,26 @@ OLD = os.path.join(os.path.dirname(__file__), 'data')  # config.json files as tr
 
 @pytest.mark.parametrize('name,spec,overrides,differs', [
     ('hidden_units', 'experiments/hidden_units.py', {}, None),
-    ('fashion_mnist_cnn', 'experiments/fashion_mnist.py:cnn', {}, None),
-    ('fashion_mnist_mlp', 'experiments/fashion_mnist.py:mlp', {}, None),
+    ('fashion_mnist_cnn', 'experiments/fashion_mnist.py:cnn', {'data.num_validation': 0},
+     'data.num_validation: 0 -> 10000'),
+    ('fashion_mnist_mlp', 'experiments/fashion_mnist.py:mlp', {'data.num_validation': 0},
+     'data.num_validation: 0 -> 10000'),
     ('alexnet_imagenet_torchvision', 'experiments/alexnet_imagenet.py:torchvision',
-     {'train.weight_decay_on': 'all', 'data.pca': 'published', 'data.augment_on': 'host'},
-     "data.augment_on: 'host' -> 'device', data.pca: 'published' -> 'computed', train.weight_decay_on"),
+     {'train.weight_decay_on': 'all', 'data.pca': 'published', 'data.augment_on': 'host', 'data.num_validation': 0,
+      'data.crop_positions': 33, 'train.momentum_form': 'trace'},
+     "data.augment_on: 'host' -> 'device', data.crop_positions: 33 -> 32, data.num_validation: 0 -> 10000 and "),
     ('alexnet_imagenet', 'experiments/alexnet_imagenet.py',
      {'train.weight_decay_on': 'all', 'model.lrn_within_towers': False, 'data.pca': 'published',
-      'data.augment_on': 'host'},
-     "data.augment_on: 'host' -> 'device', data.pca: 'published' -> 'computed', model.lrn_within_towers"),
+      'data.augment_on': 'host', 'data.num_validation': 0, 'data.crop_positions': 33,
+      'model.dropout_scaling': 'inverted', 'train.momentum_form': 'trace'},
+     "data.augment_on: 'host' -> 'device', data.crop_positions: 33 -> 32, data.num_validation: 0 -> 10000 and "),
 ])
 def test_workdirs_trained_before_the_shared_defaults_still_match(tmp_path, name, spec, overrides, differs):
-  """Keys added since (the classifier defaults, progress and profiling, weight_decay_on, lrn_within_towers) take
-  the value that reproduces the old run; where the new default computes something else (AlexNet's weight decay
-  and normalisation), the workdir matches only the config that reproduces it, and otherwise gets one line."""
+  """Keys added since (the classifier defaults, progress and profiling, weight_decay_on, lrn_within_towers, the
+  validation split, the paper's dropout scaling, momentum form and crop offsets) take the value that reproduces
+  the old run; where the new default computes something else (the validation split; AlexNet's weight decay,
+  normalisation, dropout, momentum and crops), the workdir matches only the config that reproduces it, and
+  otherwise gets one line."""
   with open(os.path.join(OLD, f'config_{name}_2026-12-05.json')) as f:
     old = json.load(f)
   (tmp_path / 'config.json').write_text(json.dumps(old))

@@ -10,11 +10,12 @@ files that override it):
   4. step       training/steps.py: one jitted update with shardings at its boundary (donating the old state off
                 the CPU). Gradients come from jax.value_and_grad in the step; dropout keys are fold_in(rng, step).
   5. resume     from the workdir's latest checkpoint (verified); otherwise a fresh init from config.seed.
-  6. loop       metrics.jsonl and TensorBoard every log_every steps, test evaluation every epoch (before that
-                step's checkpoint, so lr_schedule='plateau' decisions are saved), checkpoints every
+  6. loop       metrics.jsonl and TensorBoard every log_every steps, evaluation every epoch on the validation split
+                (training examples held out, data.num_validation; before that step's checkpoint, so
+                lr_schedule='plateau' decisions are saved), checkpoints every
                 checkpoint_every steps (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the
                 step if the loss is no longer finite (the last good checkpoint stays).
-  7. results    results.json (10-crop errors where configured); `report` (experiments/reports/classifier.py)
+  7. results    the test split evaluated once (10 crops where configured), results.json; `report` (experiments/reports/classifier.py)
                 writes results.md and the learning-curve figure.
 
 A run killed at any moment and started again with the same command ends with bitwise the same parameters as an
@@ -101,6 +102,8 @@ def validate(config):
           f'{config.train.progress_every_s}')
   for key in ('num_train', 'num_test'):
     require(config.data[key] >= 0, f'data.{key} must be >= 0 (0: the whole split), got {config.data[key]}')
+  require(config.data.num_validation >= 0, f'data.num_validation must be >= 0 (0: per-epoch evaluation on the test '
+          f'split), got {config.data.num_validation}')
   data_lib.module(config.data.name)  # a known dataset
   optim.optimizer(config.train, total_steps=1)
   eval_crops(config)
@@ -205,6 +208,7 @@ def train_and_evaluate(config, workdir, report):
   # SIGTERM (a scheduler's pre-emption) and a first Ctrl-C (SIGINT) ask for a save at the next step boundary; a
   # second Ctrl-C stops at once (KeyboardInterrupt), keeping the checkpoints saved so far.
   stop = {'signal': None}
+  per_epoch = 'validation' if dataset.num_validation else 'test'  # the split every epoch is evaluated on
 
   def on_signal(signum, frame):
     del frame
@@ -230,12 +234,14 @@ def train_and_evaluate(config, workdir, report):
       raise TrainingDiverged(f'training diverged at step {at} ({", ".join(bad)}); {kept}; lower '
                              '--config.train.learning_rate and run again in a new --workdir')
 
-  def record_test(epoch):
-    """Evaluates (centre crops), logs, and lets lr_schedule='plateau' react; returns the new state."""
-    ev = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
-    writer.write(step, epoch=epoch, test_loss=ev['test_loss'], test_accuracy=ev['test_accuracy'],
-                 test_top5_error=ev['top5_error'], wall_s=round(time.time() - start_time, 2))
-    opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train)
+  def record_eval(epoch):
+    """Evaluates the per-epoch split (centre crops), logs, and lets lr_schedule='plateau' react; returns the new
+    state."""
+    ev = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh,
+                        split=per_epoch)
+    writer.write(step, epoch=epoch, **{f'{per_epoch}_{k}': ev[f'{per_epoch}_{k}'] for k in ('loss', 'accuracy')},
+                 **{f'{per_epoch}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
+    opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train, per_epoch)
     if message and main:
       print(f'epoch {epoch}: {message}')
     return state.replace(opt_state=opt_state)
@@ -251,7 +257,7 @@ def train_and_evaluate(config, workdir, report):
         trace.after(step, state)
         shown = {}  # what the progress line shows, updated at logged steps
         if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
-          state = record_test(step // steps_per_epoch)
+          state = record_eval(step // steps_per_epoch)
         # read once: a signal arriving later in this step is seen at the next check. A multi-process job checks
         # at logging steps only, where all processes agree (a collective, kept off the other steps), so they save
         # the same step together
@@ -297,8 +303,10 @@ def train_and_evaluate(config, workdir, report):
     progress.close()
     writer.flush()
 
-  ten = None
-  if crops > 1:  # collective: every process evaluates its part
+  ten = test = None
+  if per_epoch == 'validation':  # the test split, read once (collective: every process evaluates its part)
+    test = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
+  if crops > 1:
     ten = steps.evaluate(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
                          config.train.eval_batch_size, mesh, crops=crops)
   params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
@@ -306,9 +314,9 @@ def train_and_evaluate(config, workdir, report):
   if not main:
     return None
   rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]  # resumed parts included
-  history = [{k: r.get(k) for k in ('epoch', 'step', 'test_loss', 'test_accuracy', 'test_top5_error')}
-             for r in rows if 'test_loss' in r]
-  ev = history[-1]
+  history = [{k: r.get(k) for k in ('epoch', 'step', f'{per_epoch}_loss', f'{per_epoch}_accuracy',
+                                     f'{per_epoch}_top5_error')} for r in rows if f'{per_epoch}_loss' in r]
+  ev = history[-1] if test is None else {**test, 'test_top5_error': test['top5_error']}
   final = {'top1_error': 1.0 - ev['test_accuracy'], 'top5_error': ev['test_top5_error'], 'crops': 1}
   if ten:
     final = {'top1_error': ten['top1_error'], 'top5_error': ten['top5_error'], 'crops': crops}
@@ -331,8 +339,12 @@ def train_and_evaluate(config, workdir, report):
       'devices': [str(d) for d in jax.devices()],
       'processes': jax.process_count(),
       'kernels': list(setup.kernels),  # the speed kernels that computed it
+      'per_epoch_split': per_epoch,
       'per_epoch': history,
   }
+  if per_epoch == 'validation':
+    results.update(validation_accuracy=history[-1]['validation_accuracy'],
+                   validation_loss=history[-1]['validation_loss'], num_validation=dataset.num_validation)
   results = report.analyse(config, workdir, results, metrics=rows)
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   workdir_lib.write_text(os.path.join(workdir, 'results.md'), report.markdown(config, results))

@@ -23,7 +23,7 @@ def _plain(v):
 def tensorboard_tag(key):
   """The TensorBoard tag of a metrics.jsonl key: 'train_loss' -> 'train/loss', 'test_top5_error' ->
   'test/top5_error'; other keys as they are."""
-  for prefix in ('train_', 'test_'):
+  for prefix in ('train_', 'validation_', 'test_'):
     if key.startswith(prefix):
       return f'{prefix[:-1]}/{key[len(prefix):]}'
   return key

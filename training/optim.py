@@ -2,13 +2,18 @@
 
 Keys (under `train`; a key is read only where the chosen optimiser or schedule uses it):
   optimizer       'sgd' (with `momentum`; 0 is the lecture's plain SGD) or 'adam'
+  momentum_form   with momentum, where the step size enters:
+                  'trace'     optax's: t <- mu t + g, w <- w - eta_k t (a step-size drop acts at once)
+                  'velocity'  the AlexNet paper's: v <- mu v - eta_k g, w <- w + v (v still carries the old
+                              step sizes for a few steps after a drop); both the same while eta_k is constant
   learning_rate   eta_0 > 0
   lr_schedule     'constant'      eta_k = eta_0
                   'inverse_time'  eta_k = eta_0 / (1 + k / lr_decay_steps)  (the classic decaying SGD rate)
                   'cosine'        eta_0 decayed to 0 over the run's total steps
                   'step'          divided by 10 at each of `lr_boundaries` (fractions of the run)
-                  'plateau'       divided by `plateau_factor` when the test error has not improved by
-                                  `plateau_min_delta` for `plateau_patience` evaluations, at most
+                  'plateau'       divided by `plateau_factor` when the per-epoch error (the validation split's,
+                                  data.num_validation) has not improved by `plateau_min_delta` for
+                                  `plateau_patience` evaluations, at most
                                   `plateau_reductions` times: the AlexNet paper's "divide by 10 when the
                                   validation error stops improving" (the trainer calls plateau_update after each
                                   evaluation, so only trainers that evaluate during training offer it)
@@ -27,6 +32,7 @@ from errors import ConfigError
 
 SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step', 'plateau')
 OPTIMIZERS = ('sgd', 'adam')
+MOMENTUM_FORMS = ('trace', 'velocity')
 DECAYED = ('weights', 'all')
 WEIGHTS = ('W', 'V')  # the parameter names of kernels and weight matrices (nets/); biases are b, W0 and V0
 
@@ -69,6 +75,11 @@ def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
   if train_cfg.optimizer == 'sgd':
     if not 0 <= train_cfg.momentum < 1:
       raise ConfigError(f'train.momentum must be in [0, 1), got {train_cfg.momentum}')
+    form = train_cfg.momentum_form
+    if form not in MOMENTUM_FORMS:
+      raise ConfigError(f'train.momentum_form {form!r} is unknown; choose one of {", ".join(MOMENTUM_FORMS)}')
+    if form == 'velocity' and train_cfg.momentum:
+      return _velocity_sgd(train_cfg, sched)
     step = optax.sgd(sched, momentum=train_cfg.momentum or None)
   elif train_cfg.optimizer == 'adam':
     step = optax.adam(sched)
@@ -76,14 +87,31 @@ def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
     raise ConfigError(f'train.optimizer {train_cfg.optimizer!r} is unknown; choose one of {", ".join(OPTIMIZERS)}')
   parts = []
   if train_cfg.weight_decay:
-    which = train_cfg.weight_decay_on
-    if which not in DECAYED:
-      raise ConfigError(f'train.weight_decay_on {which!r} is unknown; choose one of {", ".join(DECAYED)}')
-    parts.append(optax.add_decayed_weights(train_cfg.weight_decay, mask=lambda p: decay_mask(p, which)))
+    parts.append(_decay(train_cfg))
   parts.append(step)
   if train_cfg.lr_schedule == 'plateau':
     parts.append(plateau_scale())
   return optax.chain(*parts) if len(parts) > 1 else step
+
+
+def _velocity_sgd(train_cfg, sched):
+  """The AlexNet paper's update, v <- mu v - wd eta_k w - eta_k g, w <- w + v: the step size (with the plateau
+  factor) scales each gradient before it enters the velocity."""
+  parts = []
+  if train_cfg.weight_decay:
+    parts.append(_decay(train_cfg))
+  parts.append(optax.scale_by_learning_rate(sched))  # -eta_k (g + wd w)
+  if train_cfg.lr_schedule == 'plateau':
+    parts.append(plateau_scale())
+  parts.append(optax.trace(decay=train_cfg.momentum))  # v <- mu v + (-eta_k ...); the update is v
+  return optax.chain(*parts)
+
+
+def _decay(train_cfg):
+  which = train_cfg.weight_decay_on
+  if which not in DECAYED:
+    raise ConfigError(f'train.weight_decay_on {which!r} is unknown; choose one of {", ".join(DECAYED)}')
+  return optax.add_decayed_weights(train_cfg.weight_decay, mask=lambda p: decay_mask(p, which))
 
 
 def learning_rate(sched, opt_state, step):
@@ -98,7 +126,7 @@ def learning_rate(sched, opt_state, step):
 class PlateauState(NamedTuple):
   """The step-size factor of lr_schedule='plateau' and what decides it; part of the checkpointed state."""
   scale: jnp.ndarray  # multiplies every update
-  best: jnp.ndarray  # the lowest test error so far
+  best: jnp.ndarray  # the lowest evaluated error so far
   bad: jnp.ndarray  # evaluations since it last improved
   reductions: jnp.ndarray  # times the factor has been applied
 
@@ -118,8 +146,8 @@ def plateau_scale():
   return optax.GradientTransformation(init, update)
 
 
-def plateau_update(opt_state, error, train_cfg):
-  """The optimiser state after an evaluation with this test error: the same unless lr_schedule is 'plateau';
+def plateau_update(opt_state, error, train_cfg, split='validation'):
+  """The optimiser state after an evaluation with this error (on `split`): the same unless lr_schedule is 'plateau';
   then the factor shrinks after `plateau_patience` evaluations without an improvement. Returns (state, message
   or None)."""
   if train_cfg.lr_schedule != 'plateau':
@@ -133,7 +161,7 @@ def plateau_update(opt_state, error, train_cfg):
     bad += 1
     if bad >= train_cfg.plateau_patience and reductions < train_cfg.plateau_reductions:
       scale, bad, reductions = scale / train_cfg.plateau_factor, 0, reductions + 1
-      message = (f'test error {error:.4f} has not improved on {best:.4f} for {train_cfg.plateau_patience} '
+      message = (f'{split} error {error:.4f} has not improved on {best:.4f} for {train_cfg.plateau_patience} '
                  f'evaluations: learning rate x{scale:g} (reduction {reductions} of {train_cfg.plateau_reductions})')
   new = PlateauState(*(jax.device_put(np.asarray(v, a.dtype), a.sharding)
                        for v, a in zip((scale, best, bad, reductions), p)))

@@ -108,19 +108,20 @@ def stack_models(*params):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
 
 
-def evaluate(eval_step, params, dataset, batch_size, mesh, crops=1):
-  """Test loss, accuracy, top-1/top-5 error and (for few classes) confusion matrix over the whole test split.
+def evaluate(eval_step, params, dataset, batch_size, mesh, crops=1, split='test'):
+  """Loss and accuracy ({split}_loss, {split}_accuracy), top-1/top-5 error and (for few classes) the confusion
+  matrix over the whole `split` ('test', or 'validation': the training examples held out).
 
   params: one model's parameters or a stack of several (see make_eval_step)."""
   totals = None
   params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
   kw = {'crops': crops} if crops != 1 else {}
-  batches = dataset.test_batches(batch_size=batch_size, process=distributed.process(), **kw)
+  batches = dataset.eval_batches(split, batch_size=batch_size, process=distributed.process(), **kw)
   for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
     out = eval_step(params, batch)
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.tree.map(np.asarray, totals)
   accuracy = float(totals['correct'] / totals['count'])
-  return {'test_loss': float(totals['loss_sum'] / totals['count']), 'test_accuracy': accuracy,
+  return {f'{split}_loss': float(totals['loss_sum'] / totals['count']), f'{split}_accuracy': accuracy,
           'top1_error': 1.0 - accuracy, 'top5_error': float(1.0 - totals['correct_top5'] / totals['count']),
           'confusion': totals['confusion'].astype(np.int64) if 'confusion' in totals else None}

@@ -36,6 +36,8 @@ ADDED = {'model.kernels': 'auto', 'train.lr_decay_steps': 0, 'train.plateau_pati
          'train.lr_boundaries': [0.5, 0.75], 'train.progress_every_s': 30.0, 'train.profile_steps': [],
          'data.seed_per_model': False, 'claims.solved_accuracy': 0.99, 'model.lrn_within_towers': False,
          'data.pca': 'published', 'data.augment_on': 'host', 'data.store_dir': '',
+         'model.dropout_scaling': 'inverted', 'data.num_validation': 0, 'train.momentum_form': 'trace',
+         'data.crop_positions': 33,
          # runs before the key decayed every parameter; without weight decay the choice changes nothing
          'train.weight_decay_on': lambda old: 'all' if old.get('train.weight_decay') else 'weights'}
 # ImageNet's shuffle buffer and mean-image subset went with the prepared store (uniform permutations per epoch,

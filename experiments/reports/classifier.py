@@ -10,7 +10,7 @@ import numpy as np
 
 EVAL_HEADING = '## Evaluation (eval.py)'
 # The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.
-SWEEP_METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
+SWEEP_METRICS = ('validation_accuracy', 'test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
                  'centre_crop_top5_error', 'final_loss', 'wall_time_s')
 SWEEP_METRIC = 'test_accuracy'
 
@@ -34,7 +34,8 @@ def analyse(config, workdir, results, *, metrics):
 
 
 def summary(results):
-  return (f'test accuracy {results["test_accuracy"]:.4f}, test loss {results["test_loss"]:.4f} after '
+  held = (f'validation accuracy {results["validation_accuracy"]:.4f}; ' if 'validation_accuracy' in results else '')
+  return (f'{held}test accuracy {results["test_accuracy"]:.4f}, test loss {results["test_loss"]:.4f} after '
           f'{results["steps"]} steps ({results["wall_time_s"]} s)')
 
 
@@ -61,11 +62,13 @@ def markdown(config, results):
            f'Devices: {", ".join(results["devices"])}'
            + f' (kernels: {", ".join(results["kernels"]) or "none"})'
            + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',
+           splits_said(config, results), '',
            '| test accuracy | test loss | final training loss | parameters | params sha256 |', '|---|---|---|---|---|',
            f'| {results["test_accuracy"]:.4f} | {results["test_loss"]:.4f} | {results["final_loss"]:.4f} | '
-           f'{results["num_params"]:,} | `{results["params_sha256"][:16]}` |', '',
-           '| epoch | step | test accuracy | test loss |', '|---|---|---|---|']
-  lines += [f'| {h["epoch"]} | {h["step"]} | {h["test_accuracy"]:.4f} | {h["test_loss"]:.4f} |'
+           f'{results["num_params"]:,} | `{results["params_sha256"][:16]}` |', '']
+  split = results.get('per_epoch_split', 'test')
+  lines += [f'| epoch | step | {split} accuracy | {split} loss |', '|---|---|---|---|']
+  lines += [f'| {h["epoch"]} | {h["step"]} | {h[f"{split}_accuracy"]:.4f} | {h[f"{split}_loss"]:.4f} |'
             for h in results['per_epoch']]
   lines += ['', '![learning curves](figures/learning_curves.png)']
   if config.reference:
@@ -73,6 +76,16 @@ def markdown(config, results):
               f'top-1 error {results["top1_error"]:.4f}, top-5 error {results["top5_error"]:.4f}.', '',
               *reference_rows(config, 'this run, 1 model', results['top1_error'], results['top5_error'])]
   return '\n'.join(lines) + '\n'
+
+
+def splits_said(config, results):
+  """One sentence: which split each number of results.md comes from."""
+  if results.get('per_epoch_split', 'test') == 'validation':
+    return (f'Every epoch was evaluated on {results["num_validation"]:,} training examples held out for validation '
+            f'(`data.num_validation`; never trained on); the test split was evaluated once, at the end: the test '
+            f'numbers below are that evaluation, the per-epoch table is validation.')
+  return ('Every epoch was evaluated on the test split (`data.num_validation=0`): the test numbers below are the '
+          'last epoch\'s, and were seen during training.')
 
 
 def reference_rows(config, label, top1, top5):
@@ -95,14 +108,15 @@ def evaluation_markdown(config, out):
 def learning_curves(rows, out_path):
   """Training loss against step and test accuracy against step, from the rows of metrics.jsonl."""
   train = [(r['step'], r['train_loss']) for r in rows if 'train_loss' in r]
-  test = [(r['step'], r['test_accuracy']) for r in rows if 'test_accuracy' in r]
+  split = 'validation' if any('validation_accuracy' in r for r in rows) else 'test'
+  test = [(r['step'], r[f'{split}_accuracy']) for r in rows if f'{split}_accuracy' in r]
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
   if train:
     a.plot(*zip(*train))
   a.set(xlabel='step', ylabel='training loss', yscale='log', title='training loss')
   if test:
     b.plot(*zip(*test), marker='o')
-  b.set(xlabel='step', ylabel='test accuracy', title='test accuracy')
+  b.set(xlabel='step', ylabel=f'{split} accuracy', title=f'{split} accuracy (per epoch)')
   fig.savefig(out_path, dpi=110, bbox_inches='tight')
   plt.close(fig)
 
