@@ -106,6 +106,17 @@ def prepared_rate(store, repeats, host_augment, epochs=8):
   return rate(one_pass, rows.size, repeats)  # one core: the process's affinity bounds tf.data's threads
 
 
+def check_rate(store, repeats):
+  """The store's image check (Store.verify: sha256 of every shard a process reads, once per process and run)."""
+  n = store.num_examples('train')
+
+  def one_pass():
+    store._verified.clear()  # timing the first read of every shard
+    store.verify('train', np.arange(n))
+
+  return rate(one_pass, n, repeats)
+
+
 def pil_rate(jpegs, repeats):
   from PIL import Image  # noqa: PLC0415 (Pillow comes with matplotlib)
 
@@ -165,6 +176,8 @@ def main():
                                                                                                   False))
     row('prepared_host_augment_images_per_s_per_core', 'prepared store, with host augmentation',
         prepared_rate(store, args.repeats, True))
+    row('store_check_images_per_s_per_core', 'prepared store, sha256 check of its images (once per run)',
+        check_rate(store, args.repeats))
     stored_bytes = np.mean([len(e) for e in encoded])
   row('pillow_images_per_s_per_core', 'Pillow + numpy, original JPEGs, host augmentation', pil_rate(jpegs,
                                                                                                    args.repeats))
@@ -176,7 +189,8 @@ def main():
             'prepared_x_pillow_prepared': rows['prepared_images_per_s_per_core'] /
             rows['pillow_prepared_images_per_s_per_core'],
             'tfds_host_augment_x_pillow': rows['tfds_host_augment_images_per_s_per_core'] /
-            rows['pillow_images_per_s_per_core']}
+            rows['pillow_images_per_s_per_core'],
+            'check_x_prepared': rows['store_check_images_per_s_per_core'] / rows['prepared_images_per_s_per_core']}
   print(json.dumps({**rows, **{k: round(v, 3) for k, v in ratios.items()}, 'jpeg_size': [375, 500],
                     'original_jpeg_bytes': round(float(np.mean([len(j) for j in jpegs]))),
                     'stored_jpeg_bytes': round(float(stored_bytes)), 'stored_mean_abs_error': round(float(error), 3),

@@ -3,7 +3,8 @@
 A dataset for the classifier trainer is a module here that defines NAME (its config.data.name, TFDS's name for
 it) and Dataset(data_cfg) with image_shape, num_classes, class_names, num_train, num_validation, num_test,
 train_batches and eval_batches(split) for split 'validation' (training examples held out, data.num_validation)
-and 'test'. A new dataset is a new module here and a config naming it.
+and 'test'; optionally verify(splits), which checks what those splits will read before the trainer writes. A new
+dataset is a new module here and a config naming it.
 """
 import functools
 import importlib

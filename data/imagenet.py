@@ -186,7 +186,8 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
                                eigvec=eigvec.astype(np.float32))
   files.write_bytes(os.path.join(directory, STATISTICS), statistics)
   return store_lib.finish(directory, PREPROCESSING, splits, source=f'{NAME} {b.version}',
-                          class_names=list(b.info.features['label'].names), files={STATISTICS: len(statistics)})
+                          class_names=list(b.info.features['label'].names),
+                          files={STATISTICS: store_lib.file_record(statistics)})
 
 
 def open_or_prepare(data_cfg, finish_partial=False, shard_images=SHARD_IMAGES):
@@ -279,6 +280,17 @@ class Dataset:
     return store_lib.train_batches(self.store, 'train', self._train, decode, batch_size=batch_size, seed=seed,
                                    epoch=epoch, skip_batches=skip_batches, process=process)
 
+  def verify(self, splits):
+    """Hashes the stored images of `splits` ('train', 'validation', 'test') against the manifest, once per process:
+    a DataError in one line for any changed byte, before the caller writes anything."""
+    for split in splits:
+      self.store.verify(*self._source(split))
+
+  def _source(self, split):
+    """(the store's split, the indices into it) that `split` reads."""
+    return {'train': ('train', self._train), 'validation': ('train', self._validation),
+            'test': ('validation', np.arange(self.num_test))}[split]
+
   def eval_batches(self, split, *, batch_size, crops=1, process=(0, 1)):
     """split 'validation': the training images held out (data.num_validation, stratified by class); 'test':
     ILSVRC 2012's validation set, whose labels are public (its test labels never were)."""
@@ -286,8 +298,7 @@ class Dataset:
       decode = _stored
     else:
       decode = lambda x, y, i: {'image': eval_crops(self._centred(x), crops), 'label': y}
-    store_split, examples = ('train', self._validation) if split == 'validation' else ('validation', self.num_test)
-    return store_lib.eval_batches(self.store, store_split, examples, decode, batch_size=batch_size,
+    return store_lib.eval_batches(self.store, *self._source(split), decode, batch_size=batch_size,
                                   process=process)
 
 

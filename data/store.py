@@ -3,18 +3,25 @@
 Layout of a store directory (one per dataset and preprocessing):
     manifest.json          written last: the store is complete. Preprocessing, class names, per split the
                            number of examples, images per shard, and every shard's count, size and sha256;
-                           the sizes of the other files it lists (a dataset's statistics)
+                           the sizes and sha256s of the other files it lists (a dataset's statistics); the
+                           sha256 of its own content (manifest_sha256)
     <split>-00000.jpegs    the shard's encoded images, concatenated
     <split>-00000.npz      offsets (count + 1, int64) of each image in the .jpegs file, labels (int32)
     <split>-00000.json     the shard's record (count, sizes, sha256s), written after both files: the shard is done
 Each file is written atomically, so an interrupted preparation leaves whole shards, and resumes after the last.
 Plain files and numpy: readable with no library of this project, on any platform.
 
+Checks. Every open hashes the small files (the manifest, each shard's record and .npz of offsets and labels, the
+statistics) against the manifest; each process hashes a shard's images (.jpegs) before it first reads from it,
+in parallel threads (hashlib releases the GIL), so no changed byte reaches a step. The cost is one read of the
+store per process and run: docs/imagenet_input.md gives the measured rate.
+
 Order. Training batches of epoch e are rows of one permutation of the split drawn from (seed, e), cut into
 global batches of B; process p of P reads and decodes rows p*B/P .. (p+1)*B/P - 1 of each (where
 jax.make_array_from_process_local_data puts them), so the global batch does not depend on P and each process
 decodes only its share. Resuming at batch s starts reading at batch s: nothing skipped is read or decoded.
 """
+import concurrent.futures
 import hashlib
 import json
 import mmap
@@ -86,10 +93,22 @@ def verify_shards(directory, records):
                     f'({", ".join(sorted(set(bad))[:3])}); remove them and prepare again to rewrite them')
 
 
+def file_record(data):
+  """What the manifest records of a file besides the shards (`files`): its size and sha256."""
+  return {'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
+
+
+def _content_sha256(manifest):
+  """sha256 of a manifest's content less its own hash: key order and white space do not count."""
+  rest = {k: v for k, v in manifest.items() if k != 'manifest_sha256'}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def finish(directory, preprocessing, splits, **fields):
-  """Writes the manifest (the preprocessing, {split: split_entry}, and `fields`), which makes the store
-  complete, and returns the Store."""
+  """Writes the manifest (the preprocessing, {split: split_entry}, `fields` and its own sha256), which makes the
+  store complete, and returns the Store."""
   manifest = {'preprocessing': preprocessing, **fields, 'splits': splits}
+  manifest['manifest_sha256'] = _content_sha256(manifest)
   files.write_json(os.path.join(directory, MANIFEST), manifest)
   return Store(directory, manifest)
 
@@ -118,13 +137,18 @@ def open_store(directory, preprocessing, how):
       manifest = json.load(f)
   except (OSError, ValueError) as e:
     raise DataError(f'{manifest_path} cannot be read ({e}); remove {directory} and {how}') from None
+  if not isinstance(manifest, dict) or manifest.get('manifest_sha256') != _content_sha256(manifest):
+    raise DataError(f'{manifest_path} does not match its sha256 (changed since it was written, or written by an '
+                    f'older version); remove {directory} and {how}')
   if manifest.get('preprocessing') != preprocessing:
     raise DataError(f'the store in {directory} was built with other preprocessing ({manifest.get("preprocessing")}'
                     f', this code uses {preprocessing}); remove it or pass another directory, and {how}')
   changed = [r['name'] for split, s in manifest['splits'].items() for k, r in enumerate(s['shards'])
-             if done_shard(directory, split, k, r['count']) != r]
-  changed += [f for f, size in manifest.get('files', {}).items()  # other files the manifest lists, by size
-              if not os.path.isfile(os.path.join(directory, f)) or os.path.getsize(os.path.join(directory, f)) != size]
+             if done_shard(directory, split, k, r['count']) != r
+             or _sha256(os.path.join(directory, r['name'] + '.npz')) != r['npz']['sha256']]  # offsets, labels
+  changed += [f for f, record in manifest.get('files', {}).items()  # other files the manifest lists
+              if not os.path.isfile(os.path.join(directory, f))
+              or _sha256(os.path.join(directory, f)) != record['sha256']]
   if changed:
     raise DataError(f'the store in {directory} changed since it was written ({", ".join(changed[:3])}'
                     f'{" ..." if len(changed) > 3 else ""}); remove {directory} and {how}')
@@ -137,6 +161,23 @@ class Store:
   def __init__(self, directory, manifest):
     self.directory, self.manifest = directory, manifest
     self._shards = {}  # (split, k) -> (mmap of the .jpegs, offsets, labels)
+    self._verified = set()  # (split, k) of the shards whose images this process has hashed
+
+  def verify(self, split, indices):
+    """Hashes, once per process, the image files of the shards that hold `indices` (in parallel threads); a
+    DataError naming the shards whose bytes differ from the manifest's sha256, before any image is read."""
+    per = self.manifest['splits'][split]['shard_images']
+    todo = sorted(set(np.unique(np.asarray(indices, np.int64) // per).tolist())
+                  - {k for s, k in self._verified if s == split})
+    records = self.manifest['splits'][split]['shards']
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+      digests = list(pool.map(lambda k: _sha256(os.path.join(self.directory, records[k]['name'] + '.jpegs')), todo))
+    bad = [records[k]['name'] for k, d in zip(todo, digests) if d != records[k]['jpegs']['sha256']]
+    if bad:
+      raise DataError(f'{len(bad)} image shard(s) of the store in {self.directory} differ from their sha256 '
+                      f'({", ".join(bad[:3])}): the store was changed or damaged since it was written; remove '
+                      'them and prepare the store again to rewrite them')
+    self._verified |= {(split, k) for k in todo}
 
   def num_examples(self, split):
     return self.manifest['splits'][split]['num_examples']
@@ -205,6 +246,7 @@ def batches(store, split, rows, decode, *, process=(0, 1), first_position=0, mas
   global_batch = rows.shape[1]
   local = global_batch // count
   cols = slice(index * local, (index + 1) * local)
+  store.verify(split, rows[:, cols])  # before any of them is read
 
   def generate():  # the batch's images as one bytes object and their lengths: a numpy array of bytes objects
     for b in range(rows.shape[0]):  # would cost more to hand to TensorFlow than decoding them does

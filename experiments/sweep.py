@@ -126,7 +126,7 @@ def check_metric(config, metric):
   """`metric`, or the experiment's default; a ConfigError unless the experiment's runs offer it (its report's
   sweep_metrics, known from the config before any run)."""
   report = experiments.report(config)
-  metric = metric or report.SWEEP_METRIC
+  metric = metric or report.sweep_metric(config)
   offered = report.sweep_metrics(config)
   if metric not in offered:
     listed = report.describe_metrics(config) if hasattr(report, 'describe_metrics') else ', '.join(offered)

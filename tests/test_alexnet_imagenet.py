@@ -149,3 +149,51 @@ def test_missing_imagenet_gets_one_line_from_train_and_prepare(tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tmp_path / "tfds"}'], cwd=ROOT,
                         capture_output=True, text=True, timeout=300, env=env)
   assert_one_line_error(proc, 'image-net.org')
+
+
+def _damage(path, offset, value=None):
+  """Overwrites one byte of `path` (inverted, or set to `value`), keeping its size."""
+  data = bytearray(open(path, 'rb').read())
+  data[offset] = (data[offset] ^ 0xFF) if value is None else value
+  open(path, 'wb').write(bytes(data))
+
+
+def _edit_labels(path):
+  """Rewrites a shard's .npz with other labels of the same size, as an edit would."""
+  import numpy as np  # noqa: PLC0415
+
+  with np.load(path) as z:
+    arrays = dict(z)
+  arrays['labels'] = (arrays['labels'] + 1) % 1000
+  before = os.path.getsize(path)
+  np.savez(path.removesuffix('.npz'), **arrays)
+  assert os.path.getsize(path) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('damage,fragment', [
+    ('labels', 'changed since it was written (train-00000)'),
+    ('jpeg', 'image shard(s) of the store in'),
+    ('statistics', 'changed since it was written (statistics.npz)'),
+    ('manifest', 'manifest.json does not match its sha256'),
+])
+def test_a_damaged_store_never_reaches_a_step(quick, tfds_dir, tmp_path, damage, fragment):
+  """Edited labels of the same size, a flipped byte inside a stored JPEG, changed statistics or an edited
+  manifest: train.py stops in one line naming the damage, before its workdir exists."""
+  copy = tmp_path / 'tfds'
+  subprocess.run(['cp', '-r', tfds_dir, str(copy)], check=True)
+  store = copy / 'fake_imagenet2012_20' / 'imagenet2012_256'
+  if damage == 'labels':
+    _edit_labels(str(store / 'train-00000.npz'))
+  elif damage == 'jpeg':
+    _damage(str(store / 'train-00000.jpegs'), 5000)
+  elif damage == 'statistics':
+    _damage(str(store / 'statistics.npz'), os.path.getsize(store / 'statistics.npz') // 2)
+  else:
+    text = (store / 'manifest.json').read_text()
+    (store / 'manifest.json').write_text(text.replace('"n01440764"', '"n00000000"', 1))
+  workdir = tmp_path / 'w'
+  proc = subprocess.run(command(str(workdir), str(copy)), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env=USER_ENV)
+  assert_one_line_error(proc, fragment)
+  assert not workdir.exists(), 'nothing written: the store is checked before the workdir is made'

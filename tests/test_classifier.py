@@ -3,6 +3,7 @@ corrupt checkpoints, and the sharded step on 8 devices against 1 device."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,52 @@ def test_a_corrupt_checkpoint_is_never_loaded(uninterrupted, fashion_mnist_tfds,
   proc = run(str(workdir), fashion_mnist_tfds, script='eval.py')
   assert_one_line_error(proc, f'checkpoint {workdir / "checkpoints" / "24"}', 'to resume from the previous checkpoint')
   assert not os.path.exists(workdir / 'eval.json'), 'nothing was evaluated with the damaged parameters'
+
+
+def _rewrite_checkpoint(directory, step, change):
+  """Rewrites checkpoint `step` in `directory` with change(state) but the metadata recorded for the original:
+  damage that leaves the files readable (a flipped bit that orbax's formats do not notice)."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  with ocp.CheckpointManager(directory, item_names=('state', 'meta')) as m:
+    raw = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  os.rename(os.path.join(directory, str(step)), os.path.join(directory, f'{step}.original'))
+  with ocp.CheckpointManager(directory, item_names=('state', 'meta')) as m:
+    m.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(change(raw['state'])),
+                                         meta=ocp.args.JsonSave(raw['meta'])))
+  shutil.rmtree(os.path.join(directory, f'{step}.original'))
+
+
+@pytest.mark.parametrize('where', ['opt_state', 'rng'])
+def test_damage_outside_the_parameters_is_refused_too(uninterrupted, fashion_mnist_tfds, tmp_path, where):
+  """The optimiser state (Adam's moments here) and the key are as checked as the parameters: a checkpoint whose
+  state does not hash to the recorded sha256 is refused by a resume and by eval.py, and nothing is written."""
+  workdir = tmp_path / 'damaged'
+  subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+
+  def change(state):
+    leaves, tree = jax.tree.flatten(state[where])
+    leaves[-1] = np.asarray(leaves[-1]).copy()
+    leaves[-1].reshape(-1)[0] += 1  # one number of one array
+    return {**state, where: jax.tree.unflatten(tree, leaves)}
+
+  _rewrite_checkpoint(str(workdir / 'checkpoints'), 24, change)
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  for script, extra in (('eval.py', ()), ('train.py', ())):
+    proc = run(str(workdir), fashion_mnist_tfds, *extra, script=script)
+    assert_one_line_error(proc, f'checkpoint {workdir / "checkpoints" / "24"} is corrupt: its optimiser state, step '
+                          'or key does not match', 'remove it to resume from the previous checkpoint')
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before, 'nothing written'
+
+
+def test_eval_of_a_workdir_without_checkpoints_touches_nothing(uninterrupted, fashion_mnist_tfds, tmp_path):
+  workdir = tmp_path / 'early'
+  subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+  shutil.rmtree(workdir / 'checkpoints')
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  assert_one_line_error(run(str(workdir), fashion_mnist_tfds, script='eval.py'), 'has no checkpoint')
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before
+  assert not (workdir / 'checkpoints').exists(), 'no empty checkpoints/ left behind'
 
 
 def test_a_batch_the_devices_do_not_divide(fashion_mnist_tfds, tmp_path):

@@ -132,6 +132,9 @@ class Counting:
     self.read_indices += list(indices)
     return self.store.read(split, indices)
 
+  def verify(self, split, indices):
+    self.store.verify(split, indices)
+
 
 def labels_of(batches):
   return [b['label'] for b in batches]
@@ -209,7 +212,8 @@ def test_the_input_benchmark_runs_and_reports_every_path():
   assert proc.returncode == 0, proc.stderr[-2000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   for key in ('tfds_images_per_s_per_core', 'prepared_images_per_s_per_core', 'pillow_images_per_s_per_core',
-              'prepared_host_augment_images_per_s_per_core', 'pillow_prepared_images_per_s_per_core'):
+              'prepared_host_augment_images_per_s_per_core', 'pillow_prepared_images_per_s_per_core',
+              'store_check_images_per_s_per_core'):
     assert out[key] > 0, key
   assert out['prepared_x_tfds'] == pytest.approx(out['prepared_images_per_s_per_core'] /
                                                  out['tfds_images_per_s_per_core'], rel=1e-2)
@@ -246,3 +250,23 @@ def test_training_and_evaluation_read_only_the_indices_given(store):
   held = np.array([1, 4, 8, 10, 11])
   out = list(store_lib.eval_batches(counting, 'train', held, decode, batch_size=4))
   assert sum(b['mask'].sum() for b in out) == 5 and sorted(set(counting.read_indices)) == sorted(set(held))
+
+
+@pytest.mark.parametrize('ext', ['npz', 'jpegs'])
+def test_every_byte_is_checked_before_it_is_read(store, tmp_path, ext):
+  """A flipped byte in a shard's offsets and labels is refused when the store opens; one in its images before
+  the first read from that shard, in one line naming it (no TensorFlow traceback mid-epoch)."""
+  directory = copy_of(store, tmp_path)
+  path = os.path.join(directory, f'train-00001.{ext}')
+  data = bytearray(open(path, 'rb').read())
+  data[len(data) // 2] ^= 0x01
+  open(path, 'wb').write(bytes(data))
+  if ext == 'npz':
+    with pytest.raises(DataError, match=r'changed since it was written \(train-00001\)'):
+      store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+    return
+  opened = store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+  decode = lambda x, y, i: {'label': y}
+  assert list(store_lib.eval_batches(opened, 'train', np.arange(5), decode, batch_size=5)), 'shard 0 is sound'
+  with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ from their sha256 \(train-00001\)'):
+    list(store_lib.train_batches(opened, 'train', 12, decode, batch_size=4, seed=0, epoch=0))

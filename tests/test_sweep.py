@@ -53,6 +53,8 @@ def test_sweep_runs_in_parallel_summarises_and_skips_finished_runs(fashion_mnist
   assert os.path.getsize(tmp_path / 'learning_rate=0.001' / 'seed_1' / 'train.log') > 0
   md = open(tmp_path / 'sweep.md').read()
   assert '| learning_rate=0.003 | `train.learning_rate=0.003` |' in md and '| 2 |' in md
+  assert '| validation_accuracy (mean) |' in md, 'settings are compared on the held-out split by default'
+  assert all(0 <= float(r['validation_accuracy']) <= 1 for r in rows)
   assert os.path.getsize(tmp_path / 'sweep.png') > 0
   assert os.path.getsize(tmp_path / 'sweep_learning_rate.png') > 0, 'a numeric axis is plotted against its values'
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)

@@ -2,13 +2,16 @@
 
 A checkpoint holds everything that decides the result: parameters, optimiser state, the step (which fixes the
 data position: epoch = step // steps_per_epoch, and the batches of that epoch already seen) and the base PRNG key
-(per-step keys are fold_in(key, step)). Beside the state, a small JSON item records the step and the sha256 of the
-parameters. orbax writes each checkpoint into a temporary directory and renames it when complete, so a checkpoint
-cut short by a kill is never listed; a listed one whose parameters do not hash to the recorded value is refused
-with an error naming it, never loaded silently.
+(per-step keys are fold_in(key, step)). Beside the state, a small JSON item records the step, the sha256 of the
+parameters and the sha256 of the whole state (every leaf with its path: parameters, optimiser state with the
+plateau rule's, step and key). orbax writes each checkpoint into a temporary directory and renames it when
+complete, so a checkpoint cut short by a kill is never listed; a listed one whose state does not hash to the
+recorded values is refused with an error naming it, never loaded silently. Checkpoints written before the
+whole-state hash was recorded are checked on their parameters only.
 """
 import contextlib
 import hashlib
+import os
 
 import jax
 import numpy as np
@@ -38,11 +41,23 @@ def params_sha256(params):
   return h.hexdigest()
 
 
+def state_sha256(state):
+  """sha256 over every leaf of a training state with its tree path, dtype and shape: whatever a resume reads."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    a = host_array(leaf)
+    h.update(f'{jax.tree_util.keystr(path)} {a.dtype} {a.shape}'.encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
 class Checkpoints:
   """The checkpoints of one workdir, the last `keep` kept; the training loop decides when to save."""
 
   def __init__(self, directory, *, keep, asynchronous=True):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
+    # create=False: opening, listing and restoring write nothing (a refused command leaves the workdir as it was);
+    # the directory is made by the first save
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False, enable_async_checkpointing=asynchronous)
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
     self.directory = directory
     self._pending = None  # the step of the last save asked for (it may still be being written)
@@ -56,10 +71,11 @@ class Checkpoints:
   def save(self, step, state):
     """Saves `state` at `step` (asynchronously: training goes on while it is written). A failure to write, now
     or of an earlier asynchronous save, is a CheckpointError; the checkpoints saved before it are kept."""
-    meta = {'step': int(step), 'params_sha256': params_sha256(state.params)}
+    meta = {'step': int(step), 'params_sha256': params_sha256(state.params), 'state_sha256': state_sha256(state)}
     with self._writing(None):  # the previous save's failure, if any, under its own step (orbax waits here too)
       self._manager.wait_until_finished()
     with self._writing(step):
+      os.makedirs(self.directory, exist_ok=True)
       self._manager.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                              meta=ocp.args.JsonSave(meta)), force=True)
     self._pending = int(step)
@@ -85,9 +101,16 @@ class Checkpoints:
       raise CheckpointError(f'checkpoint {where} cannot be read ({one_line(e)}); remove that directory to resume '
                             'from the previous checkpoint, or pass a new --workdir') from e
     state, meta = restored['state'], restored['meta']
+    if not isinstance(meta, dict):
+      meta = {}
+    damaged = None
     if meta.get('step') != step or meta.get('params_sha256') != params_sha256(state.params):
-      raise CheckpointError(f'checkpoint {where} is corrupt: its parameters do not match the sha256 recorded when '
-                            'it was saved; remove it to resume from the previous checkpoint')
+      damaged = 'parameters do'
+    elif 'state_sha256' in meta and meta['state_sha256'] != state_sha256(state):
+      damaged = 'optimiser state, step or key does'
+    if damaged:
+      raise CheckpointError(f'checkpoint {where} is corrupt: its {damaged} not match the sha256 recorded when it '
+                            'was saved; remove it to resume from the previous checkpoint')
     return state
 
   def wait(self):

@@ -12,11 +12,11 @@ files that override it):
   5. resume     from the workdir's latest checkpoint (verified); otherwise a fresh init from config.seed.
   6. loop       metrics.jsonl and TensorBoard every log_every steps, evaluation every epoch on the validation split
                 (training examples held out, data.num_validation; before that step's checkpoint, so
-                lr_schedule='plateau' decisions are saved), checkpoints every
-                checkpoint_every steps (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the
-                step if the loss is no longer finite (the last good checkpoint stays).
-  7. results    the test split evaluated once (10 crops where configured), results.json; `report` (experiments/reports/classifier.py)
-                writes results.md and the learning-curve figure.
+                lr_schedule='plateau' decisions are saved), checkpoints every checkpoint_every steps
+                (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the step if the loss is no
+                longer finite (the last good checkpoint stays).
+  7. results    the test split evaluated once (10 crops where configured), results.json; `report`
+                (experiments/reports/classifier.py) writes results.md and the learning-curve figure.
 
 A run killed at any moment and started again with the same command ends with bitwise the same parameters as an
 uninterrupted run: the step fixes the data position (epoch = step // steps_per_epoch; the epoch's shuffle is
@@ -169,6 +169,12 @@ def _eval_step(setup, crops):
                               preprocess=device_test(crops) if device_test else None)
 
 
+def _verify(dataset, splits):
+  """The dataset's own check of what `splits` will read (a prepared store's checksums), where it has one."""
+  if hasattr(dataset, 'verify'):
+    dataset.verify(dict.fromkeys(splits))
+
+
 def _checkpoints(config, workdir):
   return checkpoint_lib.Checkpoints(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                     keep=config.train.keep_checkpoints)
@@ -186,6 +192,11 @@ def train_and_evaluate(config, workdir, report):
     workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
   start_time = time.time()
   setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
+  per_epoch = 'validation' if setup.dataset.num_validation else 'test'  # the split every epoch is evaluated on
+  _verify(setup.dataset, ('train', per_epoch, 'test'))
+  ckpt = _checkpoints(config, workdir)
+  latest = ckpt.latest_step()
+  restored = ckpt.restore(latest, setup.abstract_state) if latest is not None else None  # verified before a write
   distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
   apply_fn = setup.apply_fn
@@ -194,10 +205,8 @@ def train_and_evaluate(config, workdir, report):
   eval_step = _eval_step(setup, 1)
   crops = eval_crops(config)
 
-  ckpt = _checkpoints(config, workdir)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state = ckpt.restore(latest, setup.abstract_state)
+  if restored is not None:
+    state = restored
     if main:
       print(f'resuming from the checkpoint at step {latest}')
   else:
@@ -208,7 +217,6 @@ def train_and_evaluate(config, workdir, report):
   # SIGTERM (a scheduler's pre-emption) and a first Ctrl-C (SIGINT) ask for a save at the next step boundary; a
   # second Ctrl-C stops at once (KeyboardInterrupt), keeping the checkpoints saved so far.
   stop = {'signal': None}
-  per_epoch = 'validation' if dataset.num_validation else 'test'  # the split every epoch is evaluated on
 
   def on_signal(signum, frame):
     del frame
@@ -383,6 +391,7 @@ def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
   setup = _setup(config)
   step, params = _restore_params(config, setup, workdir, step)
   members = [params] + [_restore_params(config, setup, d)[1] for d in ensemble]
+  _verify(setup.dataset, ('test',))
   if distributed.is_main():
     workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)

@@ -10,15 +10,19 @@ import numpy as np
 
 EVAL_HEADING = '## Evaluation (eval.py)'
 # The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.
-SWEEP_METRICS = ('validation_accuracy', 'test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
+SWEEP_METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
                  'centre_crop_top5_error', 'final_loss', 'wall_time_s')
-SWEEP_METRIC = 'test_accuracy'
+
+
+def sweep_metric(config):
+  """The default --metric: the held-out validation accuracy, which choices between settings should read (the
+  test accuracy where the config holds nothing out)."""
+  return 'validation_accuracy' if config.data.num_validation else 'test_accuracy'
 
 
 def sweep_metrics(config):
   """The names sweep_figures gives for runs of `config` (known before any run)."""
-  del config
-  return SWEEP_METRICS
+  return (('validation_accuracy', 'validation_loss') if config.data.num_validation else ()) + SWEEP_METRICS
 
 
 def sweep_figures(results):
