@@ -24,12 +24,15 @@ run counts as finished only if its workdir's config.json equals that config: a w
 import itertools
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 from absl import flags
 
 from errors import ConfigError
+from errors import Interrupted
 from errors import SweepError
 from errors import WorkdirError
 import experiments
@@ -135,24 +138,50 @@ def check_metric(config, metric):
 
 
 def run_local(pending, parallel):
-  """Runs the pending runs, `parallel` at a time (each with its output in its workdir's train.log when
-  parallel > 1); returns the failed ones."""
+  """Runs the pending runs, `parallel` at a time, the next starting as soon as any slot frees (each with its
+  output in its workdir's train.log when parallel > 1); returns the failed ones.
+
+  SIGTERM (a scheduler's pre-emption) is passed on to the running runs, which save a checkpoint and exit; a
+  Ctrl-C reaches them from the terminal. Either way no further run starts, the sweep waits for the running ones
+  to finish saving, and stops with an Interrupted error: the same command resumes every run."""
   failed, running, queue = [], [], list(pending)
-  while queue or running:
-    while queue and len(running) < parallel:
-      r = queue.pop(0)
-      print(' '.join(r['command']), flush=True)
-      if parallel == 1:
-        log = None
-      else:
-        os.makedirs(r['workdir'], exist_ok=True)
-        log = open(os.path.join(r['workdir'], 'train.log'), 'a')
-      running.append((r, subprocess.Popen(r['command'], cwd=ROOT, stdout=log, stderr=log), log))
-    r, proc, log = running.pop(0)
-    if proc.wait():
-      failed.append((r, proc.returncode))
-    if log:
-      log.close()
+  stop = {'signal': None}
+
+  def on_signal(signum, frame):
+    del frame
+    stop['signal'] = signum
+    if signum == signal.SIGTERM:
+      for _, proc, _ in running:
+        proc.send_signal(signum)
+
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    while (queue and stop['signal'] is None) or running:
+      while queue and len(running) < parallel and stop['signal'] is None:
+        r = queue.pop(0)
+        print(' '.join(r['command']), flush=True)
+        if parallel == 1:
+          log = None
+        else:
+          os.makedirs(r['workdir'], exist_ok=True)
+          log = open(os.path.join(r['workdir'], 'train.log'), 'a')
+        running.append((r, subprocess.Popen(r['command'], cwd=ROOT, stdout=log, stderr=log), log))
+      done = [job for job in running if job[1].poll() is not None]
+      if not done:
+        time.sleep(0.1)
+      for job in done:
+        running.remove(job)
+        r, proc, log = job
+        if proc.returncode and stop['signal'] is None:
+          failed.append((r, proc.returncode))
+        if log:
+          log.close()
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  if stop['signal'] is not None:
+    raise Interrupted(f'{signal.Signals(stop["signal"]).name}: the running runs saved their checkpoints and no '
+                      'other run started; run the same sweep command to resume')
   return failed
 
 

@@ -232,6 +232,26 @@ def test_damage_outside_the_parameters_is_refused_too(uninterrupted, fashion_mni
   assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before, 'nothing written'
 
 
+@pytest.mark.parametrize('damage', ['deleted', 'truncated'])
+def test_a_resume_whose_metrics_do_not_cover_its_checkpoint_is_refused(uninterrupted, fashion_mnist_tfds, tmp_path,
+                                                                       damage):
+  """metrics.jsonl deleted, or cut to its first rows, under a run: resuming (or rerunning the finished run)
+  would write results.json without that history, so it is refused in one line and nothing is written."""
+  workdir = tmp_path / damage
+  subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+  metrics = workdir / 'metrics.jsonl'
+  if damage == 'deleted':
+    metrics.unlink()
+  else:
+    metrics.write_text(''.join(metrics.read_text().splitlines(True)[:10]))  # up to step 10: epoch 1 of 3 evaluated
+  before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+  proc = run(str(workdir), fashion_mnist_tfds)
+  lacks = ('the validation evaluation of epochs 1, 2, 3 and the training row of step 24' if damage == 'deleted'
+           else 'the validation evaluation of epochs 2, 3 and the training row of step 24')
+  assert_one_line_error(proc, f'metrics.jsonl lacks {lacks} that the checkpoint at step 24 follows')
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before
+
+
 def test_eval_of_a_workdir_without_checkpoints_touches_nothing(uninterrupted, fashion_mnist_tfds, tmp_path):
   workdir = tmp_path / 'early'
   subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)

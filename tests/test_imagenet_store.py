@@ -268,5 +268,5 @@ def test_every_byte_is_checked_before_it_is_read(store, tmp_path, ext):
   opened = store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
   decode = lambda x, y, i: {'label': y}
   assert list(store_lib.eval_batches(opened, 'train', np.arange(5), decode, batch_size=5)), 'shard 0 is sound'
-  with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ from their sha256 \(train-00001\)'):
+  with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ .* \(train-00001\)'):
     list(store_lib.train_batches(opened, 'train', 12, decode, batch_size=4, seed=0, epoch=0))

@@ -2,14 +2,17 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from experiments import sweep
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import message_lines
 from tests.test_cli import ROOT
 from training import cli
 from training import workdir as workdir_lib
@@ -172,3 +175,33 @@ def test_a_hidden_units_grid_is_summarised_by_its_claims_and_accuracies(tmp_path
   assert '| setting | overrides | claims_holding (mean) |' in md
   assert '| `hard_few_units`: on stripes, SGD does not find a solution with 2 tanh hidden units' in md
   assert (tmp_path / 'sweep.png').stat().st_size > 0 and (tmp_path / 'sweep_learning_rate.png').stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_the_running_run_which_saves_and_the_same_sweep_resumes(fashion_mnist_tfds, tmp_path):
+  """A SLURM pre-emption of the sweep: the running train.py gets the SIGTERM, saves and exits; the sweep waits
+  for it, starts nothing more and stops in one line; no child is left holding a lock, and the same command then
+  resumes and finishes every run."""
+  cmd = [sys.executable, '-m', 'experiments.sweep', '--config=experiments/fashion_mnist.py:mlp,quick',
+         f'--workdir={tmp_path}', '--grid=train.learning_rate=0.001,0.003',
+         f'--set=data.tfds_dir={fashion_mnist_tfds}', '--set=data.num_train=1024', '--set=data.num_test=200',
+         '--set=train.batch_size=32', '--set=train.epochs=6', '--set=train.log_every=1']
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  first = tmp_path / 'learning_rate=0.001' / 'seed_0' / 'metrics.jsonl'
+  deadline = time.time() + 240
+  while (not first.exists() or not first.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  lines = [l for l in message_lines(err) if not l.startswith('SIGTERM: saved the checkpoint')]
+  assert lines == ['SIGTERM: the running runs saved their checkpoints and no other run started; run the '
+                   'same sweep command to resume'], err[-2000:]
+  assert os.listdir(tmp_path / 'learning_rate=0.001' / 'seed_0' / 'checkpoints'), 'the run saved'
+  assert not (tmp_path / 'learning_rate=0.003').exists(), 'no run started after the signal'
+  orphans = subprocess.run(['pgrep', '-f', str(tmp_path)], capture_output=True, text=True).stdout.split()
+  assert not orphans, 'no train.py left running'
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert len(list(csv.DictReader(open(tmp_path / 'sweep.csv')))) == 2

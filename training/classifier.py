@@ -169,6 +169,24 @@ def _eval_step(setup, crops):
                               preprocess=device_test(crops) if device_test else None)
 
 
+def _check_metrics_cover(workdir, step, steps_per_epoch, split):
+  """A WorkdirError unless metrics.jsonl holds what a resume from the checkpoint at `step` builds on: the training
+  row of that step (written before every save) and the evaluation of every epoch it completed. A file truncated
+  or deleted under a run would otherwise end in a results.json that silently lacks part of the run."""
+  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+  rows = workdir_lib.read_jsonl(path)[1] if os.path.exists(path) else []
+  evaluated = {r.get('epoch') for r in rows if f'{split}_loss' in r and r.get('step', 0) <= step}
+  missing = [e for e in range(1, step // steps_per_epoch + 1) if e not in evaluated]
+  gaps = ([f'the {split} evaluation of epoch{"s" if len(missing) > 1 else ""} {", ".join(map(str, missing[:5]))}'
+           f'{" ..." if len(missing) > 5 else ""}'] if missing else [])
+  if not any(r.get('step') == step and 'train_loss' in r for r in rows):
+    gaps.append(f'the training row of step {step}')
+  if gaps:
+    raise WorkdirError(f'{path} lacks {" and ".join(gaps)} that the checkpoint at step {step} follows (the file '
+                       'was truncated or deleted): restore it from a copy, or pass a new --workdir; resuming would '
+                       'report the run without that history')
+
+
 def _verify(dataset, splits):
   """The dataset's own check of what `splits` will read (a prepared store's checksums), where it has one."""
   if hasattr(dataset, 'verify'):
@@ -197,7 +215,13 @@ def train_and_evaluate(config, workdir, report):
   ckpt = _checkpoints(config, workdir)
   latest = ckpt.latest_step()
   restored = ckpt.restore(latest, setup.abstract_state) if latest is not None else None  # verified before a write
-  distributed.main_first(lambda: workdir_lib.prepare(workdir, config) if main else None)
+
+  def check_and_prepare():
+    if latest is not None:
+      _check_metrics_cover(workdir, latest, setup.steps_per_epoch, per_epoch)
+    workdir_lib.prepare(workdir, config)
+
+  distributed.main_first(lambda: check_and_prepare() if main else None)
   mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
   apply_fn = setup.apply_fn
   train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding,
