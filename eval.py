@@ -37,7 +37,7 @@ def run(argv):
   trainer, report = training.trainer(config.trainer), experiments.report(config)
   # No JAX backend exists yet (modules are only imported), so the CPU can still be prepared for it.
   cli.prepare_cpu(cores=trainer.CPU_DEVICES)
-  cli.start_distributed(_DISTRIBUTED)
+  cli.start_distributed(_DISTRIBUTED, config)
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is missing or empty; pass a workdir that train.py wrote')

@@ -30,7 +30,7 @@ def run(argv):
   if _SHOW_CONFIG.value:
     print(config)
     return
-  cli.start_distributed(_DISTRIBUTED)
+  cli.start_distributed(_DISTRIBUTED, config)
   trainer.train_and_evaluate(config, _WORKDIR.value, report)
 
 

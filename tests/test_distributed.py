@@ -14,6 +14,7 @@ import pytest
 from tests.test_classifier import logged_step
 from tests.test_classifier import USER_ENV
 from tests.test_cli import assert_one_line_error
+from tests.test_cli import message_lines
 from tests.test_cli import ROOT
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
@@ -32,10 +33,12 @@ def command(workdir, tfds_dir, *extra, script='train.py'):
           '--config.train.log_every=1', *extra]
 
 
-def start_job(workdir, tfds_dir, n=2, script='train.py'):
+def start_job(workdir, tfds_dir, n=2, script='train.py', extra=None):
+  """The n processes of a job; extra[i]: more arguments for process i."""
   port = free_port()
   return [subprocess.Popen(command(workdir, tfds_dir, f'--coordinator_address=127.0.0.1:{port}',
-                                   f'--num_processes={n}', f'--process_id={i}', script=script),
+                                   f'--num_processes={n}', f'--process_id={i}', *(extra or {}).get(i, ()),
+                                   script=script),
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=USER_ENV)
           for i in range(n)]
 
@@ -72,6 +75,22 @@ def test_two_processes_train_like_one(fashion_mnist_tfds, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('override', ['--config.train.learning_rate=0.01', '--config.train.epochs=3'])
+def test_processes_with_different_configs_are_stopped_before_training(fashion_mnist_tfds, tmp_path, override):
+  """Each process compares its resolved config with process 0's at start: a process started with another
+  learning rate or length stops the job, every process with the same line naming the key, nothing written."""
+  workdir = tmp_path / 'mixed'
+  job = start_job(workdir, fashion_mnist_tfds, extra={1: (override,)})
+  key = override.split('=')[0].removeprefix('--config.')
+  for p in job:
+    _, err = p.communicate(timeout=300)
+    lines = [l for l in err.splitlines() if l.startswith('error: ')]
+    assert p.returncode == 2 and len(lines) == 1, err[-3000:]
+    assert f'process 1 resolved another config than process 0 ({key})' in lines[0], lines
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
 def test_a_dead_process_ends_the_job_within_bounded_time(fashion_mnist_tfds, tmp_path):
   workdir = tmp_path / 'dead'
   job = start_job(workdir, fashion_mnist_tfds)
@@ -84,8 +103,12 @@ def test_a_dead_process_ends_the_job_within_bounded_time(fashion_mnist_tfds, tmp
   _, err = job[0].communicate(timeout=150)
   waited = time.time() - t0
   assert job[0].returncode != 0 and waited < 120, (job[0].returncode, waited)
-  last = [l for l in err.splitlines() if l.startswith('error: ')][-1]
-  assert 'process 0 of 2 stopped' in last and 'start all processes again' in last, err[-3000:]
+  lines = message_lines(err)
+  assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+  assert 'process 0 of 2 stopped' in lines[0] and 'start all processes again' in lines[0], err[-3000:]
+  saved = lines[0].rsplit('traceback: ', 1)[1].rstrip(')')
+  assert 'Traceback' in open(saved).read(), 'the traceback is kept in the file the line names'
+  os.unlink(saved)
 
 
 def test_incomplete_distributed_flags_get_one_line(tmp_path):

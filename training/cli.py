@@ -246,13 +246,15 @@ def define_distributed_flags():
                              'every process to start before stopping with a line naming the missing ones.'))
 
 
-def start_distributed(distributed_flags):
-  """Joins a multi-process job if the flags or the scheduler describe one (before JAX's devices are touched)."""
+def start_distributed(distributed_flags, config):
+  """Joins a multi-process job if the flags or the scheduler describe one (before JAX's devices are touched),
+  then checks that every process resolved the same config."""
   from training import distributed  # noqa: PLC0415
 
   described = distributed.initialize(*(f.value for f in distributed_flags))
   if described:
     print(described, flush=True)
+    distributed.check_same_config(config.to_dict())
 
 
 def _multiprocess():

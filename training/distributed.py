@@ -188,6 +188,47 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, jo
           f'of {jax.device_count()} devices')
 
 
+def _flat(tree, prefix=''):
+  """{dotted key: value} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_same_config(config_dict):
+  """In a multi-process job, a DistributedError in every process unless all of them resolved the same config
+  (a collective: every process calls it). Each process contributes a 32-bit digest per key, so every process
+  can name the keys in which some process differs from process 0."""
+  if not is_multiprocess():
+    return
+  import hashlib  # noqa: PLC0415
+  import json  # noqa: PLC0415
+
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  flat = _flat(config_dict)
+  keys = sorted(flat)
+  counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(keys)], np.uint32))).reshape(-1)
+  if len(set(counts.tolist())) > 1:
+    raise DistributedError(f'the processes resolved configs with different keys ({counts.tolist()} keys); start '
+                           'every process with the same code, --config and overrides')
+  digest = lambda k: int.from_bytes(hashlib.sha256(json.dumps([k, flat[k]], default=str).encode()).digest()[:4],
+                                    'little')
+  every = np.asarray(multihost_utils.process_allgather(np.asarray([digest(k) for k in keys], np.uint32)))
+  bad = every.reshape(len(counts), len(keys)) != every.reshape(len(counts), len(keys))[:1]  # (process, key)
+  if bad.any():
+    differ = [k for k, column in zip(keys, bad.T) if column.any()]
+    who = [str(p) for p in range(len(counts)) if bad[p].any()]
+    raise DistributedError(f'process{"es" if len(who) > 1 else ""} {", ".join(who)} resolved another config than '
+                           f'process 0 ({", ".join(differ[:5])}{" ..." if len(differ) > 5 else ""}); start every '
+                           'process with the same --config and overrides')
+
+
 def is_multiprocess():
   import jax  # noqa: PLC0415
 
@@ -232,13 +273,18 @@ def any_process(flag):
 
 def exit_after_failure(error):
   """In a multi-process job, an exception that is not the user's mistake most likely means another process died
-  (a collective lost its peer). Print the traceback, then one last line that says so, and leave at once: a
-  normal exit would wait at JAX's shutdown barrier for the dead process."""
+  (a collective lost its peer). Print one line that says so, with the file that keeps the traceback (for the
+  rarer case of a bug in this process), and leave at once: a normal exit would wait at JAX's shutdown barrier
+  for the dead process."""
+  import tempfile  # noqa: PLC0415
+
   import jax  # noqa: PLC0415
 
-  traceback.print_exception(error, file=sys.stderr)
+  with tempfile.NamedTemporaryFile('w', prefix=f'process{jax.process_index()}-', suffix='.traceback',
+                                   delete=False) as f:
+    traceback.print_exception(error, file=f)
   first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
   print(f'error: process {jax.process_index()} of {jax.process_count()} stopped: {first}. If another process '
         'died, its log says why; start all processes again with the same command to resume from the last '
-        'checkpoint', file=sys.stderr, flush=True)
+        f'checkpoint (this process\'s traceback: {f.name})', file=sys.stderr, flush=True)
   os._exit(EXIT_PEER_FAILED)
