@@ -35,6 +35,8 @@ MLP = 'experiments/fashion_mnist.py:mlp,quick'
     ([f'--config={CNN}', '--config.model.pool=median'], ["model.pool 'median' is unknown"]),
     ([f'--config={MLP}', '--config.model.dropout=1.5'], ['model.dropout must be in [0, 1)']),
     ([f'--config={MLP}', '--config.train.batch_size=100'], ['does not split over 8 devices']),
+    ([f'--config={QUICK}', '--config.train.learning_rate=inf'], ['train.learning_rate=inf is not a finite number']),
+    ([f'--config={MLP}', '--config.train.weight_decay=nan'], ['train.weight_decay=nan is not a finite number']),
 ])
 def test_config_errors_come_before_data_and_writes(tmp_path, args, fragments):
   """The data directory is empty, so a check that ran after data loading would fail with another message."""
@@ -114,3 +116,12 @@ def test_two_runs_on_one_workdir(tmp_path):
   assert first.returncode == 0, err[-2000:]
   steps = [json.loads(l)['step'] for l in open(workdir / 'metrics.jsonl')]
   assert len(steps) == len(set(steps)), 'each metrics row once'
+
+
+def test_diverged_hidden_units_nets_stop_the_run_in_one_line(tmp_path):
+  """A step size that makes the nets diverge ends the run naming the nets and the epoch, instead of a results.json
+  of NaNs whose claims table counts diverged nets."""
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', '--config.train.learning_rate=1e38')
+  assert_one_line_error(proc, 'nets diverged by epoch 1 (training loss not finite: corner linear seed 1',
+                        'lower --config.train.learning_rate')
+  assert not os.path.exists(tmp_path / 'w' / 'results.json')

@@ -8,6 +8,7 @@ import ctypes
 import functools
 import importlib.util
 import logging as std_logging
+import math
 import os
 import platform
 import sys
@@ -221,7 +222,18 @@ def config_from_flag(config_flag, flag_values=flags.FLAGS):
     error = str(object.__getattribute__(value, '_error')).splitlines()[0]
     raise ConfigError(f'--config={path} could not be loaded ({error}); it must define get_config(arg)')
   check_tuple_overrides(flag)
+  check_finite(value)
   return value
+
+
+def check_finite(config, prefix=''):
+  """A ConfigError naming the first number of the config that is infinite or NaN (no key means either)."""
+  for key, v in config.items():
+    values = v if isinstance(v, (tuple, list)) else (v,)
+    if isinstance(v, ml_collections.ConfigDict):
+      check_finite(v, f'{prefix}{key}.')
+    elif any(isinstance(x, float) and not math.isfinite(x) for x in values):
+      raise ConfigError(f'{prefix}{key}={v} is not a finite number; pass a finite value')
 
 
 def load_config(spec, overrides=None):

@@ -26,6 +26,7 @@ from data import toy2d
 import errors
 from errors import ConfigError
 from errors import require
+from errors import TrainingDiverged
 from errors import WorkdirError
 from nets import activations
 from nets import init as init_lib
@@ -258,7 +259,14 @@ def train_and_evaluate(config, workdir, report):
     sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
     clock = {'t': time.time()}
 
-    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock):
+    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
+      diverged = np.flatnonzero(~np.isfinite(np.asarray(m['train_loss'])))
+      if diverged.size:
+        what = lambda m: f'{m.task} ' + (f'{m.depth}x{m.hidden[0]} units' if m.hidden else 'linear') + f' seed {m.seed}'
+        named = ', '.join(what(models[i]) for i in diverged[:3])
+        raise TrainingDiverged(f'{diverged.size} of {len(models)} nets diverged by epoch {epoch} (training loss not '
+                               f'finite: {named}{" ..." if diverged.size > 3 else ""}); lower '
+                               '--config.train.learning_rate (or deep_learning_rate) and run again in a new --workdir')
       now, updates = time.time(), int(active.sum()) * steps
       rate = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
       writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
