@@ -11,6 +11,10 @@ class UserError(Exception):
   """A problem the user can fix; the message says what it is and how to fix it."""
 
 
+class WriteError(UserError):
+  """A file could not be written: a full disk, a file-size limit, a directory that vanished or turned read-only."""
+
+
 class ConfigError(UserError):
   """A config value is out of range, of the wrong type, or unknown."""
 

@@ -83,6 +83,7 @@ def load_sweep(spec):
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
     raise SweepError(f'sweep file {path} does not exist')
+  cli.check_python_file(path, '--sweep')
   try:
     return cli.load_python_file(path, 'sweep_file').get_sweep(arg)
   except (AttributeError, TypeError, ValueError) as e:

@@ -125,3 +125,62 @@ def test_diverged_hidden_units_nets_stop_the_run_in_one_line(tmp_path):
   assert_one_line_error(proc, 'nets diverged by epoch 1 (training loss not finite: corner linear seed 1',
                         'lower --config.train.learning_rate')
   assert not os.path.exists(tmp_path / 'w' / 'results.json')
+
+
+@pytest.mark.parametrize('limit_kib,written', [(4, 'metrics.jsonl'), (12, 'figures/boundaries_corner.png')])
+def test_a_full_disk_while_writing_results_gets_one_line(tmp_path, limit_kib, written):
+  """A file-size limit stands in for a full disk: appending metrics, or writing the arrays, figures and results
+  (atomic writes, the same function), fails with one line naming the file; the files before it are kept."""
+  limited = ['bash', '-c', f'ulimit -f {limit_kib} && exec "$@"', 'bash', sys.executable, 'train.py',
+             f'--config={QUICK}', f'--workdir={tmp_path}/w']
+  proc = subprocess.run(limited, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert_one_line_error(proc, f'could not write {tmp_path}/w/{written} (File too large)', 'run the same command again')
+  assert os.path.exists(tmp_path / 'w' / 'config.json')
+  assert not [f for f in os.listdir(tmp_path / 'w') if f.startswith('.tmp-')], 'no half-written file left'
+
+
+def test_sweep_sizes_beyond_memory_are_refused_with_the_estimate(tmp_path):
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', '--config.num_seeds=1000000000')
+  assert_one_line_error(proc, 'this sweep of 10,000,000,000 nets needs about', 'run fewer seeds')
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('arg,overrides', [('quick', {}), (None, {}), ('quick', {'claims.zero_init': False}),
+                                           (None, {'model.include_linear': False, 'model.weight_init': 'zeros'})])
+def test_the_size_estimate_counts_the_nets_the_sweep_trains(arg, overrides):
+  from experiments import hidden_units as config_lib  # noqa: PLC0415
+  from training import hidden_units  # noqa: PLC0415
+
+  c = config_lib.get_config(arg)
+  for k, v in overrides.items():
+    section, key = k.split('.')
+    c[section][key] = v
+  assert hidden_units.num_models(c) == sum(len(m) for m in hidden_units.models_for(c).values())
+
+
+def test_json_lists_where_objects_belong_get_one_line(trained, tmp_path):
+  """config.json or results.json holding a JSON list (an edit, a bad copy): one line, not an AttributeError."""
+  for name in ('config.json', 'results.json'):
+    workdir = tmp_path / name.split('.')[0]
+    subprocess.run(['cp', '-r', trained, str(workdir)], check=True)
+    (workdir / name).write_text('[1, 2]')
+    before = snapshot(workdir)
+    proc = evaluate(f'--config={QUICK}', f'--workdir={workdir}')
+    assert_one_line_error(proc, f'{workdir}/{name}')
+    assert snapshot(workdir) == before
+
+
+def test_jax_platforms_without_that_platform_gets_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={tmp_path}/w'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cuda'})
+  assert_one_line_error(proc, 'JAX could not start a backend for JAX_PLATFORMS=cuda', 'unset JAX_PLATFORMS')
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('content', ['def get_config(:\n', '# Title\n\nNot Python at all.\n'])
+def test_a_config_file_that_is_not_python_gets_one_line(tmp_path, content):
+  path = tmp_path / 'config.py'
+  path.write_text(content)
+  assert_one_line_error(train(f'--config={path}', f'--workdir={tmp_path}/w'), f'--config={path} is not a Python file',
+                        'defines get_config(arg)')
+  assert not os.path.exists(tmp_path / 'w')

@@ -19,6 +19,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+import errors
 from errors import ConfigError
 from errors import Interrupted
 from errors import UserError
@@ -130,6 +131,8 @@ def parse_flags(flag_values, argv):
   path = _config_file_arg(argv)
   if path is not None and path and not os.path.isfile(path):
     raise _missing_config_file(path)  # before ml_collections, which raises OSError when overrides are given
+  if path:
+    check_python_file(path, '--config')
   try:
     rest = flag_values(argv)
   except flags.Error as e:
@@ -172,6 +175,18 @@ def _fits(value, default):
   if isinstance(default, float):
     return isinstance(value, (int, float))
   return isinstance(value, type(default))
+
+
+def check_python_file(path, what):
+  """A ConfigError in one line unless `path` holds Python that compiles (a config file with a syntax error, or a
+  README passed by mistake), before it is imported."""
+  try:
+    with open(path, 'rb') as f:
+      compile(f.read(), path, 'exec')
+  except (SyntaxError, ValueError, OSError) as e:
+    where = f' (line {e.lineno}: {e.msg})' if isinstance(e, SyntaxError) else f' ({e})'
+    raise ConfigError(f'{what}={path} is not a Python file that can be imported{where}; pass a config file that '
+                      'defines get_config(arg), e.g. experiments/hidden_units.py') from None
 
 
 def load_python_file(path, name):
@@ -264,9 +279,24 @@ def start_distributed(distributed_flags, config):
   from training import distributed  # noqa: PLC0415
 
   described = distributed.initialize(*(f.value for f in distributed_flags))
+  check_backend()
   if described:
     print(described, flush=True)
     distributed.check_same_config(config.to_dict())
+
+
+def check_backend():
+  """A ConfigError in one line if JAX cannot start a backend for the platforms asked for (JAX_PLATFORMS=cuda on a
+  machine without a GPU, or without jax's CUDA plugin), instead of JAX's traceback at the first computation."""
+  import jax  # noqa: PLC0415
+
+  try:
+    jax.devices()
+  except Exception as e:  # noqa: BLE001 (jax 0.10 raises RuntimeError or a bare AssertionError, by platform)
+    asked = os.environ.get('JAX_PLATFORMS', '')
+    raise ConfigError(f'JAX could not start a backend{f" for JAX_PLATFORMS={asked}" if asked else ""} '
+                      f'({errors.one_line(e)[:200] or type(e).__name__}); unset JAX_PLATFORMS, or install the jax '
+                      'build for that platform (docs/install.md)') from None
 
 
 def _multiprocess():

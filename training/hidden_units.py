@@ -80,6 +80,26 @@ def validate(c):
        'and model.depths must include 1')
   require(1 <= c.claims.at_epoch <= c.train.epochs,
        f'claims.at_epoch must be in [1, train.epochs={c.train.epochs}], got {c.claims.at_epoch}')
+  need, have = memory_needed(c), os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  require(need < have / 2, f'this sweep of {num_models(c):,} nets needs about {need / 2**30:,.1f} GiB of memory, more '
+          f'than half of this machine\'s {have / 2**30:,.1f} GiB; run fewer seeds, tasks or widths (or split them '
+          'into several runs)')
+
+
+def num_models(c):
+  """How many nets the sweep of `c` trains (models_for's count, without building them)."""
+  per_task = len(c.model.depths) * len(c.model.hidden_units) + bool(c.model.include_linear)
+  zero = 4 if c.claims.zero_init and c.model.weight_init != 'zeros' else 0  # 2 tasks x 2 widths
+  return c.num_seeds * (len(c.data.tasks) * per_task + zero)
+
+
+def memory_needed(c):
+  """A bound on the bytes the sweep holds at once: per net its padded parameters (final, initial and two
+  snapshots, and the optimiser's), its curves and its copy of the points, in float32."""
+  width = max([p for p in c.train.pad_widths if p >= max(c.model.hidden_units)], default=max(c.model.hidden_units))
+  params = mlp.num_params((2, *(width,) * max(c.model.depths), 1))
+  per_net = 6 * params + 4 * (c.train.epochs + 1) + 3 * (c.data.num_train + c.data.num_test)
+  return 4 * per_net * num_models(c)
 
 
 def train_config_for_depth(c, depth):

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import tqdm
 
+import files
 import tf_host
 from training import workdir as workdir_lib
 
@@ -46,8 +47,7 @@ class MetricsWriter:
       self._events = self._tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step, **scalars):
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n')
+    files.append_line(self.path, json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n')
     if self._events is not None:
       with self._events.as_default(step=int(step)):
         for k, v in scalars.items():

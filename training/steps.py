@@ -115,6 +115,8 @@ def evaluate(eval_step, params, dataset, batch_size, mesh, crops=1, split='test'
   params: one model's parameters or a stack of several (see make_eval_step)."""
   totals = None
   params = jax.device_put(params, sharding.replicated(mesh))  # gathers any split dense layers
+  n = dataset.num_validation if split == 'validation' else dataset.num_test
+  batch_size = min(batch_size, -(-n // mesh.size) * mesh.size)  # no batch beyond the split (the same numbers)
   kw = {'crops': crops} if crops != 1 else {}
   batches = dataset.eval_batches(split, batch_size=batch_size, process=distributed.process(), **kw)
   for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):

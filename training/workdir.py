@@ -139,7 +139,10 @@ def check_matches(workdir, config, sections=None):
     with open(path) as f:
       old = json.load(f)
   except (OSError, ValueError):
-    raise WorkdirError(f'{path} is unreadable, so the workdir\'s owner is unknown; pass a new --workdir') from None
+    old = None
+  if not isinstance(old, dict):
+    raise WorkdirError(f'{path} is unreadable or not a JSON object, so the workdir\'s owner is unknown; pass a new '
+                       '--workdir') from None
   if old.get('experiment') != new.get('experiment'):
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
@@ -160,12 +163,16 @@ def read_json(path):
   """The JSON object in `path`; a WorkdirError if it is missing or not JSON (a damaged workdir)."""
   try:
     with open(path) as f:
-      return json.load(f)
+      value = json.load(f)
   except FileNotFoundError:
     raise WorkdirError(f'{path} is missing; train again with the same --config and --workdir') from None
   except (OSError, ValueError) as e:
     raise WorkdirError(f'{path} cannot be read ({getattr(e, "strerror", None) or e}); restore it or train again '
                        'into a new --workdir') from None
+  if not isinstance(value, dict):
+    raise WorkdirError(f'{path} holds a JSON {type(value).__name__}, not an object: it was changed since it was '
+                       'written; restore it or train again into a new --workdir')
+  return value
 
 
 def read_jsonl(path):

@@ -8,6 +8,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
+import files
+
 EVAL_HEADING = '## Evaluation (eval.py)'
 # The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.
 SWEEP_METRICS = ('test_accuracy', 'test_loss', 'top1_error', 'top5_error', 'centre_crop_top1_error',
@@ -121,7 +123,7 @@ def learning_curves(rows, out_path):
   if test:
     b.plot(*zip(*test), marker='o')
   b.set(xlabel='step', ylabel=f'{split} accuracy', title=f'{split} accuracy (per epoch)')
-  fig.savefig(out_path, dpi=110, bbox_inches='tight')
+  files.write_figure(out_path, fig, dpi=110, bbox_inches='tight')
   plt.close(fig)
 
 
@@ -135,5 +137,5 @@ def confusion_figure(confusion, names, out_path, title):
   ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel='predicted', ylabel='true', title=title)
   ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
   ax.set_yticklabels(names, fontsize=8)
-  fig.savefig(out_path, dpi=110, bbox_inches='tight')
+  files.write_figure(out_path, fig, dpi=110, bbox_inches='tight')
   plt.close(fig)

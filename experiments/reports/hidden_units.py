@@ -14,6 +14,7 @@ import numpy as np
 
 from experiments import claims as claims_lib
 from experiments import hidden_units_claims
+import files
 import nets
 from nets import mlp
 
@@ -273,7 +274,7 @@ def figures(runs, datasets, config, outdir):
   seeds = range(config.seed, config.seed + config.num_seeds)
 
   def save(fig, name):
-    fig.savefig(os.path.join(outdir, name), dpi=110, bbox_inches='tight')
+    files.write_figure(os.path.join(outdir, name), fig, dpi=110, bbox_inches='tight')
     plt.close(fig)
     names.append(name)
 

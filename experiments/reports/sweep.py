@@ -3,6 +3,7 @@ against a numeric axis where the grid has one."""
 import csv
 import os
 
+import files
 from training import workdir as workdir_lib
 
 
@@ -53,7 +54,7 @@ def summarise(table, workdir, metric, report):
   ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
   for i, m in enumerate(means):
     ax.text(i, m, f'{m:.4f}', ha='center', va='bottom', fontsize=7)
-  fig.savefig(os.path.join(workdir, 'sweep.png'), dpi=110, bbox_inches='tight')
+  files.write_figure(os.path.join(workdir, 'sweep.png'), fig, dpi=110, bbox_inches='tight')
   plt.close(fig)
   axis = numeric_axis(table)
   if axis:
@@ -66,7 +67,7 @@ def summarise(table, workdir, metric, report):
       ax.set_xscale('log')
     ax.set(xlabel=axis, ylabel=metric)
     ax.legend(fontsize=8)
-    fig.savefig(os.path.join(workdir, f'sweep_{axis.split(".")[-1]}.png'), dpi=110, bbox_inches='tight')
+    files.write_figure(os.path.join(workdir, f'sweep_{axis.split(".")[-1]}.png'), fig, dpi=110, bbox_inches='tight')
     plt.close(fig)
   return '\n'.join(lines)
 
