@@ -49,7 +49,9 @@ def run(argv):
     for d in _ENSEMBLE.value:
       if not os.path.isdir(d) or not os.listdir(d):
         raise WorkdirError(f'--ensemble member {d} is missing or empty; pass workdirs that train.py wrote')
-      workdir_lib.check_matches(d, config, sections=('model', 'data'))
+      workdir_lib.check_matches(d, config, sections=('model', 'data'), role='--ensemble member',
+                                fix='an ensemble averages members that differ only in their seed and training: drop '
+                                    'it from --ensemble, or pass members trained with this --config')
     kw['ensemble'] = tuple(_ENSEMBLE.value)
   trainer.evaluate(config, workdir, report, step=_STEP.value, fresh_points=_FRESH.value, **kw)
 

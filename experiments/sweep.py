@@ -98,19 +98,26 @@ def command(config, workdir, overrides):
 def plan(config, runs, seeds, common, workdir):
   """The table of every (run, seed): name, seed, workdir, overrides, the resolved config, command, and its
   state: 'done' (results.json beside a config.json of this very config), 'todo' (nothing there, or an
-  unfinished run of this config, which resumes) or 'changed' (the workdir holds something else)."""
+  unfinished run of this config, which resumes), 'changed' (the workdir holds another config) or 'damaged' (it
+  holds this config, but a file that a resume reads cannot be read)."""
   table = []
   for (name, overrides), seed in itertools.product(runs, seeds):
     run_dir = os.path.join(workdir, name, f'seed_{seed}')
     every = {**common, **overrides, 'seed': seed}
     resolved = cli.load_config(config, every)
     try:
-      workdir_lib.check_usable(run_dir, resolved)
-      done = os.path.exists(os.path.join(run_dir, workdir_lib.CONFIG_FILE)) and os.path.exists(
-          os.path.join(run_dir, 'results.json'))
-      state, why = ('done' if done else 'todo'), None
+      if os.path.exists(os.path.join(run_dir, workdir_lib.CONFIG_FILE)):
+        workdir_lib.check_matches(run_dir, resolved)
     except WorkdirError as e:
       state, why = 'changed', str(e)
+    else:
+      try:
+        workdir_lib.check_usable(run_dir, resolved)
+        done = os.path.exists(os.path.join(run_dir, workdir_lib.CONFIG_FILE)) and os.path.exists(
+            os.path.join(run_dir, 'results.json'))
+        state, why = ('done' if done else 'todo'), None
+      except WorkdirError as e:
+        state, why = 'damaged', str(e)
     table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides, 'config': resolved,
                   'command': command(config, run_dir, every), 'state': state, 'why': why})
   return table
@@ -124,6 +131,18 @@ def move_aside(run):
   target = f'{run["workdir"]}.replaced-{n}'
   os.rename(run['workdir'], target)
   return target
+
+
+def check_values(table):
+  """Every run's config checked by its trainer's validate before any run starts: a bad value in the grid (a
+  negative learning rate) is one line naming the run, not one refusal printed per run."""
+  import training  # noqa: PLC0415 (the trainers import JAX: only once the flags are known to be sound)
+
+  for r in table:
+    try:
+      training.trainer(r['config'].trainer).validate(r['config'])
+    except ConfigError as e:
+      raise ConfigError(f'run {r["name"]} (seed {r["seed"]}): {e}') from None
 
 
 def check_metric(config, metric):
@@ -233,7 +252,12 @@ def main(argv):
   if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
     raise SweepError(f'--workdir={_WORKDIR.value} is a file, not a directory')
   table = plan(config, runs, seeds, common, _WORKDIR.value)  # every run's config resolved: nothing written yet
+  check_values(table)
   metric = check_metric(table[0]['config'], _METRIC.value)
+  damaged = [r for r in table if r['state'] == 'damaged']
+  if damaged:
+    raise SweepError(f'{len(damaged)} run workdir(s) of this sweep are damaged, e.g. run {damaged[0]["name"]} seed '
+                     f'{damaged[0]["seed"]}: {damaged[0]["why"]}')
   changed = [r for r in table if r['state'] == 'changed']
   if changed and not _MOVE_CHANGED.value:
     raise SweepError(f'{len(changed)} run workdir(s) hold something other than what this sweep would run, e.g. '

@@ -114,6 +114,14 @@ def test_ten_crop_and_ensemble_evaluation(quick, tfds_dir, tmp_path):
   assert md.count('## Evaluation (eval.py)') == 1 and 'step 4, 2 models, 10 crops' in md
   assert_one_line_error(run(quick, tfds_dir, f'--ensemble={tmp_path / "nothing"}', script='eval.py'),
                         'missing or empty')
+  changed = tmp_path / 'other_model'
+  subprocess.run(['cp', '-r', other, str(changed)], check=True)
+  config = json.loads((changed / 'config.json').read_text())
+  config['model']['bias_one'] = 0.1
+  (changed / 'config.json').write_text(json.dumps(config))
+  assert_one_line_error(run(quick, tfds_dir, f'--ensemble={changed}', script='eval.py'),
+                        f'--ensemble member={changed} holds a run with another config (model.bias_one: 0.1 -> 1.0)',
+                        'drop it from --ensemble')
 
 
 def test_throughput_benchmark_imports_no_tensorflow():

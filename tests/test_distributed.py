@@ -184,7 +184,7 @@ def test_process_0_missing_is_named(tmp_path):
   assert_one_line_error(proc, 'process 1 of 2 could not reach process 0 at 127.0.0.1:', 'within 2 s')
 
 
-@pytest.mark.parametrize('address', ['127.0.0.1:70000', '127.0.0.1', ':1234', 'host:http', '[::1]'])
+@pytest.mark.parametrize('address', ['127.0.0.1:70000', '127.0.0.1', ':1234', 'host:http', '[::1]', '127.0.0.1:22:1'])
 def test_bad_coordinator_addresses_get_one_line(tmp_path, address):
   proc = subprocess.run([sys.executable, 'train.py', f'--config={MLP}', f'--workdir={tmp_path}/w',
                          f'--coordinator_address={address}', '--num_processes=2', '--process_id=0'], cwd=ROOT,

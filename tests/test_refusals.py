@@ -11,6 +11,7 @@ import pytest
 
 from tests.test_cli import assert_one_line_error
 from tests.test_cli import evaluate
+from tests.test_cli import message_lines
 from tests.test_cli import QUICK
 from tests.test_cli import ROOT
 from tests.test_cli import snapshot
@@ -184,3 +185,24 @@ def test_a_config_file_that_is_not_python_gets_one_line(tmp_path, content):
   assert_one_line_error(train(f'--config={path}', f'--workdir={tmp_path}/w'), f'--config={path} is not a Python file',
                         'defines get_config(arg)')
   assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('sig', ['SIGINT', 'SIGTERM'])
+def test_a_signal_stops_the_hidden_units_run_at_the_next_epoch(tmp_path, sig):
+  """Ctrl-C (or a scheduler's SIGTERM) stops the run in one line at the end of the epoch under way, every time:
+  a KeyboardInterrupt raised inside a garbage-collection callback was swallowed and training went on to exit 0."""
+  import signal  # noqa: PLC0415
+
+  proc = subprocess.Popen([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={tmp_path}/w',
+                           '--config.train.epochs=2000', '--config.claims.at_epoch=10'], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / 'w' / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while (not metrics.exists() or not metrics.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.send_signal(getattr(signal, sig))
+  _, err = proc.communicate(timeout=120)
+  lines = message_lines(err)
+  assert proc.returncode == 130 and len(lines) == 1, err[-2000:]
+  assert lines[0].startswith(f'{sig}: stopped at epoch') and 'run the same command to train it again' in lines[0]
+  assert not (tmp_path / 'w' / 'results.json').exists()

@@ -122,6 +122,10 @@ def sweep_cmd(tmp_path, *args):
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.widht=1,2'], "unknown config key 'widht'"),
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=train.epochs=1,x'], '--config.train.epochs=x'),
     (['--sweep=experiments/fashion_mnist_ablations.py:pooling'], 'pass cnn or mlp'),
+    (['--config=experiments/hidden_units.py:quick', '--grid=train.learning_rate=-1,1'],
+     'run learning_rate=-1 (seed 0): train.learning_rate must be > 0'),
+    (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.dropout=0.2,1.5'],
+     'run dropout=1.5 (seed 0): model.dropout must be in [0, 1)'),
     (['--config=experiments/hidden_units.py:quick', '--metric=test_accuracy'],
      'choose one of claims_holding, num_models, train_time_s, wall_time_s, claim_<id> for id in easy_few_units/'
      'hard_few_units/hard_many_units/more_units_fit_more_easily/more_units_more_powerful/single_layer_linear/'
@@ -153,6 +157,10 @@ def test_a_changed_config_is_not_reported_as_the_old_runs(tmp_path):
   assert moved.returncode == 0, moved.stderr[-2000:]
   assert json.loads((run_dir / 'config.json').read_text())['train']['epochs'] == 3
   assert (tmp_path / 'default' / 'seed_0.replaced-1' / 'results.json').read_bytes() == before
+  (run_dir / 'metrics.jsonl').write_text('{"step": 1\n')  # a finished run's metrics damaged: said so, not "changed"
+  damaged = sweep_cmd(tmp_path, *base, '--set=train.epochs=3')
+  assert_one_line_error(damaged, '1 run workdir(s) of this sweep are damaged, e.g. run default seed 0: line 1 of',
+                        'is not a JSON object')
 
 
 @pytest.mark.slow

@@ -13,4 +13,4 @@ import named
 
 def trainer(name):
   """The trainer module training/<name>.py; a ConfigError listing the trainers if there is none."""
-  return named.module('training', name, ('train_and_evaluate', 'evaluate', 'CPU_DEVICES'), 'config.trainer')
+  return named.module('training', name, ('train_and_evaluate', 'evaluate', 'validate', 'CPU_DEVICES'), 'config.trainer')

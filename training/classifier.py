@@ -63,13 +63,7 @@ CPU_DEVICES = 1
 def model_for(config):
   """(init(key, image_shape) -> params, apply(params, x, train, key) -> logits, kernel names) of config.model,
   apply computing with the kernels config.model.kernels chooses for the platform JAX computes on."""
-  module = nets.module(config.model.name)
-  try:
-    arch = module.Arch.from_config(config.model)
-  except (TypeError, ValueError) as e:  # e.g. model.conv=(32, 5): numbers where (features, kernel, stride) go
-    raise ConfigError(f'the model section does not describe a {config.model.name} ({e}); see --show_config for '
-                      'the form of each key') from None
-  arch.validate()
+  module, arch = _arch(config)
   try:
     ops, names = kernels.resolve(config.model.kernels, jax.default_backend())
   except kernels.KernelError as e:
@@ -77,6 +71,18 @@ def model_for(config):
   return (lambda key, shape: module.init(key, arch, shape),
           lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key, ops=ops),
           names)
+
+
+def _arch(config):
+  """(the model's module, its checked Arch) of config.model."""
+  module = nets.module(config.model.name)
+  try:
+    arch = module.Arch.from_config(config.model)
+  except (TypeError, ValueError) as e:  # e.g. model.conv=(32, 5): numbers where (features, kernel, stride) go
+    raise ConfigError(f'the model section does not describe a {config.model.name} ({e}); see --show_config for '
+                      'the form of each key') from None
+  arch.validate()
+  return module, arch
 
 
 def eval_crops(config):
@@ -90,8 +96,8 @@ def eval_crops(config):
 
 def validate(config):
   """Raises ConfigError for the first value that cannot run among those that need neither the data nor a
-  workdir (the optimiser and schedule, the batch sizes against the devices; _setup checks the model next), so a
-  mistake costs seconds and writes nothing."""
+  workdir (the model, the optimiser and schedule, the batch sizes against the devices), so a mistake costs
+  seconds and writes nothing."""
   for key in ('batch_size', 'eval_batch_size', 'epochs', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
     require(config.train[key] >= 1, f'train.{key} must be >= 1, got {config.train[key]}')
   profile = tuple(config.train.profile_steps)
@@ -105,6 +111,7 @@ def validate(config):
   require(config.data.num_validation >= 0, f'data.num_validation must be >= 0 (0: per-epoch evaluation on the test '
           f'split), got {config.data.num_validation}')
   data_lib.module(config.data.name)  # a known dataset
+  _arch(config)
   optim.optimizer(config.train, total_steps=1)
   eval_crops(config)
   mesh = sharding.data_mesh()

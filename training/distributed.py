@@ -32,8 +32,9 @@ EXIT_USER_ERROR = 2
 def parse_address(address):
   """(host, port) of a coordinator address HOST:PORT (IPv6 hosts in brackets: [::1]:1234)."""
   host, sep, port = address.rpartition(':')
-  host = host[1:-1] if host.startswith('[') and host.endswith(']') else host
-  if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+  bracketed = host.startswith('[') and host.endswith(']')
+  host = host[1:-1] if bracketed else host
+  if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or (':' in host and not bracketed):
     raise DistributedError(f'--coordinator_address={address} is not HOST:PORT with a port in 1..65535; pass e.g. '
                            '--coordinator_address=10.0.0.1:1234, the host of process 0 and a free port')
   return host, int(port)

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import time
 import zipfile
 
@@ -25,6 +26,7 @@ import numpy as np
 from data import toy2d
 import errors
 from errors import ConfigError
+from errors import Interrupted
 from errors import require
 from errors import TrainingDiverged
 from errors import WorkdirError
@@ -233,6 +235,17 @@ def _weights_moved(run, i):
   return float(max(diffs))
 
 
+def check_finite(losses, models, epoch):
+  """A TrainingDiverged error naming the first nets whose training loss after `epoch` is not finite."""
+  diverged = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+  if diverged.size:
+    what = lambda m: f'{m.task} ' + (f'{m.depth}x{m.hidden[0]} units' if m.hidden else 'linear') + f' seed {m.seed}'
+    named = ', '.join(what(models[i]) for i in diverged[:3])
+    raise TrainingDiverged(f'{diverged.size} of {len(models)} nets diverged by epoch {epoch} (training loss not '
+                           f'finite: {named}{" ..." if diverged.size > 3 else ""}); lower --config.train.learning_rate '
+                           '(or deep_learning_rate) and run again in a new --workdir')
+
+
 def data_seed(m):
   """A record's data_seed field: present only where each model seed drew its own data (data.seed_per_model)."""
   return {} if m.data_seed is None else {'data_seed': m.data_seed}
@@ -273,36 +286,49 @@ def train_and_evaluate(config, workdir, report):
   progress = metrics_lib.Progress(len(groups) * config.train.epochs, 'hidden units', unit='model-updates',
                                   every_s=config.train.progress_every_s)
   done_epochs = 0
-  for (depth, pad), models in groups.items():
-    progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
-                             f'hidden units: linear, {len(models)} models')
-    sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
-    clock = {'t': time.time()}
+  # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
+  # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed. A second
+  # Ctrl-C stops at once.
+  stop = {'signal': None}
 
-    def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
-      diverged = np.flatnonzero(~np.isfinite(np.asarray(m['train_loss'])))
-      if diverged.size:
-        what = lambda m: f'{m.task} ' + (f'{m.depth}x{m.hidden[0]} units' if m.hidden else 'linear') + f' seed {m.seed}'
-        named = ', '.join(what(models[i]) for i in diverged[:3])
-        raise TrainingDiverged(f'{diverged.size} of {len(models)} nets diverged by epoch {epoch} (training loss not '
-                               f'finite: {named}{" ..." if diverged.size > 3 else ""}); lower '
-                               '--config.train.learning_rate (or deep_learning_rate) and run again in a new --workdir')
-      now, updates = time.time(), int(active.sum()) * steps
-      rate = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
-      writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
-                   train_loss_mean=float(m['train_loss'].mean()),
-                   train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=rate,
-                   model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
-      clock['t'] = now
-      progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
-                      lr=rate)
+  def on_signal(signum, frame):
+    del frame
+    stop['signal'] = signum
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
-                           snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
-    runs.append({**run, 'models': models, 'depth': depth})
-    progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
-    done_epochs += config.train.epochs
-  progress.close()
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    for (depth, pad), models in groups.items():
+      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
+                               f'hidden units: linear, {len(models)} models')
+      sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
+      clock = {'t': time.time()}
+
+      def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
+        if stop['signal'] is not None:
+          raise Interrupted(f'{signal.Signals(stop["signal"]).name}: stopped at epoch {epoch} of the nets of depth '
+                            f'{depth}; this trainer keeps no checkpoints (the whole sweep takes about a minute): run '
+                            'the same command to train it again')
+        check_finite(m['train_loss'], models, epoch)
+        now, updates = time.time(), int(active.sum()) * steps
+        rate = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
+        writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
+                     train_loss_mean=float(m['train_loss'].mean()),
+                     train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=rate,
+                     model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+        clock['t'] = now
+        progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
+                        lr=rate)
+
+      run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
+                             snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
+      runs.append({**run, 'models': models, 'depth': depth})
+      progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
+      done_epochs += config.train.epochs
+    progress.close()
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   train_time = time.time() - start
 
   records_ = records(runs, config)

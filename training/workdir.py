@@ -128,9 +128,10 @@ def lock(workdir):
   _held[key] = fd
 
 
-def check_matches(workdir, config, sections=None):
+def check_matches(workdir, config, sections=None, role='--workdir',
+                  fix='pass a new --workdir so its results are not overwritten, or the config it was trained with'):
   """Raises WorkdirError unless `workdir`'s config.json records exactly `config` (or its `sections`, such as
-  ('model', 'data') for an ensemble member trained with another seed)."""
+  ('model', 'data') for an ensemble member trained with another seed); `role` and `fix` word the error."""
   new = config_to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -155,8 +156,7 @@ def check_matches(workdir, config, sections=None):
   if diff:
     shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
     more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
-    raise WorkdirError(f'--workdir={workdir} holds a run with another config ({shown}{more}); pass a new '
-                       '--workdir so its results are not overwritten, or the config it was trained with')
+    raise WorkdirError(f'{role}={workdir} holds a run with another config ({shown}{more}); {fix}')
 
 
 def read_json(path):
