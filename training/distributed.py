@@ -189,17 +189,6 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, jo
           f'of {jax.device_count()} devices')
 
 
-def _flat(tree, prefix=''):
-  """{dotted key: value} of a nested dict."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def check_same_config(config_dict):
   """In a multi-process job, a DistributedError in every process unless all of them resolved the same config
   (a collective: every process calls it). Each process contributes a 32-bit digest per key, so every process
@@ -212,7 +201,9 @@ def check_same_config(config_dict):
   from jax.experimental import multihost_utils  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  flat = _flat(config_dict)
+  from training import workdir  # noqa: PLC0415 (its flattening of config.json, the same keys)
+
+  flat = workdir.flatten(config_dict)
   keys = sorted(flat)
   counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(keys)], np.uint32))).reshape(-1)
   if len(set(counts.tolist())) > 1:

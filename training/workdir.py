@@ -47,11 +47,12 @@ RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True, 'data.shuf
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
 
-def _flatten(d, prefix=''):
+def flatten(d, prefix=''):
+  """{dotted key: value} of a nested dict."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flatten(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = v
   return out
@@ -147,7 +148,7 @@ def check_matches(workdir, config, sections=None, role='--workdir',
   if old.get('experiment') != new.get('experiment'):
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
-  a, b = _flatten(old), _flatten(new)
+  a, b = flatten(old), flatten(new)
   a = {k: v for k, v in a.items() if RETIRED.get(k, object()) != v}  # what model.kernels=auto now computes
   a.update({k: v(a) if callable(v) else v for k, v in ADDED.items() if k in b and k not in a})
   if sections:
