@@ -139,3 +139,15 @@ def test_results_md_says_what_the_seeds_vary(per_model):
   md = report.markdown(c, results)
   assert '| corner | 1 | 0.800 - 1.000 | 0.800 - 1.000 |' in md
   assert ('the data set itself' in md) == per_model
+
+
+def test_a_sweep_reads_older_runs_claims_as_the_code_derives_them_now():
+  """Claims are a pure function of (config, records): a results.json written before claims had ids (or under
+  older definitions) is summarised with today's claims, not a KeyError."""
+  c = quick()
+  recs = records(c, {(t, w): [1.0] * 4 for t in ('corner', 'stripes') for w in (2, 10)})
+  old = {'records': recs, 'claims': [{'claim': 'an old wording', 'holds': True}], 'num_models': 16,
+         'train_time_s': 1.0, 'wall_time_s': 2.0}
+  figures = report.sweep_figures(report.current(old, c))
+  assert [n for n in figures if n.startswith('claim_')] == [f'claim_{i}' for i in
+                                                            claims_lib.made_by(hidden_units_claims.CLAIMS, c)]

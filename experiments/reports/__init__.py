@@ -7,7 +7,8 @@ The entry points hand the module to the trainer (training/__init__.py), which ca
   evaluation_summary(out) -> str                                the lines eval.py prints
 and, for checkpointed trainers, analyse_evaluation / evaluation_markdown / EVAL_HEADING for eval.py's section of
 results.md. For the sweep launcher: sweep_metrics(config) (the figures a run will offer, checked before any run),
-sweep_figures(results), sweep_metric(config) (the default --metric) and optionally sweep_markdown (more of sweep.md).
+sweep_figures(results), sweep_metric(config) (the default --metric) and optionally sweep_markdown (more of sweep.md)
+and current(results, config) (what a sweep derives again from a run's records before it summarises it).
 sweep.py summarises a sweep launcher's runs (sweep.csv, sweep.md, figures). Nothing here trains or reads the
 data.
 """

@@ -43,6 +43,12 @@ def analyse(config, workdir, results, *, runs, datasets):
   return {**results, 'claims': claims_, 'figures': names}
 
 
+def current(results, config):
+  """results with the claims derived again from its records: claims are a pure function of (config, records), so
+  a run made under older claim definitions (results.json without claim ids) is read as the code reads it now."""
+  return {**results, 'claims': claims_lib.verdicts(hidden_units_claims.CLAIMS, results['records'], config)}
+
+
 def run_setting(config):
   """What every run of `config` shares, in words: the nets, their initialisation and how they were trained."""
   t = config.train

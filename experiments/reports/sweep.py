@@ -20,6 +20,8 @@ def summarise(table, workdir, metric, report):
   rows, results = [], []
   for r in table:
     res = workdir_lib.read_json(os.path.join(r['workdir'], 'results.json'))
+    if hasattr(report, 'current'):  # what is derived from the run's records, as the code derives it today
+      res = report.current(res, r['config'])
     results.append(res)
     rows.append({'name': r['name'], 'seed': r['seed'], **{f'config.{k}': v for k, v in r['overrides'].items()},
                  **report.sweep_figures(res)})
