@@ -211,6 +211,7 @@ def _rewrite_checkpoint(directory, step, change):
   shutil.rmtree(os.path.join(directory, f'{step}.original'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('where', ['opt_state', 'rng'])
 def test_damage_outside_the_parameters_is_refused_too(uninterrupted, fashion_mnist_tfds, tmp_path, where):
   """The optimiser state (Adam's moments here) and the key are as checked as the parameters: a checkpoint whose
@@ -233,6 +234,7 @@ def test_damage_outside_the_parameters_is_refused_too(uninterrupted, fashion_mni
   assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before, 'nothing written'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['deleted', 'truncated'])
 def test_a_resume_whose_metrics_do_not_cover_its_checkpoint_is_refused(uninterrupted, fashion_mnist_tfds, tmp_path,
                                                                        damage):

@@ -187,6 +187,7 @@ def test_a_config_file_that_is_not_python_gets_one_line(tmp_path, content):
   assert not os.path.exists(tmp_path / 'w')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', ['SIGINT', 'SIGTERM'])
 def test_a_signal_stops_the_hidden_units_run_at_the_next_epoch(tmp_path, sig):
   """Ctrl-C (or a scheduler's SIGTERM) stops the run in one line at the end of the epoch under way, every time:
