@@ -56,9 +56,8 @@ def require(condition, message):
     raise ConfigError(message)
 
 
-def one_line(error):
-  """An exception from a library or the file system as one short line: the message of the first OSError in its
-  chain (e.g. 'No space left on device: PATH'), else its type and first line."""
+def os_error(error):
+  """The file system's message in an exception's chain (e.g. 'No space left on device: PATH'), else None."""
   seen, e = set(), error
   while e is not None and id(e) not in seen:
     seen.add(id(e))
@@ -68,5 +67,13 @@ def one_line(error):
   code = re.search(r"\[os_error_code='(\d+)'\]", str(error))  # tensorstore's form of an OSError
   if code:
     return f'{os.strerror(int(code.group(1)))} ({type(error).__name__} from tensorstore)'
+  return None
+
+
+def one_line(error):
+  """An exception from a library or the file system as one short line: the message of the first OSError in its
+  chain (e.g. 'No space left on device: PATH'), else its type and first line."""
+  if os_error(error):
+    return os_error(error)
   first = re.sub(r'\{\{[^}]*\}\}\s*', '', (str(error).strip().splitlines() or [''])[0])[:200]  # TF's op prefix
   return f'{type(error).__name__}: {first}' if first else type(error).__name__

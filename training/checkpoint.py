@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+import errors
 from errors import CheckpointError
 from errors import one_line
 
@@ -86,6 +87,8 @@ class Checkpoints:
     try:
       yield
     except Exception as e:
+      if jax.process_count() > 1 and not errors.os_error(e):
+        raise  # not the file system: in a job, most likely a collective of the save lost its peer (cli reports it)
       step = self._pending if step is None else step
       raise CheckpointError(f'could not save the checkpoint at step {step} in {self.directory} '
                             f'({one_line(e)}); the checkpoints saved before it are kept: free space or fix the '
