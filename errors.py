@@ -73,7 +73,8 @@ def os_error(error):
 def one_line(error):
   """An exception from a library or the file system as one short line: the message of the first OSError in its
   chain (e.g. 'No space left on device: PATH'), else its type and first line."""
-  if os_error(error):
-    return os_error(error)
+  disk = os_error(error)
+  if disk:
+    return disk
   first = re.sub(r'\{\{[^}]*\}\}\s*', '', (str(error).strip().splitlines() or [''])[0])[:200]  # TF's op prefix
   return f'{type(error).__name__}: {first}' if first else type(error).__name__
