@@ -1,6 +1,6 @@
 """Evaluates a trained workdir: python eval.py --config=experiments/NAME.py[:ARGS] --workdir=DIR.
 
-The config must be the one the workdir was trained with (its config.json); the experiment's `evaluate` re-reads
+The config must be the one the workdir was trained with (its config.json); the trainer's `evaluate_workdir` re-reads
 the saved parameters, evaluates them and writes eval.json into the workdir. For hidden_units, --fresh_points=N
 evaluates on N newly drawn points per task instead of the test split; for checkpointed experiments --step=N picks
 the checkpoint (default: the latest), and --ensemble=DIR2,DIR3,... averages the predictions of the latest
@@ -53,7 +53,7 @@ def run(argv):
                                 fix='an ensemble averages members that differ only in their seed and training: drop '
                                     'it from --ensemble, or pass members trained with this --config')
     kw['ensemble'] = tuple(_ENSEMBLE.value)
-  trainer.evaluate(config, workdir, report, step=_STEP.value, fresh_points=_FRESH.value, **kw)
+  trainer.evaluate_workdir(config, workdir, report, step=_STEP.value, fresh_points=_FRESH.value, **kw)
 
 
 if __name__ == '__main__':

@@ -134,11 +134,9 @@ def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, 
 
 
 def finish(ds, autotune):
-  """`ds`, prefetching; with autotune=False, without tf.data's autotuning (no tuning thread). An autotuned
-  iterator runs a tuning thread, and deleting the iterator waits for it: on 2 cores with TF 2.21 that wait took
-  6-11 s, after about half of the epochs, when the next epoch replaced the finished iterator (with the CPU idle;
-  seen in a native stack dump). Negligible for ImageNet's hour-long epochs; a third of each 30-second
-  Fashion-MNIST epoch, whose in-memory pipeline needs no tuning.
+  """`ds`, prefetching; with autotune=False, without tf.data's autotuning. An autotuned iterator runs a tuning
+  thread that deleting the iterator waits for, which costs seconds per epoch on a small in-memory dataset and
+  nothing that matters on ImageNet's long epochs (docs/fashion_mnist/cnn_cpu_performance.md has the measurement).
   """
   t = tf()
   ds = ds.prefetch(t.data.AUTOTUNE)

@@ -15,10 +15,10 @@ import pytest
 from experiments import alexnet_imagenet
 import nets
 from nets import alexnet
-from tests.test_classifier import logged_step
-from tests.test_classifier import USER_ENV
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import logged_step
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 NARROW = 'experiments/alexnet_imagenet.py:quick,narrow'
 

@@ -18,19 +18,16 @@ import pytest
 import errors
 import kernels
 from nets import cnn
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import message_lines
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import logged_step
+from tests.helpers import message_lines
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 import tf_host
 from training import sharding
 from training import steps
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
-# The runs below get the devices train.py chooses for a user (one CPU device for data-parallel training); the
-# 8-device step is tested in-process below, and the batch check with 8 devices explicitly.
-USER_ENV = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-
-
 def command(workdir, tfds_dir, *extra, config=MLP, script='train.py'):
   return [sys.executable, script, f'--config={config}', f'--workdir={workdir}', f'--config.data.tfds_dir={tfds_dir}',
           '--config.data.num_train=512', '--config.data.num_test=200', '--config.train.batch_size=64',
@@ -45,14 +42,6 @@ def run(*args, env=None, **kw):
 def results(workdir):
   with open(os.path.join(workdir, 'results.json')) as f:
     return json.load(f)
-
-
-def logged_step(workdir):
-  try:
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      return max([json.loads(l)['step'] for l in f if l.strip()], default=0)
-  except (OSError, ValueError):
-    return 0
 
 
 def start_and_signal(workdir, tfds_dir, at_step, sig):

@@ -1,5 +1,4 @@
 """The command line, end to end: the quick config's outputs, and one clear line for every bad input."""
-import hashlib
 import json
 import os
 import platform
@@ -9,26 +8,13 @@ import sys
 
 import pytest
 
+from tests.helpers import assert_one_line_error
+from tests.helpers import evaluate
+from tests.helpers import QUICK
+from tests.helpers import ROOT
+from tests.helpers import snapshot
+from tests.helpers import train
 from training import cli
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK = 'experiments/hidden_units.py:quick'
-
-
-def train(*args, timeout=300, env=None):
-  return subprocess.run([sys.executable, 'train.py', *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, env=env)
-
-
-def snapshot(d):
-  """{relative path: sha256} of every file under d."""
-  out = {}
-  for base, _, files in os.walk(d):
-    for f in files:
-      p = os.path.join(base, f)
-      with open(p, 'rb') as fh:
-        out[os.path.relpath(p, d)] = hashlib.sha256(fh.read()).hexdigest()
-  return out
 
 
 @pytest.fixture(scope='module')
@@ -86,23 +72,6 @@ def test_rerun_with_the_same_config_is_allowed(quick_run):
   assert proc.returncode == 0, proc.stderr[-2000:]
   after = json.load(open(os.path.join(workdir, 'results.json')))['records']
   assert before == after, 'the same seed and config must give the same numbers'
-
-
-PROGRESS_LINE = re.compile(r'^\[[^\]]+\] step \d+/\d+ ')  # what a run prints to a log as it trains
-
-
-def message_lines(stderr):
-  """The lines of stderr other than progress lines (a run that stops after training started printed some)."""
-  return [l for l in stderr.splitlines() if l.strip() and not PROGRESS_LINE.match(l)]
-
-
-def assert_one_line_error(proc, *fragments):
-  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-  lines = message_lines(proc.stderr)
-  assert len(lines) == 1, f'expected one line, got:\n{proc.stderr}'
-  assert lines[0].startswith('error: ') and 'Traceback' not in proc.stderr
-  for f in fragments:
-    assert f in lines[0], (f, lines[0])
 
 
 @pytest.mark.parametrize('args,fragments', [
@@ -173,10 +142,6 @@ def test_show_config_lists_keys():
   assert proc.returncode == 0 and 'hidden_units' in proc.stdout and 'learning_rate' in proc.stdout
 
 
-def evaluate(*args):
-  return subprocess.run([sys.executable, 'eval.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def test_eval_reproduces_results_json(quick_run):
   workdir, _ = quick_run
   proc = evaluate(f'--config={QUICK}', f'--workdir={workdir}')
@@ -213,6 +178,14 @@ def test_eval_bad_workdirs(quick_run, tmp_path):
 _FAULTS_SCRIPT = """
 import ctypes, resource, sys, threading
 from training import cli
+from tests.helpers import QUICK
+from tests.helpers import ROOT
+from tests.helpers import snapshot
+from tests.helpers import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import evaluate
+from tests.helpers import snapshot
+from tests.helpers import train
 print(cli.keep_freed_memory() if sys.argv[1] == 'keep' else False)
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

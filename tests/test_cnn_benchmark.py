@@ -8,9 +8,9 @@ import sys
 import pytest
 
 import kernels
-from tests.test_classifier import USER_ENV
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 SCRIPT = 'benchmarks/fashion_mnist_cnn.py'
 

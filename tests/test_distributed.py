@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_classifier import logged_step
-from tests.test_classifier import USER_ENV
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import message_lines
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import logged_step
+from tests.helpers import message_lines
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
 

@@ -9,7 +9,7 @@ import pytest
 from experiments import alexnet_imagenet
 from experiments import fashion_mnist
 from experiments import hidden_units
-from tests.test_cli import ROOT
+from tests.helpers import ROOT
 
 PAGES = ['README.md'] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs', '**', '*.md'),
                                                                               recursive=True))

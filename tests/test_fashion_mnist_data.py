@@ -12,9 +12,9 @@ from data import pipeline
 from errors import ConfigError
 from errors import DataError
 from experiments import fashion_mnist as experiment
-from tests.test_classifier import USER_ENV
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 
 def write_idx_set(d, tamper=None):

@@ -16,15 +16,9 @@ from data import imagenet
 from data import imagenet_tfds
 from data import pipeline
 from errors import DataError
-from experiments import alexnet_imagenet
-from tests.test_classifier import USER_ENV
-from tests.test_cli import ROOT
-
-
-def data_cfg(tfds_dir, **kw):
-  cfg = alexnet_imagenet.get_config().data  # every key the dataset reads, as the experiment sets it
-  cfg.update({'tfds_dir': str(tfds_dir), 'fake_images': 12, 'num_validation': 0, **kw})
-  return cfg
+from tests.helpers import data_cfg
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 
 @pytest.fixture(scope='module')

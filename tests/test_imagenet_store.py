@@ -14,9 +14,9 @@ from data import imagenet
 from data import imagenet_tfds
 from data import store as store_lib
 from errors import DataError
-from tests.test_classifier import USER_ENV
-from tests.test_cli import ROOT
-from tests.test_imagenet import data_cfg
+from tests.helpers import data_cfg
+from tests.helpers import ROOT
+from tests.helpers import USER_ENV
 
 SHARD = 5  # 12 fake images per split: shards of 5, 5 and 2
 

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import evaluate
-from tests.test_cli import message_lines
-from tests.test_cli import QUICK
-from tests.test_cli import ROOT
-from tests.test_cli import snapshot
-from tests.test_cli import train
+from tests.helpers import assert_one_line_error
+from tests.helpers import evaluate
+from tests.helpers import message_lines
+from tests.helpers import QUICK
+from tests.helpers import ROOT
+from tests.helpers import snapshot
+from tests.helpers import train
 
 CNN = 'experiments/fashion_mnist.py:cnn,quick'
 MLP = 'experiments/fashion_mnist.py:mlp,quick'

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from tests.test_cli import assert_one_line_error
-from tests.test_cli import message_lines
-from tests.test_cli import ROOT
+from tests.helpers import assert_one_line_error
+from tests.helpers import message_lines
+from tests.helpers import ROOT
 from training import cli
 from training import workdir as workdir_lib
 

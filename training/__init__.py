@@ -2,7 +2,7 @@
 
 A trainer is a module of this package named by a config's `trainer` key. It defines
   train_and_evaluate(config, workdir, report)   trains, evaluates and writes the workdir's files
-  evaluate(config, workdir, report, **options)  evaluates a trained workdir (eval.py's flags as options)
+  evaluate_workdir(config, workdir, report, **options)  evaluates a trained workdir (eval.py's flags as options)
   CPU_DEVICES   JAX devices to split a CPU-only machine into (None: one per core)
 `report` is the experiment's module of experiments/reports/ that turns results into tables and figures; the
 entry points pass it in, so nothing here imports experiments/. A new trainer is a new module here and configs
@@ -13,4 +13,5 @@ import named
 
 def trainer(name):
   """The trainer module training/<name>.py; a ConfigError listing the trainers if there is none."""
-  return named.module('training', name, ('train_and_evaluate', 'evaluate', 'validate', 'CPU_DEVICES'), 'config.trainer')
+  return named.module('training', name, ('train_and_evaluate', 'evaluate_workdir', 'validate', 'CPU_DEVICES'),
+                      'config.trainer')

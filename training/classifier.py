@@ -276,7 +276,7 @@ def train_and_evaluate(config, workdir, report):
   def record_eval(epoch):
     """Evaluates the per-epoch split (centre crops), logs, and lets lr_schedule='plateau' react; returns the new
     state."""
-    ev = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh,
+    ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh,
                         split=per_epoch)
     writer.write(step, epoch=epoch, **{f'{per_epoch}_{k}': ev[f'{per_epoch}_{k}'] for k in ('loss', 'accuracy')},
                  **{f'{per_epoch}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
@@ -344,9 +344,9 @@ def train_and_evaluate(config, workdir, report):
 
   ten = test = None
   if per_epoch == 'validation':  # the test split, read once (collective: every process evaluates its part)
-    test = steps.evaluate(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
+    test = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
   if crops > 1:
-    ten = steps.evaluate(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
+    ten = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
                          config.train.eval_batch_size, mesh, crops=crops)
   params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
   ckpt.close()
@@ -413,7 +413,7 @@ def _restore_params(config, setup, workdir, step=None):
   return step, state.params
 
 
-def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
+def evaluate_workdir(config, workdir, report, step=None, fresh_points=0, ensemble=()):
   """Evaluates the workdir's latest (or given) checkpoint on the test split, alone or averaged with the latest
   checkpoints of the `ensemble` workdirs; writes eval.json, and `report` the evaluation section of results.md
   and the figures."""
@@ -426,7 +426,7 @@ def evaluate(config, workdir, report, step=None, fresh_points=0, ensemble=()):
   if distributed.is_main():
     workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)
-  ev = steps.evaluate(_eval_step(setup, crops), steps.stack_models(*members), dataset, config.train.eval_batch_size,
+  ev = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(*members), dataset, config.train.eval_batch_size,
                       setup.mesh, crops)
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],

@@ -9,7 +9,7 @@
                progress bar or, in a log file, progress lines.
   5. results   one record per model (results.json), the curves (curves.npz) and final parameters (params.npz);
                `report` (experiments/reports/hidden_units.py) adds the claims and figures and writes results.md.
-`evaluate(config, workdir, report, fresh_points=N)` re-evaluates the saved parameters (eval.py).
+`evaluate_workdir(config, workdir, report, fresh_points=N)` re-evaluates the saved parameters (eval.py).
 """
 import dataclasses
 import functools
@@ -170,7 +170,7 @@ def load_params(path):
   return runs
 
 
-def evaluate(config, workdir, report, step=None, fresh_points=0):
+def evaluate_workdir(config, workdir, report, step=None, fresh_points=0):
   """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
 
   On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
@@ -202,7 +202,7 @@ def evaluate(config, workdir, report, step=None, fresh_points=0):
   for models, padded, params in saved_runs:
     x = np.stack([datasets[m.dataset][0] for m in models])
     y = np.stack([datasets[m.dataset][1] for m in models])
-    one = functools.partial(vmap_sweep.evaluate, activation=config.model.activation, loss=config.train.loss)
+    one = functools.partial(vmap_sweep.loss_and_accuracy, activation=config.model.activation, loss=config.train.loss)
     _, acc = jax.jit(jax.vmap(one))(params, x, y, vmap_sweep.masks_for(models, padded))
     rows += [(m, float(a)) for m, a in zip(models, np.asarray(acc))]
   split = f'{fresh_points} fresh points' if fresh_points else 'test split'

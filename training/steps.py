@@ -108,7 +108,7 @@ def stack_models(*params):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
 
 
-def evaluate(eval_step, params, dataset, batch_size, mesh, crops=1, split='test'):
+def evaluate_dataset(eval_step, params, dataset, batch_size, mesh, crops=1, split='test'):
   """Loss and accuracy ({split}_loss, {split}_accuracy), top-1/top-5 error and (for few classes) the confusion
   matrix over the whole `split` ('test', or 'validation': the training examples held out).
 

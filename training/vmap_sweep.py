@@ -48,7 +48,7 @@ def _scores(params, x_BxD, masks, activation):
   return mlp.apply(params, x_BxD, activation=activation, unit_masks=masks)[:, 0]
 
 
-def evaluate(params, x_NxD, y_N, masks, *, activation, loss):
+def loss_and_accuracy(params, x_NxD, y_N, masks, *, activation, loss):
   """(mean loss, accuracy) of one model on (x, y); vmap it over models."""
   z_N = _scores(params, x_NxD, masks, activation)
   return losses.get_binary(loss)(z_N, y_N).mean(), (jnp.where(z_N > 0, 1.0, -1.0) == y_N).mean()
@@ -62,7 +62,7 @@ def masks_for(models, padded):
 
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
   """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
-  metrics) and evaluate(params_M, data, split) -> metrics of split 'train' or 'test'."""
+  metrics) and evaluate_split(params_M, data, split) -> metrics of split 'train' or 'test'."""
   loss_fn = losses.get_binary(loss)
 
   def objective(params, x_BxD, y_B, masks):
@@ -85,7 +85,7 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
     return params, opt_state
 
   def evaluate_split(params_M, data, split):
-    one = functools.partial(evaluate, activation=activation, loss=loss)
+    one = functools.partial(loss_and_accuracy, activation=activation, loss=loss)
     loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
@@ -166,15 +166,15 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   opt_state = jax.jit(jax.vmap(tx.init))(params)
   keys = sharding.shard_models(_seed_keys(models, 1), mesh)
   data = sharding.shard_models(data, mesh)
-  epoch_fn, evaluate = make_epoch_fn(
+  epoch_fn, measure = make_epoch_fn(
       tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
       sampling=train_cfg.sampling, unroll=train_cfg.unroll)
 
-  history = [jax.tree.map(np.asarray, evaluate(params, data, 'train'))]
+  history = [jax.tree.map(np.asarray, measure(params, data, 'train'))]
   test = {}
 
   def evaluate_test(epoch):  # the test split is evaluated only where it is reported: it costs 5x an epoch
-    test[epoch] = jax.tree.map(np.asarray, evaluate(params, data, 'test'))
+    test[epoch] = jax.tree.map(np.asarray, measure(params, data, 'test'))
 
   if 0 in snapshot_epochs:
     evaluate_test(0)
