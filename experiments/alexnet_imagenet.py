@@ -28,6 +28,7 @@ Expected (validation set of ILSVRC 2012):
 results.md puts the measured errors beside these. Not measured yet: this code has not been trained on the real
 ImageNet (docs/alexnet.md).
 """
+import config_keys as keys
 import experiments
 from experiments import defaults
 
@@ -43,8 +44,15 @@ def get_config(arg='paper'):
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
   c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (data/imagenet.py)
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
+  keys.before(c, 'data.pca', 'published')
   c.data.augment_on = 'device'  # mean, crop, flip and colour noise in the jitted step; 'host': in tf.data
+  keys.before(c, 'data.augment_on', 'host')
   c.data.crop_positions = 32  # training crop offsets 0..31 each way: the paper's 32 x 32 x 2 = 2048 views; max 33
+  keys.before(c, 'data.crop_positions', 33)
+  # the prepared store replaced the shuffle buffer and the mean of an image subset: uniform permutations per
+  # epoch, the mean of every training image
+  keys.retired(c, 'data.shuffle_buffer', 20_000)
+  keys.retired(c, 'data.mean_images', 0)
 
   c.model.name = 'alexnet'
   c.model.variant = 'torchvision' if variant == 'torchvision' else 'paper'
@@ -53,7 +61,11 @@ def get_config(arg='paper'):
     c.model.lrn = True
     c.model.lrn_alpha_over_n = False  # True: Caffe's and PyTorch's alpha / n
     c.model.lrn_within_towers = True  # each tower normalises its own maps, as each GPU did; False: across both
+    keys.before(c, 'model.lrn_within_towers', False)
     c.model.dropout_scaling = 'test_time'  # the paper's: outputs x 0.5 at test time; 'inverted': x 2 in training
+  # model.kernels chooses what these chose: the split groups and the space-to-depth conv1 of older runs
+  keys.retired(c, 'model.group_impl', 'split')
+  keys.retired(c, 'model.space_to_depth', True)
   c.model.bias_one = 1.0  # reproductions report that 1 can stall training; 0.1 is a common choice
   c.model.init_std = 0.01
   c.model.dtype = 'bfloat16' if 'bf16' in args else 'float32'

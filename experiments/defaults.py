@@ -7,6 +7,8 @@ import os
 
 import ml_collections
 
+import config_keys as keys
+
 
 def classifier():
   c = ml_collections.ConfigDict()
@@ -23,11 +25,13 @@ def classifier():
   # recipe read them; the test split is evaluated once, at the end. 0: per-epoch evaluation on the test split
   # (what workdirs made before the key did).
   c.data.num_validation = 10_000
+  keys.before(c, 'data.num_validation', 0)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ''  # a model of nets/ (nets/<name>.py)
   c.model.dropout = 0.5
   c.model.dropout_scaling = 'inverted'  # kept units x 1/(1-p) in training; 'test_time': outputs x (1-p) at test
+  keys.before(c, 'model.dropout_scaling', 'inverted')
   c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
 
   c.train = ml_collections.ConfigDict()
@@ -35,13 +39,19 @@ def classifier():
   c.train.eval_batch_size = 1000
   c.train.epochs = 10
   c.train.optimizer = 'sgd'  # sgd or adam; training/optim.py describes every optimiser and schedule key
+  keys.before(c, 'train.optimizer', 'sgd')
   c.train.learning_rate = 0.01
   c.train.momentum = 0.9  # for optimizer='sgd'
   c.train.momentum_form = 'trace'  # where the step size enters momentum: 'trace' (optax) or 'velocity' (AlexNet)
+  keys.before(c, 'train.momentum_form', 'trace')
   c.train.weight_decay = 0.0
+  keys.before(c, 'train.weight_decay', 0.0)
   c.train.weight_decay_on = 'weights'  # or 'all': biases too (training/optim.py says whose choice each is)
+  # runs before the key decayed every parameter; without weight decay the choice changes nothing
+  keys.before(c, 'train.weight_decay_on', lambda old: 'all' if old.get('train.weight_decay') else 'weights')
   c.train.lr_schedule = 'constant'
   c.train.lr_decay_steps = 0  # for lr_schedule='inverse_time'
+  keys.before(c, 'train.lr_decay_steps', 0)
   c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
   c.train.plateau_patience = 5  # for lr_schedule='plateau': evaluations (epochs) without an improvement
   c.train.plateau_min_delta = 0.001  # of top-1 error
@@ -56,6 +66,7 @@ def classifier():
 
   c.eval = ml_collections.ConfigDict()
   c.eval.crops = 1  # views per test image in the final evaluation: 1 (centre) or 10 (where the dataset has them)
+  keys.before(c, 'eval.crops', 1)
 
   c.reference = ml_collections.ConfigDict()  # published (top-1, top-5) errors to show beside this run's
   return c

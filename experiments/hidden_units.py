@@ -23,6 +23,7 @@ results.md and the figures.
 """
 import ml_collections
 
+import config_keys as keys
 from data import toy2d
 import experiments
 
@@ -68,6 +69,7 @@ def get_config(arg=None):
   c.train.deep_learning_rate = 0.3
   c.train.lr_schedule = 'inverse_time'
   c.train.lr_decay_steps = 2000
+  keys.before(c, 'train.lr_decay_steps', 0)
   c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
   c.train.momentum = 0.0
   c.train.momentum_form = 'trace'  # with momentum: 'trace' (optax) or 'velocity' (training/optim.py)

@@ -10,9 +10,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Each layer and the project packages it may import (entry points above all of them may import anything).
-# The shared modules at the top (errors.py, files.py, named.py, tf_host.py) import nothing of the project but
-# errors.py.
-SHARED = {'errors', 'files', 'named', 'tf_host'}
+# The shared modules at the top (config_keys.py, errors.py, files.py, named.py, tf_host.py) import nothing of the
+# project but errors.py.
+SHARED = {'config_keys', 'errors', 'files', 'named', 'tf_host'}
 MAY_IMPORT = {
     'experiments': {'experiments', 'training', 'data', 'nets', 'kernels'} | SHARED,
     'training': {'training', 'data', 'nets', 'kernels'} | SHARED,

@@ -61,3 +61,37 @@ def test_workdirs_trained_before_the_shared_defaults_still_match(tmp_path, name,
   if differs:
     with pytest.raises(WorkdirError, match=differs):
       workdir_lib.check_matches(str(tmp_path), cli.load_config(spec, data))
+
+
+def test_a_new_key_is_one_line_and_its_older_value_is_stated_beside_it(tmp_path):
+  """A key an older workdir lacks runs as the config file's default unless its definition states another value
+  (config_keys.before): the default's run matches, an override does not; a stated value wins over the default."""
+  resolved = cli.load_config('experiments/fashion_mnist.py:cnn')
+  old = workdir_lib.config_to_dict(resolved)
+  del old['train']['progress_every_s']  # no before(): older runs ran as the default
+  del old['data']['num_validation']  # before(c, 'data.num_validation', 0)
+  old['data']['num_validation_was_here'] = 1  # a key neither in the config nor retired
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  with pytest.raises(WorkdirError, match=r'data.num_validation: 0 -> 10000, data.num_validation_was_here: 1 -> None\)'):
+    workdir_lib.check_matches(str(tmp_path), resolved)
+  del old['data']['num_validation_was_here']
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  workdir_lib.check_matches(str(tmp_path), cli.load_config('experiments/fashion_mnist.py:cnn',
+                                                           {'data.num_validation': 0}))
+  with pytest.raises(WorkdirError, match='train.progress_every_s: 30.0 -> 5.0'):
+    workdir_lib.check_matches(str(tmp_path), cli.load_config('experiments/fashion_mnist.py:cnn',
+                                                             {'data.num_validation': 0, 'train.progress_every_s': 5}))
+
+
+def test_a_misstated_older_value_fails_where_the_config_is_built():
+  import ml_collections  # noqa: PLC0415
+
+  import config_keys  # noqa: PLC0415
+
+  c = ml_collections.ConfigDict({'data': {'num_validation': 10}})
+  with pytest.raises(KeyError, match='data.num_validaton is not a key'):
+    config_keys.before(c, 'data.num_validaton', 0)
+  with pytest.raises(ValueError, match='two values'):
+    config_keys.before(c, 'data.num_validation', 5)  # defaults.py states 0
+  with pytest.raises(KeyError, match='still a key'):
+    config_keys.retired(c, 'data.num_validation', 0)

@@ -276,8 +276,8 @@ def train_and_evaluate(config, workdir, report):
   def record_eval(epoch):
     """Evaluates the per-epoch split (centre crops), logs, and lets lr_schedule='plateau' react; returns the new
     state."""
-    ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh,
-                        split=per_epoch)
+    ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
+                                mesh, split=per_epoch)
     writer.write(step, epoch=epoch, **{f'{per_epoch}_{k}': ev[f'{per_epoch}_{k}'] for k in ('loss', 'accuracy')},
                  **{f'{per_epoch}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
     opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train, per_epoch)
@@ -344,7 +344,8 @@ def train_and_evaluate(config, workdir, report):
 
   ten = test = None
   if per_epoch == 'validation':  # the test split, read once (collective: every process evaluates its part)
-    test = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size, mesh)
+    test = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
+                                  mesh)
   if crops > 1:
     ten = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
                          config.train.eval_batch_size, mesh, crops=crops)
@@ -426,8 +427,8 @@ def evaluate_workdir(config, workdir, report, step=None, fresh_points=0, ensembl
   if distributed.is_main():
     workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
   dataset, crops = setup.dataset, eval_crops(config)
-  ev = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(*members), dataset, config.train.eval_batch_size,
-                      setup.mesh, crops)
+  ev = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(*members), dataset,
+                              config.train.eval_batch_size, setup.mesh, crops)
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],
          'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}

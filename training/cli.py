@@ -19,10 +19,12 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+import config_keys
 import errors
 from errors import ConfigError
 from errors import Interrupted
 from errors import UserError
+from training import workdir
 
 EXIT_USER_ERROR = 2
 COUNT_FLAG = '--xla_force_host_platform_device_count'
@@ -238,6 +240,8 @@ def config_from_flag(config_flag, flag_values=flags.FLAGS):
     raise ConfigError(f'--config={path} could not be loaded ({error}); it must define get_config(arg)')
   check_tuple_overrides(flag)
   check_finite(value)
+  # what a key an older workdir lacks ran as, where its definition states nothing else (config_keys.py)
+  config_keys.record_defaults(workdir.flatten(workdir.config_to_dict(config_file_default(flag.config_filename))))
   return value
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import tempfile
 
+import config_keys
 from errors import WorkdirError
 from files import write_bytes  # noqa: F401 (re-exported: the workdir's files are written with these)
 from files import write_json
@@ -27,23 +28,6 @@ METRICS_FILE = 'metrics.jsonl'
 LOCK_FILE = '.lock'
 # What a workdir may hold before its config.json: the lock, and the log a parallel sweep opens for the run.
 BEFORE_CONFIG = frozenset({LOCK_FILE, 'train.log'})
-# Keys a config gained after workdirs were trained, with the value that reproduces those runs (or a function of
-# the old config's flattened keys that gives it), and keys it lost with the value that the new keys reproduce:
-# such a workdir still matches, so it resumes and evaluates.
-ADDED = {'model.kernels': 'auto', 'train.lr_decay_steps': 0, 'train.plateau_patience': 5,
-         'train.plateau_min_delta': 0.001, 'train.plateau_factor': 10.0, 'train.plateau_reductions': 3,
-         'train.shard_dense': False, 'eval.crops': 1, 'train.optimizer': 'sgd', 'train.weight_decay': 0.0,
-         'train.lr_boundaries': [0.5, 0.75], 'train.progress_every_s': 30.0, 'train.profile_steps': [],
-         'data.seed_per_model': False, 'claims.solved_accuracy': 0.99, 'model.lrn_within_towers': False,
-         'data.pca': 'published', 'data.augment_on': 'host', 'data.store_dir': '',
-         'model.dropout_scaling': 'inverted', 'data.num_validation': 0, 'train.momentum_form': 'trace',
-         'data.crop_positions': 33,
-         # runs before the key decayed every parameter; without weight decay the choice changes nothing
-         'train.weight_decay_on': lambda old: 'all' if old.get('train.weight_decay') else 'weights'}
-# ImageNet's shuffle buffer and mean-image subset went with the prepared store (uniform permutations per epoch,
-# the mean of every training image).
-RETIRED = {'model.group_impl': 'split', 'model.space_to_depth': True, 'data.shuffle_buffer': 20_000,
-           'data.mean_images': 0}
 _held = {}  # realpath -> open file descriptor of a lock this process holds (kept open for the process's life)
 
 
@@ -149,8 +133,7 @@ def check_matches(workdir, config, sections=None, role='--workdir',
     raise WorkdirError(f'--workdir={workdir} holds results of experiment {old.get("experiment")!r}, not '
                        f'{new.get("experiment")!r}; pass a new --workdir so they are not overwritten')
   a, b = flatten(old), flatten(new)
-  a = {k: v for k, v in a.items() if RETIRED.get(k, object()) != v}  # what model.kernels=auto now computes
-  a.update({k: v(a) if callable(v) else v for k, v in ADDED.items() if k in b and k not in a})
+  a = config_keys.older_as_new(a, b)  # keys added or retired since, as their definitions state
   if sections:
     a, b = ({k: v for k, v in d.items() if k.split('.')[0] in sections} for d in (a, b))
   diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
