@@ -18,8 +18,10 @@ from ml_collections import config_flags  # noqa: E402
 from errors import ConfigError  # noqa: E402
 from errors import WorkdirError  # noqa: E402
 import experiments  # noqa: E402
+from experiments import report  # noqa: E402
 import training  # noqa: E402
 from training import cli  # noqa: E402
+from training import process  # noqa: E402
 from training import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
@@ -34,9 +36,10 @@ _ENSEMBLE = flags.DEFINE_list('ensemble', [], 'Classifiers: more workdirs whose 
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  trainer, report = training.trainer(config.trainer), experiments.report(config)
+  trainer = training.trainer(config.trainer)
+  experiments.report_module(config)  # a trainer without a report is refused before any work
   # No JAX backend exists yet (modules are only imported), so the CPU can still be prepared for it.
-  cli.prepare_cpu(cores=trainer.CPU_DEVICES)
+  process.prepare_cpu(cores=trainer.CPU_DEVICES)
   cli.start_distributed(_DISTRIBUTED, config)
   workdir = _WORKDIR.value
   if not workdir or not os.path.isdir(workdir) or not os.listdir(workdir):
@@ -53,7 +56,11 @@ def run(argv):
                                 fix='an ensemble averages members that differ only in their seed and training: drop '
                                     'it from --ensemble, or pass members trained with this --config')
     kw['ensemble'] = tuple(_ENSEMBLE.value)
-  trainer.evaluate_workdir(config, workdir, report, step=_STEP.value, fresh_points=_FRESH.value, **kw)
+  out = trainer.evaluate_workdir(config, workdir, step=_STEP.value, fresh_points=_FRESH.value, **kw)
+  if out is not None:  # process 0: eval.json is written
+    if config.trainer == 'classifier':  # its results.md gains the evaluation section and the confusion matrix
+      report.render(config, workdir)
+    print(experiments.report_module(config).evaluation_summary(out))
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Trains an experiment: python train.py --config=experiments/NAME.py[:ARGS] --workdir=DIR [--config.KEY=VALUE].
 
 The config names its trainer (config.trainer: a module of training/) and so its report (experiments/reports/); the
-trainer writes config.json, metrics.jsonl and results.json into the workdir, the report results.md and figures/.
+trainer writes config.json, metrics.jsonl and results.json into the workdir, then the report renders results.md
+and figures/ from them (experiments/report.py, which redraws a finished workdir alone).
 See README.md for every experiment's command.
 """
 import tf_host
@@ -12,8 +13,10 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import experiments  # noqa: E402
+from experiments import report  # noqa: E402
 import training  # noqa: E402
 from training import cli  # noqa: E402
+from training import process  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                           'experiments/hidden_units.py:quick', lock_config=True)
@@ -21,17 +24,20 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run\'s confi
 _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved config and exit.')
 _DISTRIBUTED = cli.define_distributed_flags()
 
+
 def run(argv):
   del argv
   config = cli.config_from_flag(_CONFIG)
-  trainer, report = training.trainer(config.trainer), experiments.report(config)
+  trainer = training.trainer(config.trainer)
+  experiments.report_module(config)  # a trainer without a report is refused before any work
   # No JAX backend exists yet (modules are only imported), so the CPU can still be prepared for it.
-  cli.prepare_cpu(cores=trainer.CPU_DEVICES)
+  process.prepare_cpu(cores=trainer.CPU_DEVICES)
   if _SHOW_CONFIG.value:
     print(config)
     return
   cli.start_distributed(_DISTRIBUTED, config)
-  trainer.train_and_evaluate(config, _WORKDIR.value, report)
+  if trainer.train_and_evaluate(config, _WORKDIR.value) is not None:  # process 0, the run finished
+    print(report.render(config, _WORKDIR.value))
 
 
 if __name__ == '__main__':

@@ -30,9 +30,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli
+from training import process
 
 try:
-  MALLOC_KEPT = cli.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
+  MALLOC_KEPT = process.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
 except cli.UserError as e:
   cli.fail(str(e))
 

@@ -23,9 +23,10 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from training import cli
+from training import process
 
 try:
-  cli.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
+  process.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
 except cli.UserError as e:
   cli.fail(str(e))
 

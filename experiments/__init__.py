@@ -2,8 +2,9 @@
 figures.
 
 A config's `trainer` names a module of training/ (training.trainer); the report of the same name here
-(experiments/reports/<trainer>.py) writes its results.md, figures and terminal summary. Modules are imported on
-demand, so a toy experiment never pays for TensorFlow's import.
+(experiments/reports/<trainer>.py) renders a finished workdir's results.md, figures and terminal summary
+(experiments/report.py: `python -m experiments.report WORKDIR`). Modules are imported on demand, so a toy
+experiment never pays for TensorFlow's import.
 """
 import importlib
 
@@ -24,7 +25,7 @@ def parse_arg(arg, file, *, variants=(), options=(), default=None):
   return (chosen.pop() if chosen else default), args & set(options)
 
 
-def report(config):
+def report_module(config):
   """The module of experiments/reports/ for config.trainer."""
   try:
     return importlib.import_module(f'experiments.reports.{config.trainer}')

@@ -148,7 +148,7 @@ def check_values(table):
 def check_metric(config, metric):
   """`metric`, or the experiment's default; a ConfigError unless the experiment's runs offer it (its report's
   sweep_metrics, known from the config before any run)."""
-  report = experiments.report(config)
+  report = experiments.report_module(config)
   metric = metric or report.sweep_metric(config)
   offered = report.sweep_metrics(config)
   if metric not in offered:
@@ -286,7 +286,7 @@ def main(argv):
       raise SweepError(f'{len(failed)} of {len(pending)} runs failed (' + ', '.join(
           f'{r["name"]} seed {r["seed"]}: exit {code}' for r, code in failed[:3]) + '); see their output or '
           'train.log, fix and start the sweep again: finished runs are kept')
-  print(sweep_report.summarise(table, _WORKDIR.value, metric, experiments.report(table[0]['config'])))
+  print(sweep_report.summarise(table, _WORKDIR.value, metric, experiments.report_module(table[0]['config'])))
 
 
 if __name__ == '__main__':

@@ -9,10 +9,10 @@
 """
 import os
 
-from training import cli
+from training import process
 
 os.environ['JAX_PLATFORMS'] = 'cpu'
-os.environ['XLA_FLAGS'] = cli.cpu_devices_flag(cores=8)
+os.environ['XLA_FLAGS'] = process.cpu_devices_flag(cores=8)
 
 import jax
 

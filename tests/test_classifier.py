@@ -28,6 +28,8 @@ from training import sharding
 from training import steps
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
+
+
 def command(workdir, tfds_dir, *extra, config=MLP, script='train.py'):
   return [sys.executable, script, f'--config={config}', f'--workdir={workdir}', f'--config.data.tfds_dir={tfds_dir}',
           '--config.data.num_train=512', '--config.data.num_test=200', '--config.train.batch_size=64',
@@ -92,6 +94,45 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
 
 
 @pytest.mark.slow
+def test_the_trainer_runs_in_process_as_a_library(uninterrupted, fashion_mnist_tfds, tmp_path):
+  """train_and_evaluate called directly (a debugger can step into it), as flax's train_test.py does: the run of
+  train.py's test above, here on the test process's 8 CPU devices, whose gradient sums may differ in the last
+  bits from one device's."""
+  from training import classifier  # noqa: PLC0415
+  from training import cli  # noqa: PLC0415
+
+  argv = command(tmp_path / 'w', fashion_mnist_tfds)
+  config = cli.load_config(MLP, dict(a[len('--config.'):].split('=', 1) for a in argv if a.startswith('--config.')))
+  out = classifier.train_and_evaluate(config, str(tmp_path / 'w'))
+  expected = results(uninterrupted)
+  assert out == results(tmp_path / 'w') and out['steps'] == expected['steps'] == 24
+  assert set(out) == set(expected) and [r['step'] for r in out['per_epoch']] == [8, 16, 24]
+  assert out['test_accuracy'] == pytest.approx(expected['test_accuracy'], abs=0.02)
+
+
+def test_results_are_a_pure_function_of_the_config_the_metrics_and_the_final_evaluation():
+  """results.json without training: the last training loss, the per-epoch validation rows, the test split read
+  once, and the eval.crops views where they were evaluated."""
+  from training import classifier  # noqa: PLC0415
+  from training import cli  # noqa: PLC0415
+
+  rows = [{'step': 4, 'epoch': 0, 'train_loss': 2.0},
+          {'step': 8, 'epoch': 1, 'validation_loss': 1.5, 'validation_accuracy': 0.5, 'validation_top5_error': 0.1},
+          {'step': 8, 'epoch': 0, 'train_loss': 1.0}]
+  final = {'test': {'test_accuracy': 0.625, 'test_loss': 1.25, 'top1_error': 0.375, 'top5_error': 0.0625},
+           'params_sha256': 'ab', 'steps': 8, 'num_params': 10, 'num_validation': 4, 'parameters': {'W': [2, 5]},
+           'wall_time_s': 1.5, 'kernels': [], 'devices': ['cpu:0'], 'processes': 1}
+  config = cli.load_config('experiments/alexnet_imagenet.py:quick')  # 4 validation images, 10 test crops
+  one = classifier.results(config, rows, final)
+  assert (one['final_loss'], one['test_accuracy'], one['validation_accuracy'], one['top1_error'],
+          one['eval_crops']) == (1.0, 0.625, 0.5, 0.375, 1)
+  assert one['per_epoch'] == [{'epoch': 1, 'step': 8, 'validation_loss': 1.5, 'validation_accuracy': 0.5,
+                               'validation_top5_error': 0.1}]
+  ten = classifier.results(config, rows, {**final, 'crops': {'top1_error': 0.25, 'top5_error': 0.0}})
+  assert (ten['top1_error'], ten['top5_error'], ten['eval_crops'], ten['centre_crop_top1_error']) == (
+      0.25, 0.0, 10, 0.375)
+
+
 def test_a_log_file_gets_progress_lines_and_metrics_get_rate_and_speed(fashion_mnist_tfds, tmp_path):
   """stderr redirected (a SLURM log): a line per progress_every_s with step, epoch, loss, lr, images/s, elapsed
   and ETA; metrics.jsonl holds the learning rate and images/s; profile_steps writes a trace of those steps."""

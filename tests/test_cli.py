@@ -3,6 +3,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from tests.helpers import ROOT
 from tests.helpers import snapshot
 from tests.helpers import train
 from training import cli
+from training import process
 
 
 @pytest.fixture(scope='module')
@@ -58,10 +60,50 @@ def test_quick_run_results_records(quick_run):
   assert all(required <= set(r) for r in records)
   assert {r['init'] for r in records} == {'lecture', 'zeros'}
   assert all(0.0 <= r['train_accuracy'] <= 1.0 and 1 <= r['epochs'] <= 12 for r in records)
-  assert [c['claim'] for c in results['claims']], 'results.json lists the measured claims'
+  claims = json.load(open(os.path.join(workdir, 'claims.json')))['claims']
+  assert [c['claim'] for c in claims], 'claims.json lists the measured claims'
   md = open(os.path.join(workdir, 'results.md')).read()
   assert '| claim | the lecture\'s words | runs | measured | criterion | holds |' in md
   assert 'figures/accuracy_vs_units.png' in md
+
+
+def test_the_report_redraws_a_finished_workdir_without_training(quick_run, tmp_path):
+  """python -m experiments.report WORKDIR renders results.md, claims.json and the figures from the workdir's files
+  alone: a copy with them removed gets them back, the same bytes, and its data files are untouched."""
+  workdir, _ = quick_run
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy)
+  for name in ('results.md', 'claims.json'):
+    (copy / name).unlink()
+  shutil.rmtree(copy / 'figures')
+  data = {k: v for k, v in snapshot(copy).items()}
+  proc = subprocess.run([sys.executable, '-m', 'experiments.report', str(copy)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'models in' in proc.stdout
+  after = snapshot(copy)
+  assert {k: after[k] for k in data} == data, 'the report reads the data files, never writes them'
+  made = snapshot(workdir)
+  for name in ('results.md', 'claims.json', 'figures/accuracy_vs_units.png', 'figures/boundaries_stripes.png'):
+    assert after[name] == made[name], name
+
+
+def test_the_report_of_an_unfinished_or_foreign_directory_is_one_line(quick_run, tmp_path):
+  report = lambda d: subprocess.run([sys.executable, '-m', 'experiments.report', str(d)], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=60)
+  assert_one_line_error(report(tmp_path), 'has no config.json')
+  shutil.copy(os.path.join(quick_run[0], 'config.json'), tmp_path / 'config.json')
+  assert_one_line_error(report(tmp_path), 'has no results.json')
+
+
+def test_the_trainer_runs_in_process_as_a_library(quick_run, tmp_path):
+  """train_and_evaluate called directly (a debugger can step into it), as flax's train_test.py does: the records
+  of train.py's run of the same config."""
+  from training import hidden_units  # noqa: PLC0415
+
+  out = hidden_units.train_and_evaluate(cli.load_config(QUICK), str(tmp_path / 'w'))
+  with open(os.path.join(quick_run[0], 'results.json')) as f:
+    assert out['records'] == json.load(f)['records']
 
 
 @pytest.mark.slow
@@ -177,16 +219,8 @@ def test_eval_bad_workdirs(quick_run, tmp_path):
 # temporaries; prints the page faults per repetition after the first.
 _FAULTS_SCRIPT = """
 import ctypes, resource, sys, threading
-from training import cli
-from tests.helpers import QUICK
-from tests.helpers import ROOT
-from tests.helpers import snapshot
-from tests.helpers import ROOT
-from tests.helpers import assert_one_line_error
-from tests.helpers import evaluate
-from tests.helpers import snapshot
-from tests.helpers import train
-print(cli.keep_freed_memory() if sys.argv[1] == 'keep' else False)
+from training import process
+print(process.keep_freed_memory() if sys.argv[1] == 'keep' else False)
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -208,7 +242,7 @@ print(max(counts[1:]))
 @pytest.mark.skipif(platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc', reason='glibc only')
 def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
   env = {k: v for k, v in os.environ.items()
-         if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', cli.OPT_OUT)}
+         if not k.startswith('MALLOC_') and k not in ('GLIBC_TUNABLES', process.OPT_OUT)}
   env['JAX_PLATFORMS'] = 'cpu'
   runs = {}
   for mode in ('keep', 'default'):
@@ -224,8 +258,8 @@ def test_keep_freed_memory_removes_the_page_faults_of_large_blocks():
     {'KEEP_FREED_MEMORY': '0'}, {'MALLOC_TOP_PAD_': '0'}, {'MALLOC_ARENA_MAX': '4'},
     {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, {'JAX_PLATFORMS': 'cuda'}, {'JAX_PLATFORMS': 'tpu,cpu'}])
 def test_keep_freed_memory_leaves_user_choices_and_accelerators_alone(environ):
-  assert not cli.keep_freed_memory(environ, find_spec=lambda name: None)
+  assert not process.keep_freed_memory(environ, find_spec=lambda name: None)
 
 
 def test_keep_freed_memory_skips_machines_with_accelerator_plugins():
-  assert not cli.keep_freed_memory({}, find_spec=lambda name: object() if name == 'jax_cuda12_plugin' else None)
+  assert not process.keep_freed_memory({}, find_spec=lambda name: object() if name == 'jax_cuda12_plugin' else None)

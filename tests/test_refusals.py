@@ -128,7 +128,7 @@ def test_diverged_hidden_units_nets_stop_the_run_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / 'w' / 'results.json')
 
 
-@pytest.mark.parametrize('limit_kib,written', [(4, 'metrics.jsonl'), (12, 'figures/boundaries_corner.png')])
+@pytest.mark.parametrize('limit_kib,written', [(4, 'metrics.jsonl'), (20, 'figures/boundaries_corner.png')])
 def test_a_full_disk_while_writing_results_gets_one_line(tmp_path, limit_kib, written):
   """A file-size limit stands in for a full disk: appending metrics, or writing the arrays, figures and results
   (atomic writes, the same function), fails with one line naming the file; the files before it are kept."""

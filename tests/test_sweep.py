@@ -174,6 +174,7 @@ def test_a_hidden_units_grid_is_summarised_by_its_claims_and_accuracies(tmp_path
   assert [r['name'] for r in rows] == ['learning_rate=0.3', 'learning_rate=1.0']
   for r in rows:
     results = json.loads((tmp_path / r['name'] / 'seed_0' / 'results.json').read_text())
+    results.update(json.loads((tmp_path / r['name'] / 'seed_0' / 'claims.json').read_text()))
     assert int(r['claims_holding']) == sum(c['holds'] for c in results['claims'])
     assert [int(r[f'claim_{c["id"]}']) for c in results['claims']] == [c['holds'] for c in results['claims']]
     stripes2 = [x['train_accuracy'] for x in results['records'] if x['task'] == 'stripes' and x['hidden_units'] == 2]

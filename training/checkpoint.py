@@ -62,6 +62,7 @@ class Checkpoints:
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
     self.directory = directory
     self._pending = None  # the step of the last save asked for (it may still be being written)
+    self._closed = False
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -117,11 +118,32 @@ class Checkpoints:
     return state
 
   def wait(self):
+    if self._closed:
+      return
     with self._writing(None):
       self._manager.wait_until_finished()
 
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    """Closes after a block that ended well. After a user error (the run stops with one line), a checkpoint still
+    being written is completed first, so the last save is kept; after anything else the process is ending."""
+    if exc_type is None:
+      self.close()
+    elif issubclass(exc_type, errors.UserError):
+      try:
+        self.wait()
+      except errors.UserError:
+        pass
+    return False
+
   def close(self):
+    """Waits for the last save and releases orbax's threads; closing again does nothing."""
+    if self._closed:
+      return
     with self._writing(None):
       self._manager.wait_until_finished()
     self._manager.close()
+    self._closed = True
 

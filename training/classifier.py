@@ -1,7 +1,7 @@
 """Supervised training of image classifiers: one sharded, jitted step, verified checkpoints, resumable runs.
 
-`train_and_evaluate(config, workdir, report)` runs these stages (configs: experiments/defaults.py and the experiment
-files that override it):
+`train_and_evaluate(config, workdir)` runs these stages (configs: experiments/defaults.py and the experiment files
+that override it):
   1. mesh       a 1-D 'data' mesh over every device of the job: the global batch split across them, parameters
                 replicated (or the large dense layers split, train.shard_dense).
   2. input      the dataset's tf.data pipelines on the host, each process reading its own block of every global
@@ -10,13 +10,15 @@ files that override it):
   4. step       training/steps.py: one jitted update with shardings at its boundary (donating the old state off
                 the CPU). Gradients come from jax.value_and_grad in the step; dropout keys are fold_in(rng, step).
   5. resume     from the workdir's latest checkpoint (verified); otherwise a fresh init from config.seed.
-  6. loop       metrics.jsonl and TensorBoard every log_every steps, evaluation every epoch on the validation split
-                (training examples held out, data.num_validation; before that step's checkpoint, so
-                lr_schedule='plateau' decisions are saved), checkpoints every checkpoint_every steps
-                (asynchronous), a save and a clean exit on SIGTERM, and a stop naming the step if the loss is no
-                longer finite (the last good checkpoint stays).
-  7. results    the test split evaluated once (10 crops where configured), results.json; `report`
-                (experiments/reports/classifier.py) writes results.md and the learning-curve figure.
+  6. loop       step, evaluate, log, save: evaluation every epoch on the validation split (training examples
+                held out, data.num_validation; before that step's checkpoint, so lr_schedule='plateau' decisions
+                are saved), metrics.jsonl and TensorBoard every log_every steps, checkpoints every
+                checkpoint_every steps (asynchronous); each cadence is training/loop.py's itstime. SIGTERM and a
+                first Ctrl-C save and stop (loop.StopRequests); a loss that is no longer finite stops naming the
+                step (the last good checkpoint stays).
+  7. results    the test split evaluated once (10 crops where configured); results.json, a pure function of the
+                config, metrics.jsonl and the final evaluation (`results`). experiments/report.py renders
+                results.md and the figures from the workdir.
 
 A run killed at any moment and started again with the same command ends with bitwise the same parameters as an
 uninterrupted run: the step fixes the data position (epoch = step // steps_per_epoch; the epoch's shuffle is
@@ -40,12 +42,12 @@ import errors
 from errors import ConfigError
 from errors import require
 from errors import TrainingDiverged
-from errors import UserError
 from errors import WorkdirError
 import kernels
 import nets
 from training import checkpoint as checkpoint_lib
 from training import distributed
+from training import loop
 from training import metrics as metrics_lib
 from training import optim
 from training import sharding
@@ -208,20 +210,15 @@ def _checkpoints(config, workdir):
 # ------------------------------------------------------------------------------------------------------ train
 
 
-def train_and_evaluate(config, workdir, report):
-  """Trains, evaluates and reports (`report`: experiments/reports/classifier.py). In a multi-process job every
-  process runs this; process 0 alone writes config.json, metrics, TensorBoard events, figures and results, and
-  checkpoints are saved collectively."""
+def _restore_or_init(config, workdir, setup, per_epoch):
+  """(checkpoints, the state to train from) after every check: the workdir (before the data is read), the data's
+  own check, the latest checkpoint (verified) and the metrics it follows; then process 0 takes the workdir and
+  writes config.json. Nothing is written before all of them pass."""
   main = distributed.is_main()
-  if main:
-    workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
-  start_time = time.time()
-  setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
-  per_epoch = 'validation' if setup.dataset.num_validation else 'test'  # the split every epoch is evaluated on
   _verify(setup.dataset, ('train', per_epoch, 'test'))
   ckpt = _checkpoints(config, workdir)
   latest = ckpt.latest_step()
-  restored = ckpt.restore(latest, setup.abstract_state) if latest is not None else None  # verified before a write
+  restored = ckpt.restore(latest, setup.abstract_state) if latest is not None else None
 
   def check_and_prepare():
     if latest is not None:
@@ -229,167 +226,166 @@ def train_and_evaluate(config, workdir, report):
     workdir_lib.prepare(workdir, config)
 
   distributed.main_first(lambda: check_and_prepare() if main else None)
-  mesh, dataset, steps_per_epoch, total_steps = setup.mesh, setup.dataset, setup.steps_per_epoch, setup.total_steps
-  apply_fn = setup.apply_fn
-  train_step = steps.make_train_step(apply_fn, setup.tx, mesh, setup.state_sharding,
-                                     preprocess=getattr(dataset, 'device_train', None))
-  eval_step = _eval_step(setup, 1)
-  crops = eval_crops(config)
+  if restored is None:
+    return ckpt, setup.fresh_state()
+  if main:
+    print(f'resuming from the checkpoint at step {latest}')
+  return ckpt, restored
 
-  if restored is not None:
-    state = restored
-    if main:
-      print(f'resuming from the checkpoint at step {latest}')
-  else:
-    state = setup.fresh_state()
-  step = int(state.step)
-  writer = metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True) if main else metrics_lib.NullWriter()
 
-  # SIGTERM (a scheduler's pre-emption) and a first Ctrl-C (SIGINT) ask for a save at the next step boundary; a
-  # second Ctrl-C stops at once (KeyboardInterrupt), keeping the checkpoints saved so far.
-  stop = {'signal': None}
+def _train_batches(config, dataset, start, steps_per_epoch):
+  """This process's part of every training batch from step `start` on, across epochs: each epoch's order is
+  fixed by (seed, epoch), and a resumed epoch skips the batches already trained on."""
+  for epoch in range(start // steps_per_epoch, config.train.epochs):
+    yield from dataset.train_batches(batch_size=config.train.batch_size, seed=config.seed, epoch=epoch,
+                                     skip_batches=max(start - epoch * steps_per_epoch, 0),
+                                     process=distributed.process())
 
-  def on_signal(signum, frame):
-    del frame
-    stop['signal'] = signum
-    if signum == signal.SIGINT:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
 
-  previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-  progress = metrics_lib.Progress(total_steps, config.experiment, unit='images', start=step, disable=not main,
-                                  every_s=config.train.progress_every_s)
-  trace = metrics_lib.StepTrace(os.path.join(workdir, 'profile'), config.train.profile_steps)
-  logged = {'step': step, 'time': time.time()}  # for images/s between logged steps
-  saved = latest
-  multiprocess = distributed.is_multiprocess()
-
-  def check_finite(m, at):
-    bad = [f'{k.replace("_", " ")} {m[k]}' for k in ('loss', 'grad_norm', 'param_norm') if not np.isfinite(m[k])]
-    if bad:
-      ckpt.wait()
-      good = ckpt.latest_step()
-      kept = (f'the last good checkpoint (step {good}) is kept in {ckpt.directory}' if good is not None
-              else 'no checkpoint had been saved yet')
-      raise TrainingDiverged(f'training diverged at step {at} ({", ".join(bad)}); {kept}; lower '
-                             '--config.train.learning_rate and run again in a new --workdir')
-
-  def record_eval(epoch):
-    """Evaluates the per-epoch split (centre crops), logs, and lets lr_schedule='plateau' react; returns the new
-    state."""
-    ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
-                                mesh, split=per_epoch)
-    writer.write(step, epoch=epoch, **{f'{per_epoch}_{k}': ev[f'{per_epoch}_{k}'] for k in ('loss', 'accuracy')},
-                 **{f'{per_epoch}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
-    opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train, per_epoch)
-    if message and main:
-      print(f'epoch {epoch}: {message}')
-    return state.replace(opt_state=opt_state)
-
-  try:
-    for epoch in range(step // steps_per_epoch, config.train.epochs):
-      batches = dataset.train_batches(batch_size=config.train.batch_size, seed=config.seed, epoch=epoch,
-                                      skip_batches=step - epoch * steps_per_epoch, process=distributed.process())
-      for batch in pipeline.prefetch_to_device(batches, sharding.batch_sharding(mesh)):
-        with trace.step(step + 1):
-          state, m = train_step(state, batch)
-        step += 1
-        trace.after(step, state)
-        shown = {}  # what the progress line shows, updated at logged steps
-        if step % steps_per_epoch == 0:  # evaluated before the save, so a checkpoint holds what the test decided
-          state = record_eval(step // steps_per_epoch)
-        # read once: a signal arriving later in this step is seen at the next check. A multi-process job checks
-        # at logging steps only, where all processes agree (a collective, kept off the other steps), so they save
-        # the same step together
-        if multiprocess:
-          terminating = step % config.train.log_every == 0 and distributed.any_process(stop['signal'] is not None)
-        else:
-          terminating = stop['signal'] is not None
-        due_save = step % config.train.checkpoint_every == 0 or terminating or step == total_steps
-        if step % config.train.log_every == 0 or due_save:
-          m = jax.tree.map(float, jax.device_get(m))
-          check_finite(m, step)  # before any save, so no saved checkpoint holds a diverged state
-          now, rate = time.time(), optim.learning_rate(setup.schedule, state.opt_state, step)
-          per_s = config.train.batch_size * (step - logged['step']) / max(now - logged['time'], 1e-9)
-          logged.update(step=step, time=now)
-          writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()}, train_learning_rate=rate,
-                       train_images_per_s=round(per_s, 1))
-          shown = {'epoch': f'{epoch + 1}/{config.train.epochs}', 'loss': m['loss'], 'lr': rate}
-        progress.update(1, work=config.train.batch_size, **shown)
-        if due_save and saved != step:
-          ckpt.save(step, state)
-          saved = step
-        if terminating:
-          ckpt.close()
-          name = signal.Signals(stop['signal'] or signal.SIGTERM).name
-          message = (f'{name}: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to '
-                     'resume')
-          if stop['signal'] == signal.SIGINT:
-            raise errors.Interrupted(message)
-          if main:
-            print(message)
-          return None
+def _check_finite(m, step, ckpt):
+  """A TrainingDiverged error naming `step` and the last good checkpoint where a logged number is not finite."""
+  bad = [f'{k.replace("_", " ")} {m[k]}' for k in ('loss', 'grad_norm', 'param_norm') if not np.isfinite(m[k])]
+  if bad:
     ckpt.wait()
-  except UserError:
-    try:
-      ckpt.wait()  # a checkpoint still being written is completed before the error ends the process
-    except UserError:
-      pass
-    raise
-  finally:
-    for s, handler in previous_handlers.items():
-      signal.signal(s, handler)
-    trace.close()
-    progress.close()
-    writer.flush()
+    good = ckpt.latest_step()
+    kept = (f'the last good checkpoint (step {good}) is kept in {ckpt.directory}' if good is not None
+            else 'no checkpoint had been saved yet')
+    raise TrainingDiverged(f'training diverged at step {step} ({", ".join(bad)}); {kept}; lower '
+                           '--config.train.learning_rate and run again in a new --workdir')
 
-  ten = test = None
-  if per_epoch == 'validation':  # the test split, read once (collective: every process evaluates its part)
-    test = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), dataset, config.train.eval_batch_size,
-                                  mesh)
-  if crops > 1:
-    ten = steps.evaluate_dataset(_eval_step(setup, crops), steps.stack_models(state.params), dataset,
-                         config.train.eval_batch_size, mesh, crops=crops)
-  params_sha256 = checkpoint_lib.params_sha256(state.params)  # collective where parameters are split
-  ckpt.close()
+
+def train_and_evaluate(config, workdir):
+  """Trains and evaluates `config` into `workdir`: config.json, metrics.jsonl, TensorBoard events, checkpoints and
+  results.json (process 0 writes files; checkpoints are saved collectively). Returns the results in process 0
+  (None elsewhere, and when a signal stopped the run after its save); experiments/report.py renders them."""
+  main = distributed.is_main()
+  if main:
+    workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
+  start_time = time.time()
+  setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
+  per_epoch = 'validation' if setup.dataset.num_validation else 'test'  # the split every epoch is evaluated on
+  ckpt, state = _restore_or_init(config, workdir, setup, per_epoch)
+  t, total, per = config.train, setup.total_steps, setup.steps_per_epoch
+  train_step = steps.make_train_step(setup.apply_fn, setup.tx, setup.mesh, setup.state_sharding,
+                                     preprocess=getattr(setup.dataset, 'device_train', None))
+  eval_step = _eval_step(setup, 1)
+  step = start = int(state.step)
+  writer = metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True) if main else metrics_lib.NullWriter()
+  progress = metrics_lib.Progress(total, config.experiment, unit='images', start=step, disable=not main,
+                                  every_s=t.progress_every_s)
+  trace = metrics_lib.StepTrace(os.path.join(workdir, 'profile'), t.profile_steps)
+  rate = metrics_lib.Rate(step, per_step=t.batch_size)
+  batches = pipeline.prefetch_to_device(_train_batches(config, setup.dataset, start, per),
+                                        sharding.batch_sharding(setup.mesh))
+  with ckpt, loop.StopRequests() as stop, progress, trace, writer:
+    for step, batch in zip(range(start + 1, total + 1), batches):
+      epoch = (step - 1) // per  # from 0: the epoch this step belongs to
+      with trace.step(step):
+        state, m = train_step(state, batch)
+      trace.after(step, state)
+      if loop.itstime(step, per):  # evaluated before the save, so a checkpoint holds what the evaluation decided
+        state = _evaluate_epoch(config, setup, eval_step, state, writer, step, per_epoch, start_time)
+      stopping = stop.agreed(step, t.log_every)
+      save = loop.itstime(step, t.checkpoint_every, total) or stopping
+      shown = {}
+      if loop.itstime(step, t.log_every) or save:
+        m = jax.tree.map(float, jax.device_get(m))
+        _check_finite(m, step, ckpt)  # before any save, so no checkpoint holds a diverged state
+        lr = optim.learning_rate(setup.schedule, state.opt_state, step)
+        writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()}, train_learning_rate=lr,
+                     train_images_per_s=rate.per_s(step))
+        shown = {'epoch': f'{epoch + 1}/{t.epochs}', 'loss': m['loss'], 'lr': lr}
+      progress.update(1, work=t.batch_size, **shown)
+      if save:
+        ckpt.save(step, state)
+      if stopping:
+        return _stopped(stop, step, ckpt)
+  final = _final_evaluation(config, setup, eval_step, state, per_epoch)
   if not main:
     return None
   rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]  # resumed parts included
-  history = [{k: r.get(k) for k in ('epoch', 'step', f'{per_epoch}_loss', f'{per_epoch}_accuracy',
-                                     f'{per_epoch}_top5_error')} for r in rows if f'{per_epoch}_loss' in r]
+  final.update(wall_time_s=round(time.time() - start_time, 1), kernels=list(setup.kernels),
+               devices=[str(d) for d in jax.devices()], processes=jax.process_count())
+  out = results(config, rows, final)
+  workdir_lib.write_json(os.path.join(workdir, 'results.json'), out)
+  return out
+
+
+def _evaluate_epoch(config, setup, eval_step, state, writer, step, split, start_time):
+  """Evaluates the per-epoch split (centre crops) at `step`, the end of an epoch, logs it, and lets
+  lr_schedule='plateau' react; returns the state with the schedule's decision."""
+  epoch = step // setup.steps_per_epoch  # from 1: the epochs completed
+  ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), setup.dataset,
+                              config.train.eval_batch_size, setup.mesh, split=split)
+  writer.write(step, epoch=epoch, **{f'{split}_{k}': ev[f'{split}_{k}'] for k in ('loss', 'accuracy')},
+               **{f'{split}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
+  opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train, split)
+  if message and distributed.is_main():
+    print(f'epoch {epoch}: {message}')
+  return state.replace(opt_state=opt_state)
+
+
+def _stopped(stop, step, ckpt):
+  """After the save a signal asked for: a first Ctrl-C ends as Interrupted, SIGTERM returns None (exit 0)."""
+  ckpt.close()
+  message = f'{stop.name}: saved the checkpoint at step {step} in {ckpt.directory}; run the same command to resume'
+  if stop.signal == signal.SIGINT:
+    raise errors.Interrupted(message)
+  if distributed.is_main():
+    print(message)
+
+
+def _final_evaluation(config, setup, eval_step, state, per_epoch):
+  """What results() needs of the final state: the test split read once (collective: every process evaluates its
+  part) where epochs were evaluated on validation images, the eval.crops views, the parameters' hash and shapes."""
+  params = steps.stack_models(state.params)
+  final = {'params_sha256': checkpoint_lib.params_sha256(state.params), 'steps': int(state.step),  # collective
+           'num_params': nets.num_params(state.params), 'num_validation': setup.dataset.num_validation,
+           'parameters': {'/'.join(k): list(v.shape) for k, v in traverse_util.flatten_dict(state.params).items()}}
+  if per_epoch == 'validation':
+    final['test'] = steps.evaluate_dataset(eval_step, params, setup.dataset, config.train.eval_batch_size, setup.mesh)
+  crops = eval_crops(config)
+  if crops > 1:
+    final['crops'] = steps.evaluate_dataset(_eval_step(setup, crops), params, setup.dataset,
+                                            config.train.eval_batch_size, setup.mesh, crops=crops)
+  return final
+
+
+def results(config, rows, final):
+  """results.json as a pure function of the config, the rows of metrics.jsonl (resumed parts included) and
+  `final` (_final_evaluation's numbers of the last state, and how the run was made)."""
+  split = 'validation' if config.data.num_validation else 'test'
+  history = [{k: r.get(k) for k in ('epoch', 'step', f'{split}_loss', f'{split}_accuracy', f'{split}_top5_error')}
+             for r in rows if f'{split}_loss' in r]
+  test = final.get('test')
   ev = history[-1] if test is None else {**test, 'test_top5_error': test['top5_error']}
-  final = {'top1_error': 1.0 - ev['test_accuracy'], 'top5_error': ev['test_top5_error'], 'crops': 1}
-  if ten:
-    final = {'top1_error': ten['top1_error'], 'top5_error': ten['top5_error'], 'crops': crops}
-  results = {
+  crops = final.get('crops')
+  out = {
       'experiment': config.experiment,
       'final_loss': [r['train_loss'] for r in rows if 'train_loss' in r][-1],
       'test_accuracy': ev['test_accuracy'],
       'test_loss': ev['test_loss'],
-      'top1_error': final['top1_error'],
-      'top5_error': final['top5_error'],
-      'eval_crops': final['crops'],
+      'top1_error': crops['top1_error'] if crops else 1.0 - ev['test_accuracy'],
+      'top5_error': crops['top5_error'] if crops else ev['test_top5_error'],
+      'eval_crops': config.eval.crops if crops else 1,
       'centre_crop_top1_error': 1.0 - ev['test_accuracy'],
       'centre_crop_top5_error': ev['test_top5_error'],
-      'num_params': nets.num_params(state.params),
-      'parameters': {'/'.join(k): list(v.shape) for k, v in traverse_util.flatten_dict(state.params).items()},
-      'steps': step,
+      'num_params': final['num_params'],
+      'parameters': final['parameters'],
+      'steps': final['steps'],
       'epochs': config.train.epochs,
-      'wall_time_s': round(time.time() - start_time, 1),
-      'params_sha256': params_sha256,
-      'devices': [str(d) for d in jax.devices()],
-      'processes': jax.process_count(),
-      'kernels': list(setup.kernels),  # the speed kernels that computed it
-      'per_epoch_split': per_epoch,
+      'wall_time_s': final['wall_time_s'],
+      'params_sha256': final['params_sha256'],
+      'devices': final['devices'],
+      'processes': final['processes'],
+      'kernels': final['kernels'],  # the speed kernels that computed it
+      'per_epoch_split': split,
       'per_epoch': history,
   }
-  if per_epoch == 'validation':
-    results.update(validation_accuracy=history[-1]['validation_accuracy'],
-                   validation_loss=history[-1]['validation_loss'], num_validation=dataset.num_validation)
-  results = report.analyse(config, workdir, results, metrics=rows)
-  workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
-  workdir_lib.write_text(os.path.join(workdir, 'results.md'), report.markdown(config, results))
-  print(report.summary(results))
-  return results
+  if split == 'validation':
+    out.update(validation_accuracy=history[-1]['validation_accuracy'], validation_loss=history[-1]['validation_loss'],
+               num_validation=final['num_validation'])
+  return out
 
 
 # ------------------------------------------------------------------------------------------------------ eval
@@ -414,10 +410,10 @@ def _restore_params(config, setup, workdir, step=None):
   return step, state.params
 
 
-def evaluate_workdir(config, workdir, report, step=None, fresh_points=0, ensemble=()):
+def evaluate_workdir(config, workdir, step=None, fresh_points=0, ensemble=()):
   """Evaluates the workdir's latest (or given) checkpoint on the test split, alone or averaged with the latest
-  checkpoints of the `ensemble` workdirs; writes eval.json, and `report` the evaluation section of results.md
-  and the figures."""
+  checkpoints of the `ensemble` workdirs, and writes eval.json (with the confusion matrix where the dataset names
+  its classes). Returns it in process 0, None elsewhere; experiments/report.py renders it."""
   if fresh_points:
     raise ConfigError('--fresh_points applies to hidden_units only')
   setup = _setup(config)
@@ -432,19 +428,12 @@ def evaluate_workdir(config, workdir, report, step=None, fresh_points=0, ensembl
   out = {'step': step, 'models': len(members), 'ensemble': list(ensemble), 'crops': crops,
          'test_accuracy': ev['test_accuracy'], 'test_loss': ev['test_loss'], 'top1_error': ev['top1_error'],
          'top5_error': ev['top5_error'], 'params_sha256': checkpoint_lib.params_sha256(params)}
-  if not distributed.is_main():  # every process evaluated its part; process 0 reports
-    return out
+  if not distributed.is_main():  # every process evaluated its part; process 0 writes
+    return None
   if ev['confusion'] is not None:
     out['per_class_accuracy'] = {name: float(ev['confusion'][i, i] / max(ev['confusion'][i].sum(), 1))
                                  for i, name in enumerate(dataset.class_names)}
+    out['class_names'] = list(dataset.class_names)
     out['confusion'] = ev['confusion'].tolist()
-  out = report.analyse_evaluation(config, workdir, out, class_names=dataset.class_names)
   workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
-  md = os.path.join(workdir, 'results.md')
-  before = ''
-  if os.path.exists(md):
-    with open(md) as f:
-      before = f.read().split(report.EVAL_HEADING)[0].rstrip() + '\n\n'
-  workdir_lib.write_text(md, before + report.evaluation_markdown(config, out))
-  print(report.evaluation_summary(out))
   return out

@@ -4,13 +4,10 @@
 becomes `error: <message>` on stderr and exit status 2, with no traceback; any other exception is a bug and keeps
 its traceback.
 """
-import ctypes
 import functools
 import importlib.util
-import logging as std_logging
 import math
 import os
-import platform
 import sys
 
 from absl import app
@@ -24,78 +21,10 @@ import errors
 from errors import ConfigError
 from errors import Interrupted
 from errors import UserError
+from training import process
 from training import workdir
 
 EXIT_USER_ERROR = 2
-COUNT_FLAG = '--xla_force_host_platform_device_count'
-
-
-def cpu_devices_flag(environ=os.environ, cores=None):
-  """XLA_FLAGS that split the CPU into one JAX device per core, unless the user already chose a count.
-
-  XLA's CPU backend runs a program's small loops on one core, so a sweep of models sharded over two CPU devices
-  on a 2-core machine runs twice as fast (benchmarks/toy_sgd.py). It must be set before JAX starts, which is why
-  it lives here, in a module that does not import JAX; on GPUs and TPUs, which JAX uses when present, it changes
-  nothing.
-  """
-  flags_now = environ.get('XLA_FLAGS', '')
-  if COUNT_FLAG in flags_now:
-    return flags_now
-  return f'{flags_now} {COUNT_FLAG}={cores or os.cpu_count() or 1}'.strip()
-
-
-# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-MALLOC_SETTINGS = {_M_TOP_PAD: 1 << 28, _M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30}
-_USER_MALLOC_VARIABLES = ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_',
-                          'GLIBC_TUNABLES')
-OPT_OUT = 'KEEP_FREED_MEMORY'  # =0: leave glibc's malloc as it is
-_ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin', 'jax_rocm7_plugin', 'libtpu')
-
-
-def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
-  """Makes glibc's malloc keep freed memory for reuse instead of handing it back to the kernel, when JAX will
-  compute on the CPU. Returns whether it did; a KEEP_FREED_MEMORY other than 0 or 1 is a UserError. Call it
-  before JAX starts its threads.
-
-  Each execution of a jitted XLA:CPU program allocates its temporaries afresh, from XLA's worker threads (for the
-  Fashion-MNIST CNN's training step, one block of tens of MB). By default glibc maps a block that large straight
-  from the kernel, or grows a worker thread's heap for it and shrinks the heap again when it is freed; either way
-  every page faults on its first touch, every step. Blocks below 1 GiB from the heap, heaps grown 256 MB at a
-  time and not trimmed until 1 GiB is free, avoid that (docs/fashion_mnist/cnn_cpu_performance.md has the page
-  faults and step times). The price: the process keeps its peak heap (freed memory is reused, not returned).
-  Left alone: other C libraries; machines with a JAX GPU or TPU plugin installed (not measured there); users
-  who set glibc's own variables (MALLOC_TOP_PAD_, GLIBC_TUNABLES, ...), whose choice wins; and KEEP_FREED_MEMORY=0,
-  which keeps glibc's defaults (setting any one of glibc's thresholds by hand would not: it also switches off
-  glibc's dynamic mmap threshold, which made both JAX and PyTorch slower on this CNN).
-  """
-  if environ.get(OPT_OUT, '1') not in ('0', '1'):
-    raise UserError(f'{OPT_OUT}={environ[OPT_OUT]!r} is not understood; set it to 0 (glibc\'s malloc defaults) '
-                    'or 1 (keep freed memory, the default), or unset it')
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-    return False
-  if environ.get(OPT_OUT) == '0' or any(v in environ for v in _USER_MALLOC_VARIABLES):
-    return False
-  platforms = environ.get('JAX_PLATFORMS', '')
-  if platforms.split(',')[0].strip() not in ('', 'cpu'):
-    return False
-  if not platforms and any(find_spec(m) is not None for m in _ACCELERATOR_PLUGINS):
-    return False
-  libc = ctypes.CDLL(None)
-  return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.items())
-
-
-def prepare_cpu(cores=None, environ=os.environ):
-  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory), and
-  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core). Returns whether
-  freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is refused: model.kernels does."""
-  if 'CPU_CONV' in environ:
-    raise ConfigError(f'CPU_CONV={environ["CPU_CONV"]!r} is no longer read; choose the convolution kernels with '
-                      '--config.model.kernels (auto, none or names such as onednn_conv; see kernels/__init__.py) '
-                      'and unset CPU_CONV')
-  kept = keep_freed_memory(environ)
-  environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
-  return kept
 
 
 def fail(message, status=EXIT_USER_ERROR, prefix='error: '):
@@ -308,32 +237,15 @@ def _multiprocess():
   return jax is not None and jax.distributed.is_initialized()
 
 
-def _reported_elsewhere(record):
-  """A logging filter: orbax's own ERROR records (a failed asynchronous write, logged with its traceback from
-  the writing thread) are dropped, since training/checkpoint.py raises each such failure as one CheckpointError
-  line. --verbosity keeps them."""
-  return not (record.levelno >= std_logging.ERROR and f'{os.sep}orbax{os.sep}' in record.pathname)
-
-
-def _quiet_closed_loops(unraisable):
-  """sys.unraisablehook, less one harmless case: when orbax abandons a checkpoint read or write that failed (a
-  full disk, a damaged checkpoint), tensorstore's threads finish the other reads and writes later and find
-  orbax's event loop closed; each prints a RuntimeError traceback around the one-line CheckpointError that says
-  what is wrong."""
-  if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
-    return
-  sys.__unraisablehook__(unraisable)
-
-
 def main(run):
   """Runs `run(argv)` under absl, with flag errors and UserErrors reported as one line. In a multi-process job
   any failure ends this process at once with a last line saying so (training/distributed.py), never a hang."""
 
   def wrapped(argv):
-    sys.unraisablehook = _quiet_closed_loops
+    sys.unraisablehook = process.quiet_closed_loops
     if not flags.FLAGS['verbosity'].present:  # keep JAX's start-up INFO lines (no TPU found, ...) out of the way
       logging.set_verbosity(logging.WARNING)
-      logging.get_absl_handler().addFilter(_reported_elsewhere)
+      logging.get_absl_handler().addFilter(process.reported_elsewhere)
     try:
       run(argv)
     except Interrupted as e:  # a first Ctrl-C: what could be saved was saved

@@ -1,21 +1,22 @@
 """The per-example SGD sweep trainer: many small nets on the 2-D tasks, one compiled program per depth and width.
 
-`train_and_evaluate(config, workdir, report)` runs these stages (config: experiments/hidden_units.py):
+`train_and_evaluate(config, workdir)` runs these stages (config: experiments/hidden_units.py):
   1. check     every config value (validate), then the workdir; nothing is written before both pass.
   2. data      the tasks' training and test points (data/toy2d.py), the same for every model seed.
   3. models    every (task, depth, width, init, seed), grouped by (depth, padded width) into compiled programs.
   4. train     per group, training/vmap_sweep.py: vmap over models, scan over steps, an epoch per call; a
                metrics.jsonl row per epoch (mean loss and accuracy, learning rate, model-updates/s) and the
                progress bar or, in a log file, progress lines.
-  5. results   one record per model (results.json), the curves (curves.npz) and final parameters (params.npz);
-               `report` (experiments/reports/hidden_units.py) adds the claims and figures and writes results.md.
-`evaluate_workdir(config, workdir, report, fresh_points=N)` re-evaluates the saved parameters (eval.py).
+  5. results   one record per model (results.json), the curves (curves.npz), the final parameters and the
+               snapshots the figures show (params.npz). experiments/report.py reads them back (load_runs) for the
+               claims, results.md and the figures.
+`evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
 """
 import dataclasses
 import functools
 import json
 import os
-import signal
+import sys
 import time
 import zipfile
 
@@ -34,6 +35,7 @@ from nets import activations
 from nets import init as init_lib
 from nets import losses
 from nets import mlp
+from training import loop
 from training import metrics as metrics_lib
 from training import optim
 from training import vmap_sweep
@@ -146,31 +148,70 @@ PARAMS_FILE = 'params.npz'
 
 
 def save_params(path, runs):
-  """Every model's final parameters: per run k, its stacked leaves `k/i` in tree order and its models."""
+  """Every model's final parameters: per run k, its stacked leaves `k/i` in tree order and its models; and the
+  snapshots after epoch e, `k/epoch<e>/i`."""
   arrays = {}
   for k, run in enumerate(runs):
     for i, leaf in enumerate(jax.tree.leaves(run['params'])):
       arrays[f'{k}/{i}'] = leaf
+    for e, snapshot in run.get('snapshots', {}).items():
+      arrays.update({f'{k}/epoch{e}/{i}': leaf for i, leaf in enumerate(jax.tree.leaves(snapshot))})
     arrays[f'{k}/models'] = np.asarray([json.dumps(dataclasses.asdict(m)) for m in run['models']])
     arrays[f'{k}/padded'] = np.asarray(run['padded'], np.int32)
   workdir_lib.write_npz(path, compressed=True, **arrays)
 
 
-def load_params(path):
-  """[(models, stacked params)] as save_params wrote them."""
+def load_params(path, snapshots=False):
+  """[(models, padded widths, stacked params)] as save_params wrote them; with `snapshots`, a fourth item
+  {epoch: stacked params} of the snapshots."""
   with np.load(path) as f:
     runs, k = [], 0
     while f'{k}/models' in f:
       models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
       padded = tuple(int(p) for p in f[f'{k}/padded'])
       template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
-      leaves = [f[f'{k}/{i}'] for i in range(len(jax.tree.leaves(template)))]
-      runs.append((models, padded, jax.tree.unflatten(jax.tree.structure(template), leaves)))
+      n, tree = len(jax.tree.leaves(template)), jax.tree.structure(template)
+      run = (models, padded, jax.tree.unflatten(tree, [f[f'{k}/{i}'] for i in range(n)]))
+      if snapshots:
+        epochs = sorted({int(name.split('/')[1][5:]) for name in f.files if name.startswith(f'{k}/epoch')})
+        run += ({e: jax.tree.unflatten(tree, [f[f'{k}/epoch{e}/{i}'] for i in range(n)]) for e in epochs},)
+      runs.append(run)
       k += 1
   return runs
 
 
-def evaluate_workdir(config, workdir, report, step=None, fresh_points=0):
+def _curves_key(depth, padded):
+  return f'depth{depth}_width{padded[0] if padded else 0}'
+
+
+def load_runs(config, workdir):
+  """(runs, datasets) of a finished workdir as train_and_evaluate held them: per compiled program its models,
+  depth, final parameters, snapshots and curves (params.npz and curves.npz), and every model's data drawn again
+  from the config. A WorkdirError if a file is missing or damaged."""
+  try:
+    saved = load_params(os.path.join(workdir, PARAMS_FILE), snapshots=True)
+    with np.load(os.path.join(workdir, 'curves.npz')) as f:
+      curves = {name: f[name] for name in f.files}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{workdir} lacks a readable {PARAMS_FILE} or curves.npz '
+                       f'({errors.one_line(e) or type(e).__name__}); train again into a new --workdir') from None
+  runs = []
+  for models, padded, params, snapshots in saved:
+    key = _curves_key(models[0].depth, padded)
+    runs.append({'models': models, 'padded': padded, 'depth': models[0].depth, 'params': params,
+                 'snapshots': snapshots, 'curves': {k[:-len(key) - 1]: v for k, v in curves.items()
+                                                    if k.endswith('_' + key)}})
+  return runs, _datasets(config, [m for models, *_ in saved for m in models])
+
+
+def _datasets(config, models):
+  """{dataset key: (train, test)} of every model's task and data seed."""
+  return {m.dataset: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
+                                      config.data.num_train, config.data.num_test, config.data.margin)
+          for m in models}
+
+
+def evaluate_workdir(config, workdir, step=None, fresh_points=0):
   """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
 
   On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
@@ -223,7 +264,6 @@ def evaluate_workdir(config, workdir, report, step=None, fresh_points=0):
       raise WorkdirError(f'saved parameters give test accuracies up to {worst:.4f} away from results.json: the '
                          'workdir was changed or the code changed since training; retrain into a new --workdir')
   workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
-  print(report.evaluation_summary(out))
   return out
 
 
@@ -269,17 +309,14 @@ def records(runs, config):
   return out
 
 
-def train_and_evaluate(config, workdir, report):
+def train_and_evaluate(config, workdir):
   """Runs the whole sweep and writes config.json, metrics.jsonl, curves.npz, params.npz and results.json to
-  workdir; `report` adds the claims and figures/ and writes results.md."""
+  workdir; returns the results."""
   validate(config)
   workdir_lib.prepare(workdir, config)
   start = time.time()
   groups = models_for(config)
-  datasets = {m.dataset: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
-                                          config.data.num_train, config.data.num_test, config.data.margin)
-              for models in groups.values() for m in models}
-  writer = metrics_lib.MetricsWriter(workdir)
+  datasets = _datasets(config, [m for models in groups.values() for m in models])
   snapshot_epochs = (0, config.claims.at_epoch)
   runs = []
   steps = steps_per_epoch(config)
@@ -287,17 +324,8 @@ def train_and_evaluate(config, workdir, report):
                                   every_s=config.train.progress_every_s)
   done_epochs = 0
   # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
-  # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed. A second
-  # Ctrl-C stops at once.
-  stop = {'signal': None}
-
-  def on_signal(signum, frame):
-    del frame
-    stop['signal'] = signum
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-  try:
+  # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed.
+  with metrics_lib.MetricsWriter(workdir) as writer, loop.StopRequests() as stop, progress:
     for (depth, pad), models in groups.items():
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
                                f'hidden units: linear, {len(models)} models')
@@ -305,47 +333,40 @@ def train_and_evaluate(config, workdir, report):
       clock = {'t': time.time()}
 
       def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
-        if stop['signal'] is not None:
-          raise Interrupted(f'{signal.Signals(stop["signal"]).name}: stopped at epoch {epoch} of the nets of depth '
-                            f'{depth}; this trainer keeps no checkpoints (the whole sweep takes about a minute): run '
-                            'the same command to train it again')
+        if stop.signal is not None:
+          raise Interrupted(f'{stop.name}: stopped at epoch {epoch} of the nets of depth {depth}; this trainer keeps '
+                            'no checkpoints (the whole sweep takes about a minute): run the same command to train '
+                            'it again')
         check_finite(m['train_loss'], models, epoch)
         now, updates = time.time(), int(active.sum()) * steps
-        rate = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
+        lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
         writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
                      train_loss_mean=float(m['train_loss'].mean()),
-                     train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=rate,
+                     train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
                      model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
         clock['t'] = now
         progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
-                        lr=rate)
+                        lr=lr)
 
       run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
                              snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
       runs.append({**run, 'models': models, 'depth': depth})
       progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
       done_epochs += config.train.epochs
-    progress.close()
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
   train_time = time.time() - start
 
   records_ = records(runs, config)
+  curves = {f'{k}_{_curves_key(r["depth"], r["padded"])}': v for r in runs for k, v in r['curves'].items()}
+  workdir_lib.write_npz(os.path.join(workdir, 'curves.npz'), compressed=True, **curves)
+  save_params(os.path.join(workdir, PARAMS_FILE), runs)
   results = {
       'experiment': config.experiment,
+      'command': ' '.join(['python', *sys.argv]) if sys.argv and sys.argv[0] else '(library call)',
       'train_time_s': round(train_time, 2),
+      'wall_time_s': round(time.time() - start, 2),
       'num_models': len(records_),
       'devices': [str(d) for d in jax.devices()],
       'records': records_,
   }
-  workdir_lib.write_npz(os.path.join(workdir, 'curves.npz'), compressed=True,
-                        **{f'{k}_depth{r["depth"]}_width{r["padded"][0] if r["padded"] else 0}': v
-                           for r in runs for k, v in r['curves'].items()})
-  save_params(os.path.join(workdir, PARAMS_FILE), runs)
-  results = report.analyse(config, workdir, results, runs=runs, datasets=datasets)
-  results['wall_time_s'] = round(time.time() - start, 2)
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
-  workdir_lib.write_text(os.path.join(workdir, 'results.md'), report.markdown(config, results))
-  print(report.summary(results))
   return results

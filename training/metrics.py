@@ -30,7 +30,18 @@ def tensorboard_tag(key):
   return key
 
 
-class MetricsWriter:
+class _Closes:
+  """`with x:` closes x at the end of the block, however it ends."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+
+class MetricsWriter(_Closes):
   """Writes `metrics.jsonl` in a workdir, and with `tensorboard` the same scalars as TensorBoard events (their
   tags from tensorboard_tag). `start_step`: lines of later steps are dropped (a resumed run)."""
 
@@ -58,8 +69,10 @@ class MetricsWriter:
     if self._events is not None:
       self._events.flush()
 
+  close = flush
 
-class NullWriter:
+
+class NullWriter(_Closes):
   """Stands in for MetricsWriter in the processes of a multi-process job other than process 0."""
 
   def write(self, step, **scalars):
@@ -68,6 +81,21 @@ class NullWriter:
   def flush(self):
     pass
 
+  close = flush
+
+
+class Rate:
+  """Work per second between the steps it is asked at: rate.per_s(step) after `per_step` work per step."""
+
+  def __init__(self, step, per_step, clock=time.time):
+    self._step, self._time, self._per_step, self._clock = step, clock(), per_step, clock
+
+  def per_s(self, step):
+    now = self._clock()
+    rate = self._per_step * (step - self._step) / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    return round(rate, 1)
+
 
 def _clock(seconds):
   seconds = int(round(seconds))
@@ -75,7 +103,7 @@ def _clock(seconds):
   return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
 
 
-class Progress:
+class Progress(_Closes):
   """Progress for people. On a terminal, a tqdm bar; otherwise (a SLURM log, a file, a pipe) a plain line on
   stderr after the first update, every `every_s` seconds and at the end:
 
@@ -143,7 +171,7 @@ class Progress:
       self._line()
 
 
-class StepTrace:
+class StepTrace(_Closes):
   """A jax.profiler trace of the steps first..last (1-based: step n is the n-th update) into `directory`, each
   step annotated with its number, for TensorBoard's profile plugin or Perfetto (docs/profiling.md). `steps`: ()
   for none, or (first, last)."""

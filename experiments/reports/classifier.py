@@ -1,5 +1,6 @@
 """The classifier trainer's report: results.md with its tables, the learning curves, the confusion matrix, and
-the lines printed at the end of training and evaluation."""
+the lines printed at the end of training and evaluation. Nothing here trains or evaluates: `render` reads a
+workdir's results.json, metrics.jsonl and eval.json (where eval.py wrote one)."""
 import os
 
 import matplotlib
@@ -9,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import files
+from training import workdir as workdir_lib
 
 EVAL_HEADING = '## Evaluation (eval.py)'
 # The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.
@@ -32,10 +34,21 @@ def sweep_figures(results):
   return {k: v for k, v in results.items() if isinstance(v, (int, float, str)) and k != 'experiment'}
 
 
-def analyse(config, workdir, results, *, metrics):
-  """Draws the learning curves from `metrics` (the rows of metrics.jsonl, resumed parts included)."""
-  del config
-  learning_curves(metrics, os.path.join(workdir, 'figures', 'learning_curves.png'))
+def render(config, workdir):
+  """Writes results.md and the figures of a finished workdir (the learning curves; the confusion matrix and the
+  evaluation section where eval.py has run); returns results.json."""
+  results = workdir_lib.read_json(os.path.join(workdir, 'results.json'))
+  rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]
+  learning_curves(rows, os.path.join(workdir, 'figures', 'learning_curves.png'))
+  md = markdown(config, results)
+  if os.path.exists(os.path.join(workdir, 'eval.json')):
+    out = workdir_lib.read_json(os.path.join(workdir, 'eval.json'))
+    if 'confusion' in out:
+      confusion_figure(np.asarray(out['confusion']), out['class_names'],
+                       os.path.join(workdir, 'figures', 'confusion_matrix.png'),
+                       f'{config.experiment}, step {out["step"]}: test accuracy {out["test_accuracy"]:.4f}')
+    md = md.rstrip() + '\n\n' + evaluation_markdown(config, out)
+  workdir_lib.write_text(os.path.join(workdir, 'results.md'), md)
   return results
 
 
@@ -43,15 +56,6 @@ def summary(results):
   held = (f'validation accuracy {results["validation_accuracy"]:.4f}; ' if 'validation_accuracy' in results else '')
   return (f'{held}test accuracy {results["test_accuracy"]:.4f}, test loss {results["test_loss"]:.4f} after '
           f'{results["steps"]} steps ({results["wall_time_s"]} s)')
-
-
-def analyse_evaluation(config, workdir, out, *, class_names):
-  """Draws the confusion matrix, where the evaluation has one."""
-  if 'confusion' in out:
-    confusion_figure(np.asarray(out['confusion']), class_names,
-                     os.path.join(workdir, 'figures', 'confusion_matrix.png'),
-                     f'{config.experiment}, step {out["step"]}: test accuracy {out["test_accuracy"]:.4f}')
-  return out
 
 
 def evaluation_summary(out):

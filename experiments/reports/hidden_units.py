@@ -1,9 +1,9 @@
 """The hidden-units sweep's report: the lecture's claims with measured numbers, results.md, figures, summaries.
 
-Nothing here trains: every number comes from the records and runs training/hidden_units.py passes in.
+Nothing here trains: `render` reads a finished workdir (results.json's records, and the parameters, snapshots
+and curves training/hidden_units.py saved) and derives everything else from them and the config.
 """
 import os
-import sys
 
 import jax
 import matplotlib
@@ -17,6 +17,8 @@ from experiments import hidden_units_claims
 import files
 import nets
 from nets import mlp
+from training import hidden_units as trainer
+from training import workdir as workdir_lib
 
 
 def _model_params(tree, i):
@@ -36,11 +38,15 @@ def counted_params(depth, width):
   return nets.num_params(jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))))
 
 
-def analyse(config, workdir, results, *, runs, datasets):
-  """results with the claims added and the figures written to workdir/figures (their names added)."""
-  claims_ = claims_lib.verdicts(hidden_units_claims.CLAIMS, results['records'], config)
-  names = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
-  return {**results, 'claims': claims_, 'figures': names}
+def render(config, workdir):
+  """Writes claims.json (the lecture's claims, judged), the figures and results.md of a finished workdir;
+  returns results.json with the claims and figure names added."""
+  results = current(workdir_lib.read_json(os.path.join(workdir, 'results.json')), config)
+  runs, datasets = trainer.load_runs(config, workdir)
+  results['figures'] = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
+  workdir_lib.write_json(os.path.join(workdir, 'claims.json'), {'claims': results['claims']})
+  workdir_lib.write_text(os.path.join(workdir, 'results.md'), markdown(config, results))
+  return results
 
 
 def current(results, config):
@@ -89,7 +95,7 @@ def markdown(config, results):
   """results.md: the claims table, accuracy by task/depth/width, parameter counts, and the figures."""
   recs = results['records']
   lines = ['# Hidden units: measured results', '',
-           f'Command: `{" ".join(["python", *sys.argv]) if sys.argv and sys.argv[0] else "(library call)"}`  ',
+           f'Command: `{results.get("command", "(not recorded)")}`  ',
            f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
            f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
            f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',
