@@ -205,10 +205,11 @@ def load_runs(config, workdir):
 
 
 def _datasets(config, models):
-  """{dataset key: (train, test)} of every model's task and data seed."""
-  return {m.dataset: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
-                                      config.data.num_train, config.data.num_test, config.data.margin)
-          for m in models}
+  """{dataset key: (train, test)} of every model's task and data seed, each drawn once."""
+  keys = {m.dataset: m for m in models}
+  return {key: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
+                                config.data.num_train, config.data.num_test, config.data.margin)
+          for key, m in keys.items()}
 
 
 def evaluate_workdir(config, workdir, step=None, fresh_points=0):
