@@ -47,7 +47,8 @@ class Arch:
     require(self.pool in POOLS, f'model.pool {self.pool!r} is unknown; choose one of {POOLS}')
     require(all(isinstance(c, tuple) and len(c) == 3 and all(isinstance(v, int) and v >= 1 for v in c)
                 for c in self.conv),
-            f'model.conv {self.conv} must be (features, kernel, stride) triples of positive integers')
+            f'model.conv {self.conv} must be (features, kernel, stride) triples of positive integers; write it '
+            'like --config.model.conv="((32, 5, 1), (64, 5, 1))"')
     require(self.feature_groups >= 1 and not any(c[0] % self.feature_groups for c in self.conv),
             f'model.feature_groups={self.feature_groups} must divide every conv layer\'s features')
     require(all(isinstance(d, int) and d >= 1 for d in self.dense) and self.num_classes >= 2,

@@ -23,11 +23,15 @@ MLP = 'experiments/fashion_mnist.py:mlp,quick'
 
 @pytest.mark.parametrize('args,fragments', [
     (['--config=experiments/nope.py', '--config.seed=1'], ['experiments/nope.py does not exist']),
-    ([f'--config={QUICK}', '--config.model.hidden_units='], ['does not fit model.hidden_units', '=2,10']),
+    ([f'--config={QUICK}', '--config.model.hidden_units='], ['model.hidden_units must be whole numbers >= 1',
+                                                              '--config.model.hidden_units=2,10']),
+    (['--config=', '--config.seed=1'], ['--config is empty', '--config=experiments/NAME.py']),
+    ([f'--config={QUICK}', '--config.trian.epochs=3'], ["unknown config key 'trian.epochs'",
+                                                        'did you mean train.epochs?', '--show_config']),
     ([f'--config={QUICK}', 'config.train.epochs=3'], ["unexpected argument 'config.train.epochs=3'",
                                                       'did you mean --config.train.epochs=3']),
-    ([f'--config={CNN}', '--config.model.conv=32,5'], ['does not fit model.conv', '((32, 5, 1), (64, 5, 1))']),
-    ([f'--config={MLP}', '--config.model.conv=32,5'], ['model.conv (32, 5) must be (features, kernel, stride)']),
+    ([f'--config={CNN}', '--config.model.conv=32,5'], ['model.conv (32, 5) must be (features, kernel, stride)',
+                                                       '--config.model.conv="((32, 5, 1), (64, 5, 1))"']),
     ([f'--config={MLP}', '--config.train.optimizer=adamw'], ["train.optimizer 'adamw' is unknown"]),
     ([f'--config={MLP}', '--config.train.lr_schedule=linear'], ["train.lr_schedule 'linear' is unknown"]),
     ([f'--config={MLP}', '--config.train.learning_rate=-1.0'], ['train.learning_rate must be > 0']),
@@ -175,6 +179,20 @@ def test_jax_platforms_without_that_platform_gets_one_line(tmp_path):
   proc = subprocess.run([sys.executable, 'train.py', f'--config={QUICK}', f'--workdir={tmp_path}/w'], cwd=ROOT,
                         capture_output=True, text=True, timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cuda'})
   assert_one_line_error(proc, 'JAX could not start a backend for JAX_PLATFORMS=cuda', 'unset JAX_PLATFORMS')
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('content,fragment', [
+    ('x = 1\n', 'defines no get_config(arg)'),
+    ('def get_config(arg=None):\n  raise RuntimeError("no such variant")\n',
+     'could not be loaded (RuntimeError: no such variant)'),
+    ('import no_such_module\n', 'could not be imported (ModuleNotFoundError'),
+])
+def test_a_config_file_that_cannot_give_a_config_gets_one_line(tmp_path, content, fragment):
+  """Checked by loading the file before the flags library does, not by reading its exception's text."""
+  path = tmp_path / 'config.py'
+  path.write_text(content)
+  assert_one_line_error(train(f'--config={path}', f'--workdir={tmp_path}/w', '--config.seed=1'), fragment)
   assert not os.path.exists(tmp_path / 'w')
 
 

@@ -119,7 +119,7 @@ def sweep_cmd(tmp_path, *args):
     (['--config=experiments/fashion_mnist.py:mlp', 'train.epochs=3'], "unexpected argument 'train.epochs=3'"),
     (['--config=experiments/fashion_mnist.py:mlp', '--metric=bogus'], '--metric=bogus is not a figure of'),
     (['--config=experiments/nope.py', '--grid=seed=1'], 'experiments/nope.py does not exist'),
-    (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.widht=1,2'], "unknown config key 'widht'"),
+    (['--config=experiments/fashion_mnist.py:mlp', '--grid=model.widht=1,2'], "unknown config key 'model.widht'"),
     (['--config=experiments/fashion_mnist.py:mlp', '--grid=train.epochs=1,x'], '--config.train.epochs=x'),
     (['--sweep=experiments/fashion_mnist_ablations.py:pooling'], 'pass cnn or mlp'),
     (['--config=experiments/hidden_units.py:quick', '--grid=train.learning_rate=-1,1'],

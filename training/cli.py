@@ -4,7 +4,7 @@
 becomes `error: <message>` on stderr and exit status 2, with no traceback; any other exception is a bug and keeps
 its traceback.
 """
-import functools
+import difflib
 import importlib.util
 import math
 import os
@@ -37,13 +37,13 @@ def fail(message, status=EXIT_USER_ERROR, prefix='error: '):
   os._exit(status)
 
 
-def _config_file_arg(argv):
-  """The PATH of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, if given."""
+def _config_spec(argv):
+  """The PATH[:ARG] of --config=PATH[:ARG] (or --config PATH[:ARG]) in argv, if given."""
   for i, a in enumerate(argv):
     if a.startswith('--config='):
-      return a.split('=', 1)[1].split(':', 1)[0]
+      return a.split('=', 1)[1]
     if a == '--config' and i + 1 < len(argv):
-      return argv[i + 1].split(':', 1)[0]
+      return argv[i + 1]
   return None
 
 
@@ -56,31 +56,19 @@ def _missing_config_file(path):
 
 
 def parse_flags(flag_values, argv):
-  """flag_values(argv) with every problem as a ConfigError of one line: a config file that is missing or fails
-  to load, an override of a key the config lacks or of the wrong type, a stray positional argument. Returns
-  argv's first element (the program)."""
-  path = _config_file_arg(argv)
-  if path is not None and path and not os.path.isfile(path):
-    raise _missing_config_file(path)  # before ml_collections, which raises OSError when overrides are given
-  if path:
-    check_python_file(path, '--config')
+  """flag_values(argv) with every problem as a ConfigError of one line, each found by a check before the flags
+  library reads the config: a config file that is missing, is not Python, or fails to load; an override of a key
+  the config lacks; a stray positional argument. A value of the wrong type is absl's own message. Returns argv's
+  first element (the program)."""
+  spec = _config_spec(argv)
+  if spec == '':
+    raise ConfigError('--config is empty; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
+  if spec:
+    check_overrides(config_file_default(spec), argv)
   try:
     rest = flag_values(argv)
-  except flags.Error as e:
-    text = str(e)
-    if 'Traceback (most recent call last)' in text:  # get_config raised: keep the flag and the exception line
-      last = [l for l in text.splitlines() if l.strip()][-1].strip()
-      text = f'{text.split(": ")[0]}: {last}'
-    raise ConfigError(text.replace('\n', ' ')) from None
-  except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config does not have
-    inner = e.args[0] if e.args else e
-    if not isinstance(inner, KeyError):  # e.g. the config file has no get_config
-      raise ConfigError(f'the --config file could not be loaded ({inner}); it must define get_config(arg)') from None
-    text = str(inner.args[0] if inner.args else inner)
-    key, _, hint = text.partition('\n')
-    overrides = ' '.join(a.split('=')[0] for a in argv[1:] if a.startswith('--config.'))
-    raise ConfigError(f'unknown config key {key} in {overrides or "the overrides"}' +
-                      (f' ({hint.strip()})' if hint else '') + '; print the valid keys with --show_config') from None
+  except flags.Error as e:  # absl's message: a value it cannot parse as the key's type
+    raise ConfigError(' '.join(str(e).split())) from None
   if len(rest) > 1:
     stray = rest[1]
     hint = f'; did you mean --{stray}?' if '=' in stray and not stray.startswith('-') else ''
@@ -88,24 +76,28 @@ def parse_flags(flag_values, argv):
   return rest[:1]
 
 
+def check_overrides(default, argv):
+  """A ConfigError naming the first --config.KEY[=VALUE] of argv whose KEY the config does not have."""
+  for a in argv[1:]:
+    if not a.startswith('--config.'):
+      continue
+    key = a[len('--config.'):].split('=', 1)[0]
+    node, parts = default, key.split('.')
+    for i, part in enumerate(parts):
+      if isinstance(node, ml_collections.ConfigDict) and part in node:
+        node = node[part]
+        continue
+      near = difflib.get_close_matches(part, list(node.keys()) if isinstance(node, ml_collections.ConfigDict)
+                                       else [], n=1)
+      hint = f' (did you mean {".".join([*parts[:i], near[0], *parts[i + 1:]])}?)' if near else ''
+      raise ConfigError(f'unknown config key {key!r} in --config.{key}{hint}; print the valid keys with --show_config')
+
+
 def _parse_flags(argv):
   try:
     return parse_flags(flags.FLAGS, argv)
   except UserError as e:
     fail(str(e))
-
-
-def _fits(value, default):
-  """Whether an overridden tuple `value` has the element types of the config file's `default` tuple."""
-  if isinstance(default, (tuple, list)):
-    if not isinstance(value, (tuple, list)):
-      return False
-    return not default or all(_fits(v, default[0]) for v in value)
-  if isinstance(default, bool) or isinstance(value, bool):
-    return isinstance(value, bool) and isinstance(default, bool)
-  if isinstance(default, float):
-    return isinstance(value, (int, float))
-  return isinstance(value, type(default))
 
 
 def check_python_file(path, what):
@@ -129,48 +121,37 @@ def load_python_file(path, name):
 
 
 def config_file_default(spec):
-  """get_config(ARG) of the config file PATH in `spec` = PATH[:ARG], without overrides."""
+  """get_config(ARG) of the config file PATH in `spec` = PATH[:ARG], without overrides; a ConfigError in one line
+  if the file is missing, is not Python, or its get_config is missing or raises."""
   path, *arg = spec.split(':', 1)
-  return load_python_file(path, 'config_file_default').get_config(*arg)
-
-
-def check_tuple_overrides(config_flag):
-  """A ConfigError for an overridden tuple whose items are not of the default's kind (ml_collections checks the
-  type of scalars, not of a tuple's items): `--config.model.hidden_units=` gives ('',), and
-  `--config.model.conv=32,5` gives (32, 5) where ((features, kernel, stride), ...) is meant."""
-  overrides = config_flags.get_override_values(config_flag)
-  if not any(isinstance(v, (tuple, list)) for v in overrides.values()):
-    return
-  default = config_file_default(config_flag.config_filename)
-  for key, value in overrides.items():
-    try:
-      before = functools.reduce(lambda c, k: c[k], key.split('.'), default)
-    except (KeyError, AttributeError):
-      continue
-    if isinstance(value, (tuple, list)) and not _fits(value, before):
-      nested = bool(before) and isinstance(before[0], (tuple, list))
-      example = f'"{tuple(before)!r}"' if nested else (','.join(map(str, before)) or '1,2')
-      raise ConfigError(f'--config.{key}={",".join(map(str, value))} does not fit {key}, a tuple of '
-                        f'{"tuples" if nested else "numbers"}; write it like --config.{key}={example}')
+  if not os.path.isfile(path):
+    raise _missing_config_file(path)
+  check_python_file(path, '--config')
+  try:
+    module = load_python_file(path, 'config_file_default')
+  except Exception as e:  # noqa: BLE001 (a config file's import may raise anything)
+    raise ConfigError(f'--config={path} could not be imported ({type(e).__name__}: {e}); fix the file') from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise ConfigError(f'--config={path} defines no get_config(arg); a config file returns its ConfigDict from it')
+  try:
+    config = module.get_config(*arg)
+  except Exception as e:  # noqa: BLE001 (get_config refuses its argument with any exception)
+    raise ConfigError(f'--config={spec} could not be loaded ({type(e).__name__}: {e})') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'--config={path}: get_config returned a {type(config).__name__}, not an '
+                      'ml_collections.ConfigDict')
+  return config
 
 
 def config_from_flag(config_flag, flag_values=flags.FLAGS):
-  """The resolved config behind a DEFINE_config_file flag; a config file that failed to load, or an override of
-  the wrong kind, is a ConfigError."""
+  """The resolved config behind a DEFINE_config_file flag (parse_flags has checked the file and the keys)."""
   value = config_flag.value
   if value is None:
     raise ConfigError('no --config given; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
-  flag = flag_values[config_flag.name]
-  if not isinstance(value, ml_collections.ConfigDict):
-    path = config_flags.get_config_filename(flag)
-    if not os.path.isfile(path):
-      raise _missing_config_file(path)
-    error = str(object.__getattribute__(value, '_error')).splitlines()[0]
-    raise ConfigError(f'--config={path} could not be loaded ({error}); it must define get_config(arg)')
-  check_tuple_overrides(flag)
   check_finite(value)
   # what a key an older workdir lacks ran as, where its definition states nothing else (config_keys.py)
-  config_keys.record_defaults(workdir.flatten(workdir.config_to_dict(config_file_default(flag.config_filename))))
+  spec = config_flags.get_config_filename(flag_values[config_flag.name])
+  config_keys.record_defaults(workdir.flatten(workdir.config_to_dict(config_file_default(spec))))
   return value
 
 

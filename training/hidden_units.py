@@ -54,11 +54,12 @@ def validate(c):
   require(c.data.num_train >= c.train.batch_size >= 1,
        f'need data.num_train >= train.batch_size >= 1, got {c.data.num_train} and {c.train.batch_size}')
   require(0 <= c.data.margin <= 0.1, f'data.margin must be in [0, 0.1], got {c.data.margin}')
-  require(len(c.model.hidden_units) >= 1 and all(int(w) == w and w >= 1 for w in c.model.hidden_units),
-       f'model.hidden_units must be whole numbers >= 1, got {tuple(c.model.hidden_units)}')
-  require(len(c.model.depths) >= 1 and all(int(d) == d and d >= 1 for d in c.model.depths),
-       f'model.depths must be whole numbers >= 1 (the linear net is model.include_linear), got '
-       f'{tuple(c.model.depths)}')
+  whole = lambda values: len(values) >= 1 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                   for v in values)
+  require(whole(c.model.hidden_units), f'model.hidden_units must be whole numbers >= 1, got '
+          f'{tuple(c.model.hidden_units)}; write them like --config.model.hidden_units=2,10')
+  require(whole(c.model.depths), f'model.depths must be whole numbers >= 1 (the linear net is '
+          f'model.include_linear), got {tuple(c.model.depths)}; write them like --config.model.depths=1,2')
   require(c.model.activation in activations.ACTIVATIONS,
        f'model.activation {c.model.activation!r} is unknown; choose one of {sorted(activations.ACTIVATIONS)}')
   require(c.model.weight_init in init_lib.WEIGHT_INITS,
