@@ -7,7 +7,7 @@ typical size (500x375, quality 90; ImageNet's average is about 400x350). Rows, a
   tfds: the original JPEGs (what TFDS's records hold): decode, shorter side to 256, central 256x256 crop, as
     uint8 (data.augment_on='device': the rest runs in the jitted step); with host augmentation also mean
     subtraction, random 224x224 crop, flip and PCA colour shift in tf.data (data.augment_on='host');
-  prepared: the store (data/store.py) written by data/imagenet.py from the same images, read from disk in the
+  prepared: the store (data/store.py) written by data/imagenet_store.py from the same images, read from disk in the
     training order, decoded and batched: everything the host does with augmentation on the device; with host
     augmentation also the crop, flip and colour shift;
   Pillow + numpy, the peers a hand-written PyTorch-style loader would use: the host augmentation from the
@@ -34,7 +34,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from data import imagenet  # noqa: E402
+from data import imagenet_store  # noqa: E402
 from data import pipeline  # noqa: E402
+from data import sampler  # noqa: E402
 from data import store as store_lib  # noqa: E402
 
 MEAN = np.full((256, 256, 3), 120.0, np.float32)
@@ -67,24 +69,24 @@ def tfds_rate(jpegs, repeats, host_augment):
   t = pipeline.tf()
   ds = t.data.Dataset.from_tensor_slices(jpegs).enumerate()
   if host_augment:
-    ds = ds.map(lambda i, x: imagenet.augment(imagenet.decode_resize_crop(x) - MEAN, t.stack([t.constant(0, t.int64),
-                                                                                              i])))
+    ds = ds.map(lambda i, x: imagenet.augment(imagenet_store.decode_resize_crop(x) - MEAN,
+                                              t.stack([t.constant(0, t.int64), i])))
   else:
-    ds = ds.map(lambda i, x: imagenet.decode_uint8(x))
+    ds = ds.map(lambda i, x: imagenet_store.decode_uint8(x))
   ds = one_thread(ds.batch(64))
   return rate(lambda: [None for _ in ds], len(jpegs), repeats)
 
 
 def write_store(jpegs, directory, quality):
-  """The store data/imagenet.py prepares, of these images (one split, 'train'), through its own encoder."""
+  """The store data/imagenet_store.py prepares, of these images (one split, 'train'), through its own encoder."""
   t = pipeline.tf()
-  encoded = list(t.data.Dataset.from_tensor_slices(jpegs).map(lambda j: imagenet.encode_256(j, quality))
+  encoded = list(t.data.Dataset.from_tensor_slices(jpegs).map(lambda j: imagenet_store.encode_256(j, quality))
                  .as_numpy_iterator())
   record = store_lib.write_shard(directory, 'train', 0, encoded, np.zeros(len(encoded), np.int32))
-  store = store_lib.finish(directory, {**imagenet.PREPROCESSING, 'jpeg_quality': quality},
+  store = store_lib.finish(directory, {**imagenet_store.PREPROCESSING, 'jpeg_quality': quality},
                            {'train': store_lib.split_entry([record], len(encoded))})
-  error = np.mean([np.abs(imagenet.decode_256(e).numpy().astype(np.float32) - imagenet.decode_uint8(j).numpy())
-                   .mean() for e, j in zip(encoded, jpegs)])
+  error = np.mean([np.abs(imagenet_store.decode_256(e).numpy().astype(np.float32)
+                          - imagenet_store.decode_uint8(j).numpy()).mean() for e, j in zip(encoded, jpegs)])
   return store, encoded, error
 
 
@@ -93,14 +95,14 @@ def prepared_rate(store, repeats, host_augment, epochs=8):
   20,000 batches, so building it is not what is timed), read, decoded and batched by data/store.py."""
   t, n = pipeline.tf(), store.num_examples('train')
   if host_augment:
-    decode = lambda x, y, i: {'image': imagenet.augment(t.cast(imagenet.decode_256(x), t.float32) - MEAN,
+    decode = lambda x, y, i: {'image': imagenet.augment(t.cast(imagenet_store.decode_256(x), t.float32) - MEAN,
                                                         t.stack([t.constant(0, t.int64), i])), 'label': y}
   else:
-    decode = lambda x, y, i: {'image': imagenet.decode_256(x), 'label': y}
-  rows = np.concatenate([store_lib.train_positions(n, 64, 0, e) for e in range(epochs)])
+    decode = lambda x, y, i: {'image': imagenet_store.decode_256(x), 'label': y}
+  rows, positions = (np.concatenate(a) for a in zip(*(sampler.train_rows(n, 64, 0, e) for e in range(epochs))))
 
   def one_pass():
-    for _ in store_lib.batches(store, 'train', rows, decode, autotune=False):
+    for _ in store_lib.batches(store, 'train', rows, decode, positions=positions, autotune=False):
       pass
 
   return rate(one_pass, rows.size, repeats)  # one core: the process's affinity bounds tf.data's threads
@@ -152,7 +154,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--images', type=int, default=256)
   p.add_argument('--repeats', type=int, default=5)
-  p.add_argument('--jpeg_quality', type=int, default=imagenet.PREPROCESSING['jpeg_quality'],
+  p.add_argument('--jpeg_quality', type=int, default=imagenet_store.PREPROCESSING['jpeg_quality'],
                  help='of the stored JPEGs (the store uses the default; others to compare)')
   args = p.parse_args()
   if not 1 <= args.jpeg_quality <= 100:

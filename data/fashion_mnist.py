@@ -19,11 +19,14 @@ import tempfile
 import zlib
 
 from data import pipeline
+from data import sampler
 import errors
 from errors import ConfigError
 from errors import DataError
 
 NAME = 'fashion_mnist'
+# The training order (data/sampler.py): the published Fashion-MNIST runs were made with tf.data's shuffle.
+ORDER = 'tf.data'
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 ENV_VAR = 'FASHION_MNIST_DIR'
 CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
@@ -166,7 +169,7 @@ class Dataset:
 
   @staticmethod
   def _in_memory(b, split):
-    """A TFDS split (slice) as an in-memory tf.data source (47 MB for all training images)."""
+    """A TFDS split (slice) in memory: {'image', 'label'} arrays (47 MB for all training images)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     try:
@@ -175,7 +178,7 @@ class Dataset:
     except pipeline.tf().errors.OpError as e:  # e.g. a truncated TFRecord
       raise DataError(f'the prepared {NAME} in {b.data_dir} cannot be read ({errors.one_line(e)}); remove '
                       f'{b.data_dir} to prepare it again') from None
-    return pipeline.tf().data.Dataset.from_tensor_slices(arrays)
+    return arrays
 
   @staticmethod
   def _preprocess(x):
@@ -198,12 +201,12 @@ class Dataset:
 
   def train_batches(self, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1)):
     augment = self._augment if (self._random_flip or self._random_shift) else None
-    return pipeline.train_batches(self._train, num_examples=self.num_train, batch_size=batch_size, seed=seed,
-                                  epoch=epoch, skip_batches=skip_batches, preprocess=self._preprocess,
-                                  augment=augment, process=process, autotune=False)
+    rows, positions = sampler.train_rows(self.num_train, batch_size, seed, epoch, skip_batches, order=ORDER)
+    return pipeline.train_batches(self._train, rows, positions, epoch_seed=sampler.epoch_seed(seed, epoch),
+                                  preprocess=self._preprocess, augment=augment, process=process, autotune=False)
 
   def eval_batches(self, split, *, batch_size, process=(0, 1)):
     """split 'validation': the last data.num_validation training images; 'test': the test split."""
-    ds, n = (self._validation, self.num_validation) if split == 'validation' else (self._test, self.num_test)
-    return pipeline.eval_batches(ds, num_examples=n, batch_size=batch_size,
-                                 preprocess=self._preprocess, process=process, autotune=False)
+    arrays, n = (self._validation, self.num_validation) if split == 'validation' else (self._test, self.num_test)
+    rows, mask = sampler.eval_rows(n, batch_size)
+    return pipeline.eval_batches(arrays, rows, mask, preprocess=self._preprocess, process=process, autotune=False)

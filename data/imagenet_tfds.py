@@ -2,7 +2,7 @@
 builder and verified once, or tiny fake archives in the same format for tests and the `quick` config.
 
 The manual directory is the config's `data.manual_dir`, else $IMAGENET_MANUAL_DIR, else TFDS's default
-<data.tfds_dir>/downloads/manual. Preparing writes ~150 GB of TFRecords into data.tfds_dir, once; data/imagenet.py
+<data.tfds_dir>/downloads/manual. Preparing writes ~150 GB of TFRecords into data.tfds_dir, once; data/imagenet_store.py
 then writes the prepared store from them.
 
 `write_fake_manual_dir` writes archives in the real format (per-class tars of JPEGs inside the train tar, JPEGs

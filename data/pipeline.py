@@ -1,12 +1,9 @@
 """Host input pipelines in tf.data, feeding sharded device arrays.
 
 TensorFlow only reads and preprocesses on the host: it is imported lazily, and hidden from GPUs and TPUs so it
-never takes accelerator memory from JAX. Training batches come from a per-epoch shuffle seeded by (seed, epoch),
-so a run resumed at step s of epoch e sees exactly the batches an uninterrupted run would: the epoch's order is
-rebuilt and its first s batches skipped. The last partial training batch of an epoch is dropped (every epoch
-reshuffles, so no example is left out for long); evaluation pads its last batch and marks the padding with
-mask = 0, so every test example counts exactly once. In a multi-process job every process builds the same
-order and keeps only its own block of each global batch, before any decoding or augmentation.
+never takes accelerator memory from JAX. Which examples each batch holds, in every epoch and process, is
+data/sampler.py's (one order for every dataset); here in-memory arrays are gathered by those indices, augmented
+and preprocessed, and batches put on the devices.
 """
 import collections
 import contextlib
@@ -15,8 +12,8 @@ import sys
 import tempfile
 
 import jax
-import numpy as np
 
+from data import sampler
 import errors
 from errors import DataError
 import tf_host
@@ -89,45 +86,32 @@ def checked(batches, what):
                     'prepare it again') from None
 
 
-def epoch_seed(seed, epoch):
-  """The shuffle seed of one epoch: distinct per (seed, epoch), the same in every process and run."""
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def _examples(arrays, rows, process, **extra):
+  """A tf.data source of this process's columns of each global batch in `rows` (data/sampler.py), gathered
+  from the in-memory `arrays` ({name: array over the examples}), with `extra` arrays shaped like rows."""
+  cols = sampler.local(rows.shape[1], process)
+  picked = rows[:, cols].ravel()
+  return tf().data.Dataset.from_tensor_slices({**{k: v[picked] for k, v in arrays.items()},
+                                               **{k: v[:, cols].ravel() for k, v in extra.items()}})
 
 
-def _local_part(ds, batch_size, process):
-  """The examples of this process: (position, example) pairs whose position falls in this process's contiguous
-  block of every global batch. Process p of P holds rows p*B/P .. (p+1)*B/P - 1 of each global batch of B, which
-  is where jax.make_array_from_process_local_data puts them: the global batch equals the single-process one."""
-  index, count = process
-  if count == 1:
-    return ds
-  local = batch_size // count
-  return ds.filter(lambda i, x: (i % batch_size) // local == index)
-
-
-def train_batches(ds, *, num_examples, batch_size, seed, epoch, skip_batches=0, shuffle_buffer=None,
-                  preprocess=None, augment=None, process=(0, 1), autotune=True):
-  """numpy batches of this process's part of one training epoch, in the order fixed by (seed, epoch).
-
-  Only whole global batches are used (every process then sees the same number of steps). `shuffle_buffer`
-  (default: the whole split, a uniform shuffle for in-memory datasets); streamed datasets also shuffle their
-  files with the epoch's seed. `augment(example, seed)` transforms one example with TF's stateless random ops;
-  its seed is (epoch seed, position in the epoch), so a resumed epoch, which skips its first `skip_batches`
-  global batches before any decoding, augments every later example exactly as the uninterrupted one did, in
-  whichever process. `preprocess` maps whole batches. process: (index, count) of this process in the job.
-  autotune: see `finish`.
-  """
-  t, es = tf(), epoch_seed(seed, epoch)
-  ds = ds.shuffle(shuffle_buffer or num_examples, seed=es, reshuffle_each_iteration=False)
-  ds = ds.take(num_examples // batch_size * batch_size)
-  skip = skip_batches * batch_size
-  ds = _local_part(ds.skip(skip).enumerate(start=skip), batch_size, process)
+def train_batches(arrays, rows, positions, *, epoch_seed, preprocess=None, augment=None, process=(0, 1),
+                  autotune=True):
+  """numpy batches of this process's part of the global training batches `rows` of the in-memory `arrays`
+  (data/sampler.py's train_rows: the epoch's order from its first batch not yet trained on). `augment(example,
+  seed)` transforms one example with TF's stateless random ops; its seed is (epoch_seed, the example's
+  position in the epoch), so a resumed epoch augments every later example exactly as the uninterrupted one did,
+  in whichever process. `preprocess` maps whole batches. process: (index, count) of this process in the job.
+  autotune: see `finish`."""
+  t = tf()
+  ds = _examples(arrays, rows, process, position=positions)
   if augment is not None:
-    ds = ds.map(lambda i, x: augment(x, t.stack([t.constant(es, t.int64), i])), num_parallel_calls=t.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(lambda x: augment({k: x[k] for k in arrays},
+                                  t.stack([t.constant(epoch_seed, t.int64), x['position']])),
+                num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   else:
-    ds = ds.map(lambda i, x: x)
-  ds = ds.batch(batch_size // process[1], drop_remainder=True)
+    ds = ds.map(lambda x: {k: x[k] for k in arrays})
+  ds = ds.batch(rows.shape[1] // process[1], drop_remainder=True)
   if preprocess is not None:
     ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   return checked(finish(ds, autotune).as_numpy_iterator(), 'the training data')
@@ -147,20 +131,15 @@ def finish(ds, autotune):
   return ds
 
 
-def eval_batches(ds, *, num_examples, batch_size, preprocess=None, process=(0, 1), autotune=True):
-  """numpy batches {'image', 'label', 'mask'} of this process's part of the split. The split is padded to whole
-  global batches with copies of its first example marked mask = 0, so every example counts exactly once and
-  every process runs the same number of steps."""
+def eval_batches(arrays, rows, mask, *, preprocess=None, process=(0, 1), autotune=True):
+  """numpy batches {'image', 'label', 'mask'} of this process's part of the padded evaluation rows
+  (data/sampler.py's eval_rows) of the in-memory `arrays`."""
   t = tf()
-  ds = ds.map(lambda x: {**x, 'mask': t.constant(1.0)})
-  pad = -num_examples % batch_size
-  if pad:
-    ds = ds.concatenate(ds.take(1).map(lambda x: {**x, 'mask': t.constant(0.0)}).repeat(pad))
-  ds = _local_part(ds.enumerate(), batch_size, process).map(lambda i, x: x)
+  ds = _examples(arrays, rows, process, mask=mask).batch(rows.shape[1] // process[1])
   if preprocess is not None:
     ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
-  return checked(finish(ds.batch(batch_size // process[1]), autotune).as_numpy_iterator(), 'the evaluation data')
+  return checked(finish(ds, autotune).as_numpy_iterator(), 'the evaluation data')
 
 
 def prefetch_to_device(batches, sharding, size=2):

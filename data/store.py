@@ -16,10 +16,8 @@ statistics) against the manifest; each process hashes a shard's images (.jpegs) 
 in parallel threads (hashlib releases the GIL), so no changed byte reaches a step. The cost is one read of the
 store per process and run: docs/imagenet_input.md gives the measured rate.
 
-Order. Training batches of epoch e are rows of one permutation of the split drawn from (seed, e), cut into
-global batches of B; process p of P reads and decodes rows p*B/P .. (p+1)*B/P - 1 of each (where
-jax.make_array_from_process_local_data puts them), so the global batch does not depend on P and each process
-decodes only its share. Resuming at batch s starts reading at batch s: nothing skipped is read or decoded.
+Order: data/sampler.py's, as for every dataset (each process reads and decodes only its part of every global
+batch; a resumed epoch reads nothing it skips).
 """
 import concurrent.futures
 import hashlib
@@ -30,6 +28,7 @@ import os
 import numpy as np
 
 from data import pipeline
+from data import sampler
 from errors import DataError
 import files
 
@@ -228,32 +227,21 @@ def held_out(labels, count):
   return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def train_positions(num_examples, batch_size, seed, epoch):
-  """The epoch's order: a permutation of range(num_examples) fixed by (seed, epoch), cut to whole global
-  batches, as (batches, batch_size) int64."""
-  order = np.random.default_rng(pipeline.epoch_seed(seed, epoch)).permutation(num_examples)
-  steps = num_examples // batch_size
-  return order[:steps * batch_size].reshape(steps, batch_size)
-
-
-def batches(store, split, rows, decode, *, process=(0, 1), first_position=0, mask=None, autotune=True):
-  """numpy batches of this process's rows of each global batch in `rows` ((batches, B) indices into the split):
-  each example is read, then `decode(encoded, label, position)` in tf.data, in parallel and in order, where
-  position is its place in the whole sequence of rows plus first_position. mask ((batches, B)): added as
-  'mask'."""
+def batches(store, split, rows, decode, *, process=(0, 1), positions=None, mask=None, autotune=True):
+  """numpy batches of this process's part of each global batch in `rows` ((batches, B) indices into the split,
+  from data/sampler.py): each example is read, then `decode(encoded, label, position)` in tf.data, in parallel
+  and in order, with position from `positions` (like rows; default 0). mask (like rows): added as 'mask'."""
   t = pipeline.tf()
-  index, count = process
-  global_batch = rows.shape[1]
-  local = global_batch // count
-  cols = slice(index * local, (index + 1) * local)
+  cols = sampler.local(rows.shape[1], process)
+  local = cols.stop - cols.start
+  positions = np.zeros(rows.shape, np.int64) if positions is None else positions
   store.verify(split, rows[:, cols])  # before any of them is read
 
   def generate():  # the batch's images as one bytes object and their lengths: a numpy array of bytes objects
     for b in range(rows.shape[0]):  # would cost more to hand to TensorFlow than decoding them does
       encoded, labels = store.read(split, rows[b, cols])
-      positions = first_position + b * global_batch + np.arange(global_batch)[cols]
       extra = (mask[b, cols],) if mask is not None else ()
-      yield (positions, labels, b''.join(encoded), np.array([len(e) for e in encoded], np.int64)) + extra
+      yield (positions[b, cols], labels, b''.join(encoded), np.array([len(e) for e in encoded], np.int64)) + extra
 
   signature = (t.TensorSpec([None], t.int64), t.TensorSpec([None], t.int32), t.TensorSpec([], t.string),
                t.TensorSpec([None], t.int64))
@@ -274,28 +262,18 @@ def batches(store, split, rows, decode, *, process=(0, 1), first_position=0, mas
   return pipeline.checked(ds.as_numpy_iterator(), f'the prepared {split} images in {store.directory}')
 
 
-def _indices(examples):
-  """The split's example indices: range(examples) for a count, or the given array of indices."""
-  return np.arange(examples) if np.ndim(examples) == 0 else np.asarray(examples, np.int64)
-
-
 def train_batches(store, split, examples, decode, *, batch_size, seed, epoch, skip_batches=0, process=(0, 1),
                   autotune=True):
   """This process's part of each global training batch of the epoch from batch skip_batches on, over `examples`
   (a count: the split's first examples; or an array of indices into the split); decode(encoded, label, position)
   with position the example's place in the epoch (a seed for its augmentation)."""
-  indices = _indices(examples)
-  rows = indices[train_positions(len(indices), batch_size, seed, epoch)[skip_batches:]]
-  return batches(store, split, rows, decode, process=process, first_position=skip_batches * batch_size,
-                 autotune=autotune)
+  rows, positions = sampler.train_rows(examples, batch_size, seed, epoch, skip_batches)
+  return batches(store, split, rows, decode, process=process, positions=positions, autotune=autotune)
 
 
 def eval_batches(store, split, examples, decode, *, batch_size, process=(0, 1), autotune=True):
   """`examples` of the split in order (a count: the first ones; or an array of indices), padded to whole global
   batches with copies of the first marked mask = 0, so every example counts once and every process runs the same
   number of steps."""
-  indices = _indices(examples)
-  pad = -len(indices) % batch_size
-  rows = np.concatenate([indices, np.full(pad, indices[0])]).reshape(-1, batch_size)
-  mask = np.concatenate([np.ones(len(indices)), np.zeros(pad)]).astype(np.float32).reshape(-1, batch_size)
+  rows, mask = sampler.eval_rows(examples, batch_size)
   return batches(store, split, rows, decode, process=process, mask=mask, autotune=autotune)

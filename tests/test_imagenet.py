@@ -13,6 +13,7 @@ import pytest
 
 from data import augment
 from data import imagenet
+from data import imagenet_store
 from data import imagenet_tfds
 from data import pipeline
 from errors import DataError
@@ -61,7 +62,7 @@ def test_mean_image_and_pca_statistics_come_from_the_training_pixels(fake, root)
   """The store's pass computes both, from the images training reads (the stored JPEGs, decoded); against
   numpy's mean and covariance of those pixels, scaled to [0, 1]."""
   encoded, _ = fake.store.read('train', range(12))
-  images = np.stack([imagenet.decode_256(e).numpy() for e in encoded]).astype(np.float64)
+  images = np.stack([imagenet_store.decode_256(e).numpy() for e in encoded]).astype(np.float64)
   np.testing.assert_allclose(fake._mean, images.mean(0), rtol=1e-5, atol=1e-3)
   eigval, eigvec = fake._eig
   want_val, want_vec = np.linalg.eigh(np.cov(images.reshape(-1, 3).T / 255.0, bias=True))
@@ -125,7 +126,7 @@ def test_shorter_side_to_256_then_central_crop():
   t = pipeline.tf()
   img = np.zeros((100, 300, 3), np.uint8)
   img[:, 130:170] = 255  # a bright vertical band in the middle survives the central crop
-  out = imagenet.decode_resize_crop(t.io.encode_jpeg(img, quality=100)).numpy()
+  out = imagenet_store.decode_resize_crop(t.io.encode_jpeg(img, quality=100)).numpy()
   assert out.shape == (256, 256, 3)
   assert out[:, 128].mean() > 200 and out[:, 5].mean() < 30
 
@@ -156,7 +157,7 @@ def test_a_truncated_archive_gets_one_line_from_prepare(tmp_path):
   manual = imagenet_tfds.write_fake_manual_dir(str(tmp_path / 'manual'), images=6)
   tar = os.path.join(manual, imagenet_tfds.TRAIN_TAR)
   os.truncate(tar, os.path.getsize(tar) // 2)
-  proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tmp_path / "tfds"}',
+  proc = subprocess.run([sys.executable, '-m', 'data.imagenet_store', f'--tfds_dir={tmp_path / "tfds"}',
                          f'--manual_dir={manual}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=USER_ENV)
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]

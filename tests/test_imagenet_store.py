@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from data import imagenet
+from data import imagenet_store
 from data import imagenet_tfds
+from data import sampler
 from data import store as store_lib
 from errors import DataError
 from tests.helpers import data_cfg
@@ -35,7 +37,7 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def store(source, tmp_path_factory):
-  return imagenet.prepare_store(source, str(tmp_path_factory.mktemp('store')), SHARD, log=lambda line: None)
+  return imagenet_store.prepare_store(source, str(tmp_path_factory.mktemp('store')), SHARD, log=lambda line: None)
 
 
 def shard_hashes(directory):
@@ -48,16 +50,16 @@ def test_the_store_holds_every_image_once_in_shards_with_their_checksums(store, 
   m = store.manifest
   assert [len(m['splits'][s]['shards']) for s in ('train', 'validation')] == [3, 3]
   assert [r['count'] for r in m['splits']['train']['shards']] == [5, 5, 2]
-  assert m['preprocessing'] == imagenet.PREPROCESSING and m['class_names'][0] == 'n01440764'
+  assert m['preprocessing'] == imagenet_store.PREPROCESSING and m['class_names'][0] == 'n01440764'
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
   ds = source.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
   originals = list(ds.as_numpy_iterator())
   encoded, labels = store.read('train', np.arange(12)[::-1])  # across shards, in the order asked
   assert list(labels) == [int(x['label']) for x in originals][::-1]
-  want = [imagenet.decode_uint8(x['image']).numpy().astype(float) for x in originals[::-1]]
+  want = [imagenet_store.decode_uint8(x['image']).numpy().astype(float) for x in originals[::-1]]
   for i, e in enumerate(encoded):  # each stored image is its original, resized and cropped (JPEG's error on
-    stored = imagenet.decode_256(e).numpy().astype(float)  # the fake images' pixel noise: ~2 grey levels)
+    stored = imagenet_store.decode_256(e).numpy().astype(float)  # the fake images' pixel noise: ~2 grey levels)
     assert stored.shape == (256, 256, 3) and np.abs(stored - want[i]).mean() < 3.0
     assert np.abs(stored - want[i - 1]).mean() > 10.0
 
@@ -72,21 +74,21 @@ def test_an_interrupted_preparation_is_refused_then_resumes_to_the_same_store(st
       raise Stop
 
   with pytest.raises(Stop):
-    imagenet.prepare_store(source, directory, SHARD, log=stop_after_two_shards)
+    imagenet_store.prepare_store(source, directory, SHARD, log=stop_after_two_shards)
   with pytest.raises(DataError) as e:
-    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet ...')
-  assert 'is partial (2 shard(s) written' in str(e.value) and 'python -m data.imagenet' in str(e.value)
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store ...')
+  assert 'is partial (2 shard(s) written' in str(e.value) and 'python -m data.imagenet_store' in str(e.value)
   assert '\n' not in str(e.value)
   first = os.stat(os.path.join(directory, 'train-00000.jpegs')).st_mtime_ns
   lines.clear()
-  imagenet.prepare_store(source, directory, SHARD, log=lines.append)
+  imagenet_store.prepare_store(source, directory, SHARD, log=lines.append)
   assert [line.split(': ')[0] for line in lines[:-1]] == [
       '[imagenet2012 store] train shard 3/3', '[imagenet2012 store] validation shard 1/3',
       '[imagenet2012 store] validation shard 2/3', '[imagenet2012 store] validation shard 3/3']
   assert os.stat(os.path.join(directory, 'train-00000.jpegs')).st_mtime_ns == first, 'a done shard was rewritten'
   assert shard_hashes(directory) == shard_hashes(store.directory)
-  with np.load(os.path.join(directory, imagenet.STATISTICS)) as a, \
-       np.load(os.path.join(store.directory, imagenet.STATISTICS)) as b:
+  with np.load(os.path.join(directory, imagenet_store.STATISTICS)) as a, \
+       np.load(os.path.join(store.directory, imagenet_store.STATISTICS)) as b:
     for k in ('mean', 'eigval', 'eigvec'):
       np.testing.assert_array_equal(a[k], b[k])
 
@@ -101,7 +103,7 @@ def test_a_changed_shard_is_refused_in_one_line(store, tmp_path):
   directory = copy_of(store, tmp_path)
   os.truncate(os.path.join(directory, 'validation-00001.jpegs'), 100)
   with pytest.raises(DataError, match=r'changed since it was written \(validation-00001\); remove .* and python -m'):
-    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
 
 
 def test_a_flipped_byte_fails_the_checksum(store, tmp_path):
@@ -118,7 +120,8 @@ def test_a_flipped_byte_fails_the_checksum(store, tmp_path):
 def test_a_store_built_with_other_preprocessing_is_refused(store, tmp_path):
   directory = copy_of(store, tmp_path)
   with pytest.raises(DataError, match='was built with other preprocessing') as e:
-    store_lib.open_store(directory, {**imagenet.PREPROCESSING, 'jpeg_quality': 80}, 'python -m data.imagenet')
+    store_lib.open_store(directory, {**imagenet_store.PREPROCESSING, 'jpeg_quality': 80},
+                         'python -m data.imagenet_store')
   assert '\n' not in str(e.value)
 
 
@@ -142,7 +145,7 @@ def labels_of(batches):
 
 @pytest.mark.parametrize('processes', [2, 4])
 def test_each_process_reads_only_its_share_and_together_they_give_the_one_process_batches(store, processes):
-  decode = lambda x, y, i: {'image': imagenet.decode_256(x), 'label': y, 'position': i}
+  decode = lambda x, y, i: {'image': imagenet_store.decode_256(x), 'label': y, 'position': i}
   whole = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=3, epoch=1))
   assert len(whole) == 3 and sorted(np.concatenate(labels_of(whole))) == sorted(store.read('train', range(12))[1])
   np.testing.assert_array_equal(np.concatenate([b['position'] for b in whole]), np.arange(12))
@@ -160,7 +163,7 @@ def test_each_process_reads_only_its_share_and_together_they_give_the_one_proces
 
 
 def test_a_resumed_epoch_reads_nothing_it_skips(store):
-  decode = lambda x, y, i: {'image': imagenet.decode_256(x), 'label': y}
+  decode = lambda x, y, i: {'image': imagenet_store.decode_256(x), 'label': y}
   whole = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=0, epoch=0))
   counting = Counting(store)
   resumed = list(store_lib.train_batches(counting, 'train', 12, decode, batch_size=4, seed=0, epoch=0,
@@ -168,7 +171,7 @@ def test_a_resumed_epoch_reads_nothing_it_skips(store):
   assert len(resumed) == 1 and len(counting.read_indices) == 4
   np.testing.assert_array_equal(resumed[0]['image'], whole[2]['image'])
   other = list(store_lib.train_batches(store, 'train', 12, decode, batch_size=4, seed=0, epoch=1))
-  orders = [store_lib.train_positions(12, 4, 0, e).ravel() for e in (0, 1)]
+  orders = [sampler.train_rows(12, 4, 0, e)[0].ravel() for e in (0, 1)]
   assert sorted(orders[0]) == list(range(12)) and not np.array_equal(*orders) and len(other) == 3
 
 
@@ -194,9 +197,9 @@ def test_the_dataset_refuses_a_partial_store_and_the_command_finishes_it(tmp_pat
   with pytest.raises(DataError) as e:
     imagenet.Dataset(cfg)
   tfds_dir = tmp_path / 'fake_imagenet2012_6'
-  assert str(e.value).endswith(f'finish it with python -m data.imagenet --tfds_dir={tfds_dir} '
+  assert str(e.value).endswith(f'finish it with python -m data.imagenet_store --tfds_dir={tfds_dir} '
                                f'--store_dir={tmp_path / "store"}'), str(e.value)
-  proc = subprocess.run([sys.executable, '-m', 'data.imagenet', f'--tfds_dir={tfds_dir}',
+  proc = subprocess.run([sys.executable, '-m', 'data.imagenet_store', f'--tfds_dir={tfds_dir}',
                          f'--store_dir={tmp_path / "store"}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=300, env=USER_ENV)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -217,16 +220,16 @@ def test_the_input_benchmark_runs_and_reports_every_path():
     assert out[key] > 0, key
   assert out['prepared_x_tfds'] == pytest.approx(out['prepared_images_per_s_per_core'] /
                                                  out['tfds_images_per_s_per_core'], rel=1e-2)
-  assert out['jpeg_quality'] == imagenet.PREPROCESSING['jpeg_quality'] and out['stored_jpeg_bytes'] < out[
+  assert out['jpeg_quality'] == imagenet_store.PREPROCESSING['jpeg_quality'] and out['stored_jpeg_bytes'] < out[
       'original_jpeg_bytes']
 
 
 def test_changed_statistics_are_refused(store, tmp_path):
   directory = copy_of(store, tmp_path)
-  with open(os.path.join(directory, imagenet.STATISTICS), 'ab') as f:
+  with open(os.path.join(directory, imagenet_store.STATISTICS), 'ab') as f:
     f.write(b'more')
-  with pytest.raises(DataError, match=f'changed since it was written \\({imagenet.STATISTICS}\\)'):
-    store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+  with pytest.raises(DataError, match=f'changed since it was written \\({imagenet_store.STATISTICS}\\)'):
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
 
 
 def test_validation_is_held_out_of_training_stratified_by_class():
@@ -263,9 +266,9 @@ def test_every_byte_is_checked_before_it_is_read(store, tmp_path, ext):
   open(path, 'wb').write(bytes(data))
   if ext == 'npz':
     with pytest.raises(DataError, match=r'changed since it was written \(train-00001\)'):
-      store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+      store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
     return
-  opened = store_lib.open_store(directory, imagenet.PREPROCESSING, 'python -m data.imagenet')
+  opened = store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
   decode = lambda x, y, i: {'label': y}
   assert list(store_lib.eval_batches(opened, 'train', np.arange(5), decode, batch_size=5)), 'shard 0 is sound'
   with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ .* \(train-00001\)'):
