@@ -72,7 +72,9 @@ def os_error(error):
 
 def one_line(error):
   """An exception from a library or the file system as one short line: the message of the first OSError in its
-  chain (e.g. 'No space left on device: PATH'), else its type and first line."""
+  chain (e.g. 'No space left on device: PATH'), else its type and first line. The text of TensorFlow's and
+  tensorstore's messages is read here because no check before the call can say the same: a disk that fills, or
+  a file that fails to read, during the write or read itself."""
   disk = os_error(error)
   if disk:
     return disk

@@ -1,12 +1,15 @@
 """Trainers and what they share (steps, optimisers, checkpoints, metrics, workdirs, sharding, multi-process jobs).
 
 A trainer is a module of this package named by a config's `trainer` key. It defines
-  train_and_evaluate(config, workdir, report)   trains, evaluates and writes the workdir's files
-  evaluate_workdir(config, workdir, report, **options)  evaluates a trained workdir (eval.py's flags as options)
+  train_and_evaluate(config, workdir)   trains and evaluates, writing the workdir's data files; returns the
+                                        results in process 0 (None elsewhere, or when a signal stopped it)
+  evaluate_workdir(config, workdir, **options)  evaluates a trained workdir (eval.py's flags as options) into
+                                        eval.json; returns it in process 0
+  validate(config)   raises ConfigError for a value that cannot run, before any data is read
   CPU_DEVICES   JAX devices to split a CPU-only machine into (None: one per core)
-`report` is the experiment's module of experiments/reports/ that turns results into tables and figures; the
-entry points pass it in, so nothing here imports experiments/. A new trainer is a new module here and configs
-naming it.
+Trainers write data only; experiments/report.py renders results.md and figures from the workdir, so nothing here
+imports experiments/. A new trainer is a new module here, a report of the same name in experiments/reports/, and
+configs naming it.
 """
 import named
 
