@@ -210,10 +210,16 @@ def slurm_array_script(pending, parallel, options):
   lines = ['#!/bin/bash', '# Written by experiments/sweep.py: one array task per unfinished run. Submit with sbatch;',
            '# when the array has finished, run the same sweep command again to summarise (finished runs are skipped).',
            '#SBATCH --job-name=sweep', f'#SBATCH --array=0-{len(pending) - 1}%{max(1, parallel)}',
-           '#SBATCH --output=slurm-%A_%a.out', *[f'#SBATCH {o}' for o in options], 'set -euo pipefail',
-           f'cd {shlex.quote(ROOT)}', 'RUNS=(']
+           '#SBATCH --output=slurm-%A_%a.out',
+           '# two minutes before a time limit: the run saves (SIGTERM), then the task is requeued and resumes',
+           '#SBATCH --signal=B:USR1@120', '#SBATCH --requeue', *[f'#SBATCH {o}' for o in options],
+           'set -euo pipefail', f'cd {shlex.quote(ROOT)}', 'RUNS=(']
   lines += [f'  {shlex.quote(shlex.join(r["command"]))}' for r in pending]
-  lines += [')', 'eval "${RUNS[$SLURM_ARRAY_TASK_ID]}"']
+  lines += [')', 'save_and_requeue() {',
+            '  echo "time limit near: the run saves a checkpoint, then task $SLURM_ARRAY_TASK_ID is requeued" >&2',
+            '  kill -TERM "$RUN" 2>/dev/null || true', '  wait "$RUN" || true',
+            '  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"', '  exit 0', '}',
+            'trap save_and_requeue USR1', 'eval "exec ${RUNS[$SLURM_ARRAY_TASK_ID]}" &', 'RUN=$!', 'wait "$RUN"']
   return '\n'.join(lines) + '\n'
 
 

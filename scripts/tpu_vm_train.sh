@@ -16,7 +16,8 @@ if [ $# -lt 4 ]; then
 fi
 TPU=$1; ZONE=$2; CONFIG=$3; WORKDIR=$4; shift 4
 REPO=${REPO:-'~/jax-training'}
-EXTRA=$(printf '%q ' "$@")
+EXTRA=''
+if [ $# -gt 0 ]; then EXTRA=$(printf '%q ' "$@"); fi  # no overrides: nothing, not printf's ''
 REMOTE="cd $REPO && TFDS_DATA_DIR=${TFDS_DATA_DIR:-~/tensorflow_datasets} .venv/bin/python train.py --config=$CONFIG --workdir=$WORKDIR $EXTRA"
 CMD=(gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command="$REMOTE")
 if [ -n "${DRY_RUN:-}" ]; then
