@@ -1,14 +1,18 @@
-"""What a config key says about workdirs made before it existed, stated once, beside the key.
+"""What a config key says about workdirs: what older ones ran as, and whether it defines the run; stated once,
+beside the key.
 
-A workdir resumes and evaluates only under the config that made it (training/workdir.py compares its config.json
-with the new config, key by key). Configs gain and lose keys over time, so an older workdir's config.json lacks
-some keys and holds some that are gone. The rule:
+A workdir resumes and evaluates only under a config that defines the same run (training/workdir.py compares
+its config.json with the new config, key by key). Configs gain and lose keys over time, so an older workdir's
+config.json lacks some keys and holds some that are gone. The rules:
   - a key the older config lacks ran as its `before` value, where the config that defines the key states one
     (`before(config, 'data.num_validation', 0)` on the line after it), and otherwise as the config file's default
     (its value before any --config.KEY override). So a new key whose default reproduces older runs is one line;
     a key whose default computes something new states, beside it, what older runs computed.
   - a key the new config lacks (retired) matches when the older config held the value that the current code
     reproduces, stated with `retired(config, key, value)` where the key used to be.
+  - a key stated with `how(config, key)` only says how or where a run runs (a path, a speed kernel, logging): a
+    workdir resumes under another value of it, and records the change; every other key defines the run, and
+    a workdir resumes under another value of it only with train.py's --extend.
 Values are kept as JSON holds them (tuples as lists), as config.json does. Imports nothing of the project:
 configs stay light to import.
 """
@@ -17,6 +21,7 @@ import json
 _BEFORE = {}  # dotted key -> the value runs made before the key had, or a function of their flattened config
 _RETIRED = {}  # dotted key -> the value of a retired key that the current code reproduces
 _DEFAULTS = {}  # dotted key -> the config file's default, recorded by the entry points (record_defaults)
+_HOW = set()  # dotted keys that say how or where a run runs, not what it computes
 
 
 def _as_json(value):
@@ -48,6 +53,21 @@ def retired(config, key, value):
   if _has(config, key):
     raise KeyError(f'{key} is still a key of this config; retire it by removing it')
   _RETIRED[key] = _as_json(value)
+
+
+def how(config, *keys):
+  """Records that `keys` say only how or where a run runs (paths, speed kernels, logging, profiling, evaluation
+  batches and views, checkpoint cadence), not what it trains: a workdir resumes under other values of them, each
+  change recorded in its metrics. Every other key defines the run. A KeyError for a key `config` lacks."""
+  for key in keys:
+    if not _has(config, key):
+      raise KeyError(f'{key} is not a key of this config: state how() after the key is set')
+    _HOW.add(key)
+
+
+def is_how(key):
+  """Whether `key` only says how or where a run runs (how)."""
+  return key in _HOW
 
 
 def record_defaults(flat_defaults):

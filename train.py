@@ -22,6 +22,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
                                           'experiments/hidden_units.py:quick', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run\'s config, metrics, results and figures.')
 _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved config and exit.')
+_EXTEND = flags.DEFINE_bool('extend', False, 'Resume the workdir under other values of keys that define its run '
+                            '(train.epochs, say); each change is recorded in metrics.jsonl.')
 _DISTRIBUTED = cli.define_distributed_flags()
 
 
@@ -36,7 +38,8 @@ def run(argv):
     print(config)
     return
   cli.start_distributed(_DISTRIBUTED, config)
-  if trainer.train_and_evaluate(config, _WORKDIR.value) is not None:  # process 0, the run finished
+  results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
+  if results is not None:  # process 0, and the run finished
     print(report.render(config, _WORKDIR.value))
 
 

@@ -41,8 +41,10 @@ def get_config(arg='paper'):
 
   c.data.name = 'imagenet2012'
   c.data.manual_dir = ''  # '' : $IMAGENET_MANUAL_DIR, else <tfds_dir>/downloads/manual
+  keys.how(c, 'data.manual_dir')
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
   c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (data/imagenet.py)
+  keys.how(c, 'data.store_dir')
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
   keys.before(c, 'data.pca', 'published')
   c.data.augment_on = 'device'  # mean, crop, flip and colour noise in the jitted step; 'host': in tf.data

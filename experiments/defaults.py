@@ -19,6 +19,7 @@ def classifier():
   c.data = ml_collections.ConfigDict()
   c.data.name = ''  # a dataset's NAME (data/<module>.py)
   c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
+  keys.how(c, 'data.tfds_dir')
   c.data.num_train = 0  # 0: the whole training split
   c.data.num_test = 0  # 0: the whole test split
   # Training examples held out for validation: every per-epoch evaluation, the plateau rule and any choice of
@@ -33,10 +34,12 @@ def classifier():
   c.model.dropout_scaling = 'inverted'  # kept units x 1/(1-p) in training; 'test_time': outputs x (1-p) at test
   keys.before(c, 'model.dropout_scaling', 'inverted')
   c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
+  keys.how(c, 'model.kernels')
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # global: split over the devices
   c.train.eval_batch_size = 1000
+  keys.how(c, 'train.eval_batch_size')
   c.train.epochs = 10
   c.train.optimizer = 'sgd'  # sgd or adam; training/optim.py describes every optimiser and schedule key
   keys.before(c, 'train.optimizer', 'sgd')
@@ -59,13 +62,19 @@ def classifier():
   c.train.plateau_reductions = 3
   c.train.shard_dense = False  # True: split the dense layers' weights over the devices instead of replicating them
   c.train.log_every = 50  # steps between metrics.jsonl rows
+  keys.how(c, 'train.log_every')
   c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
+  keys.how(c, 'train.progress_every_s')
   c.train.profile_steps = ()  # (first, last): a jax.profiler trace of those steps in WORKDIR/profile
+  keys.how(c, 'train.profile_steps')
   c.train.checkpoint_every = 500  # steps between checkpoints
+  keys.how(c, 'train.checkpoint_every')
   c.train.keep_checkpoints = 3
+  keys.how(c, 'train.keep_checkpoints')
 
   c.eval = ml_collections.ConfigDict()
   c.eval.crops = 1  # views per test image in the final evaluation: 1 (centre) or 10 (where the dataset has them)
+  keys.how(c, 'eval.crops')
   keys.before(c, 'eval.crops', 1)
 
   c.reference = ml_collections.ConfigDict()  # published (top-1, top-5) errors to show beside this run's

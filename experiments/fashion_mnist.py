@@ -16,6 +16,7 @@ Expected (the benchmark table of github.com/zalandoresearch/fashion-mnist, and t
 Ablations are overrides of `model`: pool (max/sum/avg), pool_window/pool_stride (3/2 overlaps), lrn (contrast
 normalisation), feature_groups (max over groups of channels), dense widths.
 """
+import config_keys as keys
 import experiments
 from experiments import defaults
 
@@ -28,6 +29,7 @@ def get_config(arg='cnn'):
 
   c.data.name = 'fashion_mnist'
   c.data.source_dir = ''  # a directory with the four original files; see data/fashion_mnist.py
+  keys.how(c, 'data.source_dir')
   c.data.random_flip = True  # mirror training images left-right with probability 1/2
   c.data.random_shift = 0  # > 0: translate training images by up to this many pixels each way
 

@@ -76,10 +76,13 @@ def get_config(arg=None):
   c.train.weight_decay = 0.0
   c.train.weight_decay_on = 'weights'  # or 'all': offsets too
   c.train.unroll = 1  # lax.scan unroll factor (speed only)
+  keys.how(c, 'train.unroll')
   c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
+  keys.how(c, 'train.progress_every_s')
   # Speed only: each width is padded to the smallest of these that holds it, one compiled program per (depth,
   # padded width); a 1-unit net then costs a 10-wide one, not a 32-wide one. Results do not depend on it.
   c.train.pad_widths = (10, 32)
+  keys.how(c, 'train.pad_widths')
 
   c.claims = ml_collections.ConfigDict()
   # Which runs the claims of experiments/hidden_units_claims.py read.

@@ -22,6 +22,7 @@ from tests.helpers import assert_one_line_error
 from tests.helpers import logged_step
 from tests.helpers import message_lines
 from tests.helpers import ROOT
+from tests.helpers import snapshot
 from tests.helpers import USER_ENV
 import tf_host
 from training import sharding
@@ -131,6 +132,27 @@ def test_results_are_a_pure_function_of_the_config_the_metrics_and_the_final_eva
   ten = classifier.results(config, rows, {**final, 'crops': {'top1_error': 0.25, 'top5_error': 0.0}})
   assert (ten['top1_error'], ten['top5_error'], ten['eval_crops'], ten['centre_crop_top1_error']) == (
       0.25, 0.0, 10, 0.375)
+
+
+@pytest.mark.slow
+def test_a_run_is_extended_only_when_asked_and_moved_freely(uninterrupted, fashion_mnist_tfds, tmp_path):
+  """More epochs for a finished run: refused without --extend (nothing changes), continued with it from the
+  last checkpoint, the change recorded in metrics.jsonl. Another progress cadence (a key that says how, not what)
+  needs no flag."""
+  workdir = tmp_path / 'extended'
+  shutil.copytree(uninterrupted, workdir)
+  before = snapshot(workdir)
+  assert_one_line_error(run(str(workdir), fashion_mnist_tfds, '--config.train.epochs=4'), 'train.epochs: 3 -> 4',
+                        'pass --extend')
+  assert snapshot(workdir) == before
+  proc = run(str(workdir), fashion_mnist_tfds, '--config.train.epochs=4', '--config.train.progress_every_s=5',
+             '--extend')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert results(workdir)['steps'] == 32 and [r['step'] for r in results(workdir)['per_epoch']] == [8, 16, 24, 32]
+  changed = [r for r in map(json.loads, open(workdir / 'metrics.jsonl')) if 'config_changed' in r]
+  assert [(r['step'], r['extend']) for r in changed] == [(24, True)]
+  assert changed[0]['config_changed'] == {'train.epochs': {'from': 3, 'to': 4},
+                                          'train.progress_every_s': {'from': 30.0, 'to': 5.0}}
 
 
 def test_a_log_file_gets_progress_lines_and_metrics_get_rate_and_speed(fashion_mnist_tfds, tmp_path):

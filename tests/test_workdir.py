@@ -1,5 +1,6 @@
-"""training/workdir.py's config matching across versions of the config: a workdir trained before a key was added
-(model.kernels) or retired (model.group_impl, model.space_to_depth) still matches the config that reproduces it."""
+"""training/workdir.py's config matching: a workdir trained before a key was added (model.kernels) or retired
+(model.group_impl, model.space_to_depth) still matches the config that reproduces it; keys that say how or where
+a run runs may change, the others only with --extend."""
 import json
 import os
 
@@ -24,8 +25,11 @@ def test_a_workdir_from_before_model_kernels_still_matches(tmp_path, config):
     (tmp_path / 'config.json').write_text(json.dumps(old))
     with pytest.raises(WorkdirError, match="model.group_impl: 'xla' -> None"):
       workdir_lib.check_matches(str(tmp_path), resolved)
-  with pytest.raises(WorkdirError, match="model.kernels: 'auto' -> 'none'"):
-    workdir_lib.check_matches(str(tmp_path), cli.load_config(config, {'model.kernels': 'none'}))
+  # the kernels say how it computes, not what: another choice resumes, as a recorded change
+  old['model'].pop('group_impl', None)
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  changes = workdir_lib.check_matches(str(tmp_path), cli.load_config(config, {'model.kernels': 'none'}))
+  assert ('model.kernels', 'auto', 'none') in changes
 
 
 OLD = os.path.join(os.path.dirname(__file__), 'data')  # config.json files as train.py wrote them on 2026-12-05
@@ -68,7 +72,7 @@ def test_a_new_key_is_one_line_and_its_older_value_is_stated_beside_it(tmp_path)
   (config_keys.before): the default's run matches, an override does not; a stated value wins over the default."""
   resolved = cli.load_config('experiments/fashion_mnist.py:cnn')
   old = workdir_lib.config_to_dict(resolved)
-  del old['train']['progress_every_s']  # no before(): older runs ran as the default
+  del old['train']['plateau_patience']  # no before(): older runs ran as the default
   del old['data']['num_validation']  # before(c, 'data.num_validation', 0)
   old['data']['num_validation_was_here'] = 1  # a key neither in the config nor retired
   (tmp_path / 'config.json').write_text(json.dumps(old))
@@ -78,9 +82,9 @@ def test_a_new_key_is_one_line_and_its_older_value_is_stated_beside_it(tmp_path)
   (tmp_path / 'config.json').write_text(json.dumps(old))
   workdir_lib.check_matches(str(tmp_path), cli.load_config('experiments/fashion_mnist.py:cnn',
                                                            {'data.num_validation': 0}))
-  with pytest.raises(WorkdirError, match='train.progress_every_s: 30.0 -> 5.0'):
+  with pytest.raises(WorkdirError, match='train.plateau_patience: 5 -> 7'):
     workdir_lib.check_matches(str(tmp_path), cli.load_config('experiments/fashion_mnist.py:cnn',
-                                                             {'data.num_validation': 0, 'train.progress_every_s': 5}))
+                                                             {'data.num_validation': 0, 'train.plateau_patience': 7}))
 
 
 def test_a_misstated_older_value_fails_where_the_config_is_built():
@@ -95,3 +99,29 @@ def test_a_misstated_older_value_fails_where_the_config_is_built():
     config_keys.before(c, 'data.num_validation', 5)  # defaults.py states 0
   with pytest.raises(KeyError, match='still a key'):
     config_keys.retired(c, 'data.num_validation', 0)
+
+
+def test_keys_that_say_how_or_where_may_change_and_others_need_extend(tmp_path):
+  """Paths, kernels, logging and evaluation options (config_keys.how) may differ from the workdir's; a key that
+  defines the run (train.epochs) is refused unless extended, and the refusal says how to extend."""
+  spec = 'experiments/fashion_mnist.py:cnn'
+  (tmp_path / 'config.json').write_text(json.dumps(workdir_lib.config_to_dict(cli.load_config(spec))))
+  moved = cli.load_config(spec, {'data.tfds_dir': '/elsewhere', 'model.kernels': 'none', 'eval.crops': 1,
+                                 'train.eval_batch_size': 100, 'train.profile_steps': '3,4'})
+  changes = workdir_lib.check_matches(str(tmp_path), moved)
+  assert [k for k, _, _ in changes] == ['data.tfds_dir', 'model.kernels', 'train.eval_batch_size',
+                                        'train.profile_steps']
+  epochs = cli.load_config(spec).train.epochs
+  longer = cli.load_config(spec, {'train.epochs': epochs + 5})
+  with pytest.raises(WorkdirError, match=rf'train.epochs: {epochs} -> {epochs + 5}\); .*or pass --extend to continue'):
+    workdir_lib.check_matches(str(tmp_path), longer)
+  assert workdir_lib.check_matches(str(tmp_path), longer, extend=True) == [('train.epochs', epochs, epochs + 5)]
+
+
+def test_a_resumed_run_records_each_change_and_the_new_config(tmp_path):
+  spec = 'experiments/hidden_units.py:quick'
+  workdir_lib.prepare(str(tmp_path), cli.load_config(spec))
+  workdir_lib.prepare(str(tmp_path), cli.load_config(spec, {'train.progress_every_s': 5}), at_step=0)
+  _, rows = workdir_lib.read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  assert rows[-1]['config_changed'] == {'train.progress_every_s': {'from': 30.0, 'to': 5.0}} and not rows[-1]['extend']
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['progress_every_s'] == 5.0

@@ -210,7 +210,7 @@ def _checkpoints(config, workdir):
 # ------------------------------------------------------------------------------------------------------ train
 
 
-def _restore_or_init(config, workdir, setup, per_epoch):
+def _restore_or_init(config, workdir, setup, per_epoch, extend):
   """(checkpoints, the state to train from) after every check: the workdir (before the data is read), the data's
   own check, the latest checkpoint (verified) and the metrics it follows; then process 0 takes the workdir and
   writes config.json. Nothing is written before all of them pass."""
@@ -223,7 +223,7 @@ def _restore_or_init(config, workdir, setup, per_epoch):
   def check_and_prepare():
     if latest is not None:
       _check_metrics_cover(workdir, latest, setup.steps_per_epoch, per_epoch)
-    workdir_lib.prepare(workdir, config)
+    workdir_lib.prepare(workdir, config, extend, at_step=latest or 0)
 
   distributed.main_first(lambda: check_and_prepare() if main else None)
   if restored is None:
@@ -254,17 +254,19 @@ def _check_finite(m, step, ckpt):
                            '--config.train.learning_rate and run again in a new --workdir')
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, extend=False):
   """Trains and evaluates `config` into `workdir`: config.json, metrics.jsonl, TensorBoard events, checkpoints and
-  results.json (process 0 writes files; checkpoints are saved collectively). Returns the results in process 0
-  (None elsewhere, and when a signal stopped the run after its save); experiments/report.py renders them."""
+  results.json (process 0 writes files; checkpoints are saved collectively). `extend` (train.py --extend): a
+  workdir's run continues under another value of a key that defines it (train.epochs, say), the change recorded.
+  Returns the results in process 0 (None elsewhere, and when a signal stopped the run after its save);
+  experiments/report.py renders them."""
   main = distributed.is_main()
   if main:
-    workdir_lib.check_usable(workdir, config)  # before the data is loaded: a wrong workdir costs no time
+    workdir_lib.check_usable(workdir, config, extend)  # before the data is loaded: a wrong workdir costs no time
   start_time = time.time()
   setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
   per_epoch = 'validation' if setup.dataset.num_validation else 'test'  # the split every epoch is evaluated on
-  ckpt, state = _restore_or_init(config, workdir, setup, per_epoch)
+  ckpt, state = _restore_or_init(config, workdir, setup, per_epoch, extend)
   t, total, per = config.train, setup.total_steps, setup.steps_per_epoch
   train_step = steps.make_train_step(setup.apply_fn, setup.tx, setup.mesh, setup.state_sharding,
                                      preprocess=getattr(setup.dataset, 'device_train', None))

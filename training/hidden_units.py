@@ -311,11 +311,11 @@ def records(runs, config):
   return out
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, extend=False):
   """Runs the whole sweep and writes config.json, metrics.jsonl, curves.npz, params.npz and results.json to
-  workdir; returns the results."""
+  workdir; returns the results. `extend`: rerun a workdir under another value of a key that defines the run."""
   validate(config)
-  workdir_lib.prepare(workdir, config)
+  workdir_lib.prepare(workdir, config, extend)
   start = time.time()
   groups = models_for(config)
   datasets = _datasets(config, [m for models in groups.values() for m in models])
@@ -327,7 +327,7 @@ def train_and_evaluate(config, workdir):
   done_epochs = 0
   # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
   # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed.
-  with metrics_lib.MetricsWriter(workdir) as writer, loop.StopRequests() as stop, progress:
+  with metrics_lib.MetricsWriter(workdir, start_step=0) as writer, loop.StopRequests() as stop, progress:
     for (depth, pad), models in groups.items():
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
                                f'hidden units: linear, {len(models)} models')

@@ -18,6 +18,7 @@ import tempfile
 
 import config_keys
 from errors import WorkdirError
+from files import append_line
 from files import write_bytes  # noqa: F401 (re-exported: the workdir's files are written with these)
 from files import write_json
 from files import write_npz  # noqa: F401
@@ -47,30 +48,35 @@ def config_to_dict(config):
   return json.loads(config.to_json())
 
 
-def check_usable(workdir, config):
-  """Raises WorkdirError unless `workdir` is absent, empty, or holds a run of exactly `config`. Writes nothing."""
+def check_usable(workdir, config, extend=False):
+  """Raises WorkdirError unless `workdir` is absent, empty, or holds a run of `config` (check_matches: keys that
+  say how or where it runs may differ; with `extend`, any key). Writes nothing; returns the changes
+  [(key, old, new)]."""
   if not workdir:
     raise WorkdirError('no --workdir given; pass --workdir=DIR, a directory for this run\'s results')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f'--workdir={workdir} is a file, not a directory; pass a directory path')
   if not os.path.isdir(workdir):
-    return
+    return []
   if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-    check_matches(workdir, config)
+    changes = check_matches(workdir, config, extend=extend)
     if os.path.exists(os.path.join(workdir, METRICS_FILE)):
       read_jsonl(os.path.join(workdir, METRICS_FILE))  # a resumed run keeps its rows: they must be readable
-    return
+    return changes
   others = sorted(set(os.listdir(workdir)) - BEFORE_CONFIG)
   if others:
     shown = ', '.join(others[:3]) + (f' and {len(others) - 3} more' if len(others) > 3 else '')
     raise WorkdirError(f'--workdir={workdir} is not empty ({shown}) and has no {CONFIG_FILE}, so it was not '
                        'written by train.py; pass a new or empty --workdir so its files are not overwritten')
+  return []
 
 
-def prepare(workdir, config):
+def prepare(workdir, config, extend=False, at_step=0):
   """Creates `workdir` (or checks the existing one) for `config`, takes its lock and writes config.json; raises
-  WorkdirError with the fix, before writing anything, if the workdir cannot be used."""
-  check_usable(workdir, config)
+  WorkdirError with the fix, before writing anything, if the workdir cannot be used. A run resumed under changed
+  keys (check_usable) gets a metrics.jsonl row at `at_step` (the step it resumes from) naming each change, and
+  config.json records the new values."""
+  check_usable(workdir, config, extend)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-test-', delete=True)
@@ -79,7 +85,11 @@ def prepare(workdir, config):
     raise WorkdirError(f'cannot write to --workdir={workdir} ({e.strerror}); pass a directory you can write '
                        'to') from None
   lock(workdir)
-  check_usable(workdir, config)  # again under the lock: a run that held it may have written config.json
+  changes = check_usable(workdir, config, extend)  # again under the lock: another run may have written config.json
+  if changes:
+    append_line(os.path.join(workdir, METRICS_FILE), json.dumps({
+        'step': int(at_step), 'config_changed': {k: {'from': old, 'to': new} for k, old, new in changes},
+        'extend': bool(extend), 'time': datetime.datetime.now().isoformat(timespec='seconds')}) + '\n')
   write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
   os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
 
@@ -114,9 +124,12 @@ def lock(workdir):
 
 
 def check_matches(workdir, config, sections=None, role='--workdir',
-                  fix='pass a new --workdir so its results are not overwritten, or the config it was trained with'):
-  """Raises WorkdirError unless `workdir`'s config.json records exactly `config` (or its `sections`, such as
-  ('model', 'data') for an ensemble member trained with another seed); `role` and `fix` word the error."""
+                  fix='pass a new --workdir so its results are not overwritten, or the config it was trained with',
+                  extend=False):
+  """Raises WorkdirError unless `workdir`'s config.json records `config` (or its `sections`, such as ('model',
+  'data') for an ensemble member trained with another seed) in every key that defines the run; keys that only
+  say how or where it runs (config_keys.how) may differ, and with `extend` any key may. Returns the differences
+  [(key, old, new)]. `role` and `fix` word the error."""
   new = config_to_dict(config)
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -137,10 +150,14 @@ def check_matches(workdir, config, sections=None, role='--workdir',
   if sections:
     a, b = ({k: v for k, v in d.items() if k.split('.')[0] in sections} for d in (a, b))
   diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-  if diff:
-    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])
-    more = f' and {len(diff) - 3} more' if len(diff) > 3 else ''
-    raise WorkdirError(f'{role}={workdir} holds a run with another config ({shown}{more}); {fix}')
+  defining = [k for k in diff if not config_keys.is_how(k)]
+  if defining and not extend:
+    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in defining[:3])
+    more = f' and {len(defining) - 3} more' if len(defining) > 3 else ''
+    extra = ('; or pass --extend to continue this run under the new values (recorded in metrics.jsonl)'
+             if role == '--workdir' else '')
+    raise WorkdirError(f'{role}={workdir} holds a run with another config ({shown}{more}); {fix}{extra}')
+  return [(k, a.get(k), b.get(k)) for k in diff]
 
 
 def read_json(path):
