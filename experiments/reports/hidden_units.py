@@ -300,7 +300,7 @@ def figures(runs, datasets, config, outdir):
                                         (config.train.epochs, 'final'))):
         p = _model_params(run1['snapshots'][e] if e in run1['snapshots'] else run1['params'], i)
         acc = run1['curves']['train_accuracy'][i, e]
-        _panel(axes[row, col], p, w, act, x, y, f'{w} units, {label}: acc {acc:.2f}')
+        _panel(axes[row, col], p, w, act, x, y, f'{w} units, {label}: training acc {acc:.2f}')
     fig.suptitle(f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}')
     save(fig, f'boundaries_{task}.png')
 
@@ -312,14 +312,16 @@ def figures(runs, datasets, config, outdir):
   dmax, wmax = max(config.model.depths), max(config.model.hidden_units)
   if (dmax, wmax) != (1, cl.many_units):
     cols.append((f'depth {dmax}, {wmax} units', dmax, wmax))
-  fig, axes = plt.subplots(len(config.data.tasks), len(cols), figsize=(2.6 * len(cols), 2.6 * len(config.data.tasks)),
+  fig, axes = plt.subplots(len(config.data.tasks), len(cols), figsize=(2.8 * len(cols), 3.0 * len(config.data.tasks)),
                            squeeze=False)
   for r, task in enumerate(config.data.tasks):
     for c, (label, d, w) in enumerate(cols):
       run, i = _find(runs, task=task, hidden=(w,) * d, init=init, seed=seed)
       x, y = _train_of(datasets, task, run['models'][i].data_seed)
       _panel(axes[r, c], _model_params(run['params'], i), w, act, x, y,
-             f'{task}: {label}\nacc {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
+             f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
+  fig.suptitle(f'Final decision boundaries on the training points, seed {seed}', y=1.0)
+  fig.tight_layout()
   save(fig, 'boundaries_all_tasks.png')
 
   # 3. Accuracy against hidden units, spread over seeds, one line per depth.

@@ -39,23 +39,24 @@ def summarise(table, workdir, metric, report):
     walls = [r.get('wall_time_s', float('nan')) for r in rows if r['name'] == n]
     v = values[n]
     lines.append(f'| {n} | {", ".join(f"`{k}={x}`" for k, x in over.items()) or "(defaults)"} | '
-                 f'{np.mean(v):.4f} | {min(v):.4f} | {max(v):.4f} | {len(v)} | {np.mean(walls):.0f} |')
+                 f'{number(np.mean(v))} | {number(min(v))} | {number(max(v))} | {len(v)} | {np.mean(walls):.0f} |')
   if hasattr(report, 'sweep_markdown'):
     lines += report.sweep_markdown(table, results)
   with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
+  # Points, not bars: a bar's length reads as the value, and an axis zoomed to show 0.01 differences would make
+  # them look large. Each run is a dot, each setting's mean a line with its value.
   fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names) + 1), 3.6))
   means = [np.mean(values[n]) for n in names]
-  ax.bar(range(len(names)), means, color='#6baed6')
   for i, n in enumerate(names):
-    ax.plot([i] * len(values[n]), values[n], 'k.', ms=5)
-  lo, hi = min(min(v) for v in values.values()), max(max(v) for v in values.values())
-  ax.set(xticks=range(len(names)), ylabel=metric)
-  if 0.0 <= lo and hi <= 1.0:  # a fraction: zoom in on the differences
-    ax.set_ylim(max(0.0, lo - 0.02), min(1.0, hi + 0.01))
+    ax.plot([i] * len(values[n]), values[n], 'o', color='#3182bd', ms=4, alpha=0.7)
+    ax.plot([i - 0.3, i + 0.3], [means[i]] * 2, 'k-', lw=1.5)
+    ax.annotate(number(means[i]), (i + 0.32, means[i]), fontsize=7, va='center')
+  seeds = max(len(v) for v in values.values())
+  ax.set(xticks=range(len(names)), ylabel=metric, xlim=(-0.6, len(names) - 0.2),
+         title=f'{metric}: {"each dot a seed, the line their mean" if seeds > 1 else "one seed per setting"}')
+  ax.title.set_fontsize(9)
   ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
-  for i, m in enumerate(means):
-    ax.text(i, m, f'{m:.4f}', ha='center', va='bottom', fontsize=7)
   files.write_figure(os.path.join(workdir, 'sweep.png'), fig, dpi=110, bbox_inches='tight')
   plt.close(fig)
   axis = numeric_axis(table)
@@ -63,15 +64,24 @@ def summarise(table, workdir, metric, report):
     xs = sorted({float(r['overrides'][axis]) for r in table})
     per_x = [[r[metric] for r, t in zip(rows, table) if float(t['overrides'][axis]) == x] for x in xs]
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(xs, [np.mean(v) for v in per_x], 'o-', label=f'mean over {max(len(v) for v in per_x)} seeds')
-    ax.fill_between(xs, [min(v) for v in per_x], [max(v) for v in per_x], alpha=0.25, label='min to max')
-    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+    seeds = max(len(v) for v in per_x)
+    ax.plot(xs, [np.mean(v) for v in per_x], 'o-', label=f'mean over {seeds} seeds' if seeds > 1 else 'one seed')
+    if seeds > 1:  # a band needs more than one run
+      ax.fill_between(xs, [min(v) for v in per_x], [max(v) for v in per_x], alpha=0.25, label='min to max')
+    if min(xs) > 0 and max(xs) / min(xs) >= 3:  # step sizes, scales: equal ratios at equal distances
       ax.set_xscale('log')
+      ax.set_xticks(xs, [f'{x:g}' for x in xs])
+      ax.minorticks_off()
     ax.set(xlabel=axis, ylabel=metric)
     ax.legend(fontsize=8)
     files.write_figure(os.path.join(workdir, f'sweep_{axis.split(".")[-1]}.png'), fig, dpi=110, bbox_inches='tight')
     plt.close(fig)
   return '\n'.join(lines)
+
+
+def number(x):
+  """A table's number: whole numbers (claim counts) without decimals, others to 4 places."""
+  return f'{x:.0f}' if float(x).is_integer() else f'{x:.4f}'
 
 
 def numeric_axis(table):
