@@ -82,6 +82,8 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   with open(os.path.join(uninterrupted, 'results.md')) as f:
     md = f.read()
   assert f'(kernels: {", ".join(r["kernels"])})' in md and 'the test split was evaluated once, at the end' in md
+  assert 'Command: `python train.py --config=experiments/fashion_mnist.py:mlp,quick' in md and 'Machine: ' in md
+  assert f'{os.cpu_count()} cores' in r['machine'] and 'jax ' in r['machine']
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
   assert r['parameters']['fc1/W'] == [784, 256] and sorted(r['parameters'])[-2:] == ['out/W', 'out/b']
   board = os.path.join(uninterrupted, 'tensorboard')
@@ -94,7 +96,6 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   assert steps == sorted(steps) and steps[-1] == 24
 
 
-@pytest.mark.slow
 def test_the_trainer_runs_in_process_as_a_library(uninterrupted, fashion_mnist_tfds, tmp_path):
   """train_and_evaluate called directly (a debugger can step into it), as flax's train_test.py does: the run of
   train.py's test above, here on the test process's 8 CPU devices, whose gradient sums may differ in the last
@@ -155,6 +156,20 @@ def test_a_run_is_extended_only_when_asked_and_moved_freely(uninterrupted, fashi
                                           'train.progress_every_s': {'from': 30.0, 'to': 5.0}}
 
 
+@pytest.mark.slow
+def test_a_rerun_of_a_finished_run_changes_nothing(uninterrupted, fashion_mnist_tfds, tmp_path):
+  """The same command again: no training, no evaluation, no new file, every byte as it was (the lock aside,
+  which records who held it last)."""
+  workdir = tmp_path / 'finished'
+  shutil.copytree(uninterrupted, workdir)
+  before = {k: v for k, v in snapshot(workdir).items() if k != '.lock'}
+  proc = run(str(workdir), fashion_mnist_tfds)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'is finished; its results stand' in proc.stdout
+  assert {k: v for k, v in snapshot(workdir).items() if k != '.lock'} == before
+
+
+@pytest.mark.slow
 def test_a_log_file_gets_progress_lines_and_metrics_get_rate_and_speed(fashion_mnist_tfds, tmp_path):
   """stderr redirected (a SLURM log): a line per progress_every_s with step, epoch, loss, lr, images/s, elapsed
   and ETA; metrics.jsonl holds the learning rate and images/s; profile_steps writes a trace of those steps."""

@@ -267,6 +267,12 @@ def train_and_evaluate(config, workdir, extend=False):
   setup = _setup(config)  # the config checked, then the data loaded: everything is checked before a write
   per_epoch = 'validation' if setup.dataset.num_validation else 'test'  # the split every epoch is evaluated on
   ckpt, state = _restore_or_init(config, workdir, setup, per_epoch, extend)
+  done = os.path.join(workdir, 'results.json')
+  if int(state.step) == setup.total_steps and os.path.exists(done):  # finished: a rerun changes nothing
+    ckpt.close()
+    if main:
+      print(f'the run in {workdir} is finished; its results stand (eval.py evaluates it in other ways)')
+    return workdir_lib.read_json(done) if main else None
   t, total, per = config.train, setup.total_steps, setup.steps_per_epoch
   train_step = steps.make_train_step(setup.apply_fn, setup.tx, setup.mesh, setup.state_sharding,
                                      preprocess=getattr(setup.dataset, 'device_train', None))
@@ -307,7 +313,8 @@ def train_and_evaluate(config, workdir, extend=False):
     return None
   rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]  # resumed parts included
   final.update(wall_time_s=round(time.time() - start_time, 1), kernels=list(setup.kernels),
-               devices=[str(d) for d in jax.devices()], processes=jax.process_count())
+               devices=[str(d) for d in jax.devices()], processes=jax.process_count(),
+               command=metrics_lib.command(), machine=metrics_lib.machine())
   out = results(config, rows, final)
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), out)
   return out
@@ -383,6 +390,8 @@ def results(config, rows, final):
       'kernels': final['kernels'],  # the speed kernels that computed it
       'per_epoch_split': split,
       'per_epoch': history,
+      'command': final.get('command', ''),
+      'machine': final.get('machine', ''),
   }
   if split == 'validation':
     out.update(validation_accuracy=history[-1]['validation_accuracy'], validation_loss=history[-1]['validation_loss'],

@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 import zipfile
 
@@ -363,7 +362,8 @@ def train_and_evaluate(config, workdir, extend=False):
   save_params(os.path.join(workdir, PARAMS_FILE), runs)
   results = {
       'experiment': config.experiment,
-      'command': ' '.join(['python', *sys.argv]) if sys.argv and sys.argv[0] else '(library call)',
+      'command': metrics_lib.command(),
+      'machine': metrics_lib.machine(),
       'train_time_s': round(train_time, 2),
       'wall_time_s': round(time.time() - start, 2),
       'num_models': len(records_),

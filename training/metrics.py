@@ -1,8 +1,10 @@
 """What a run logs: one writer for `metrics.jsonl` (a JSON object per logged step) and, where asked, TensorBoard
 events in WORKDIR/tensorboard; and progress for people: a bar on a terminal, plain lines in a log file."""
+import collections
 import contextlib
 import json
 import os
+import platform
 import sys
 import time
 
@@ -28,6 +30,25 @@ def tensorboard_tag(key):
     if key.startswith(prefix):
       return f'{prefix[:-1]}/{key[len(prefix):]}'
   return key
+
+
+def command():
+  """The command line this process runs, as a user would type it (python first)."""
+  return ' '.join(['python', *sys.argv]) if sys.argv and sys.argv[0] else '(library call)'
+
+
+def machine():
+  """The machine a run ran on, in one line: processor and cores, JAX's devices, Python's and JAX's versions."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
+  except OSError:
+    pass
+  kinds = collections.Counter(d.device_kind for d in jax.devices())
+  devices = ', '.join(f'{n} x {k}' for k, n in kinds.items())
+  return (f'{cpu}, {os.cpu_count()} cores; {devices} ({jax.default_backend()}); Python '
+          f'{platform.python_version()}, jax {jax.__version__}')
 
 
 class _Closes:

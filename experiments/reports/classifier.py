@@ -69,6 +69,8 @@ def evaluation_summary(out):
 
 def markdown(config, results):
   lines = [f'# {config.experiment}: results', '',
+           f'Command: `{results.get("command", "(not recorded)")}`  ',
+           f'Machine: {results.get("machine", "(not recorded)")}  ',
            f'Devices: {", ".join(results["devices"])}'
            + f' (kernels: {", ".join(results["kernels"]) or "none"})'
            + f'; {results["steps"]} steps in {results["wall_time_s"]} s.', '',

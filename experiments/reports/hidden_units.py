@@ -96,6 +96,7 @@ def markdown(config, results):
   recs = results['records']
   lines = ['# Hidden units: measured results', '',
            f'Command: `{results.get("command", "(not recorded)")}`  ',
+           f'Machine: {results.get("machine", "(not recorded)")}  ',
            f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
            f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
            f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',

@@ -56,6 +56,8 @@ def summarise(table, workdir, metric, report):
   ax.set(xticks=range(len(names)), ylabel=metric, xlim=(-0.6, len(names) - 0.2),
          title=f'{metric}: {"each dot a seed, the line their mean" if seeds > 1 else "one seed per setting"}')
   ax.title.set_fontsize(9)
+  if all(float(x).is_integer() for v in values.values() for x in v):  # counts: whole-number ticks
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
   files.write_figure(os.path.join(workdir, 'sweep.png'), fig, dpi=110, bbox_inches='tight')
   plt.close(fig)
