@@ -14,7 +14,8 @@ QUICK = 'experiments/hidden_units.py:quick'
 # The runs the tests start get the devices train.py chooses for a user (one CPU device for data-parallel
 # training), not the 8 CPU devices conftest.py gives the test process itself.
 USER_ENV = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-PROGRESS_LINE = re.compile(r'^\[[^\]]+\] step \d+/\d+ ')  # what a run prints to a log as it trains
+# what a run prints to a log as it trains
+PROGRESS_LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[^\]]+\] step \d+/\d+ ')
 
 
 def train(*args, timeout=300, env=None):

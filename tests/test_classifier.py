@@ -21,6 +21,7 @@ from nets import cnn
 from tests.helpers import assert_one_line_error
 from tests.helpers import logged_step
 from tests.helpers import message_lines
+from tests.helpers import PROGRESS_LINE
 from tests.helpers import ROOT
 from tests.helpers import snapshot
 from tests.helpers import USER_ENV
@@ -176,7 +177,7 @@ def test_a_log_file_gets_progress_lines_and_metrics_get_rate_and_speed(fashion_m
   proc = run(tmp_path / 'w', fashion_mnist_tfds, '--config.train.progress_every_s=0',
              '--config.train.profile_steps=3,4')
   assert proc.returncode == 0, proc.stderr[-3000:]
-  lines = [l for l in proc.stderr.splitlines() if l.startswith('[fashion_mnist] step')]
+  lines = [l for l in proc.stderr.splitlines() if PROGRESS_LINE.match(l) and '[fashion_mnist] step' in l]
   assert len(lines) == 24, 'every step, with progress_every_s=0'
   assert re.search(r'step 12/24 \(50.0%\) epoch 2/3 loss [\d.]+ lr 0.00\d+ [\d,]+ images/s elapsed \d+:\d\d eta ',
                    lines[11]), lines[11]

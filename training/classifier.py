@@ -287,7 +287,7 @@ def train_and_evaluate(config, workdir, extend=False):
                                         sharding.batch_sharding(setup.mesh))
   with ckpt, loop.StopRequests() as stop, progress, trace, writer:
     for step, batch in zip(range(start + 1, total + 1), batches):
-      epoch = (step - 1) // per  # from 0: the epoch this step belongs to
+      epoch = (step - 1) // per + 1  # the epoch this step belongs to, from 1 (as evaluation rows count)
       with trace.step(step):
         state, m = train_step(state, batch)
       trace.after(step, state)
@@ -302,7 +302,7 @@ def train_and_evaluate(config, workdir, extend=False):
         lr = optim.learning_rate(setup.schedule, state.opt_state, step)
         writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()}, train_learning_rate=lr,
                      train_images_per_s=rate.per_s(step))
-        shown = {'epoch': f'{epoch + 1}/{t.epochs}', 'loss': m['loss'], 'lr': lr}
+        shown = {'epoch': f'{epoch}/{t.epochs}', 'loss': m['loss'], 'lr': lr}
       progress.update(1, work=t.batch_size, **shown)
       if save:
         ckpt.save(step, state)

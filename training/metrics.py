@@ -2,6 +2,7 @@
 events in WORKDIR/tensorboard; and progress for people: a bar on a terminal, plain lines in a log file."""
 import collections
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -125,14 +126,17 @@ def _clock(seconds):
 
 
 class Progress(_Closes):
-  """Progress for people. On a terminal, a tqdm bar; otherwise (a SLURM log, a file, a pipe) a plain line on
-  stderr after the first update, every `every_s` seconds and at the end:
+  """Progress for people. On a terminal, a tqdm bar; otherwise (a SLURM log, a file, a pipe) a plain, timestamped
+  line on stderr at the first update that brings fields (epoch, loss, lr), then every `every_s` seconds and at the
+  end:
 
-    [fashion_mnist] step 120/9380 (1.3%) epoch 1 loss 0.4123 lr 0.001 2,512 images/s elapsed 1:02 eta 61:24
+    2026-12-06 20:58:01 [fashion_mnist] step 120/9380 (1.3%) epoch 1/10 loss 0.4123 lr 0.001 2,512 images/s
+      elapsed 1:02 eta 61:24   (one line)
 
   `update(n, work=W, **fields)` counts n steps done with W units of work (images, model-updates) for the rate,
-  measured since the previous line; `fields` (loss, lr, epoch, ...) are shown as given. `start`: the steps done
-  before this process (a resumed run), left out of the rate and the ETA.
+  measured since the previous line; `fields` are shown as given. The ETA is measured from the end of the first
+  update on, so the first step's compilation does not inflate it (the first line has none). `start`: the steps
+  done before this process (a resumed run), left out of the rate and the ETA.
   """
 
   def __init__(self, total, desc, *, unit, every_s=30.0, start=0, disable=False, stream=None, clock=time.monotonic):
@@ -141,6 +145,7 @@ class Progress(_Closes):
     self._stream = stream or sys.stderr
     self._clock = clock
     self._t0 = self._last_t = clock()
+    self._after_first = None  # (time, steps done) at the end of the first update: the ETA's origin
     self._work, self._fields, self._lines, self._dirty = 0.0, {}, 0, False
     self._bar = None
     self._disabled = disable
@@ -153,6 +158,8 @@ class Progress(_Closes):
       self._bar.set_description(desc)
 
   def update(self, n=1, work=0.0, **fields):
+    if self._after_first is None:
+      self._after_first = (self._clock(), self.done + n)
     self.done += n
     self._work += work
     self._dirty = True
@@ -162,21 +169,22 @@ class Progress(_Closes):
       shown = {k: v for k, v in fields.items() if k in ('loss', 'lr')}
       if shown:
         self._bar.set_postfix({k: f'{v:.4g}' for k, v in shown.items()}, refresh=False)
-    elif not self._disabled and (self._lines == 0 or self._clock() - self._last_t >= self.every_s):
+    elif not self._disabled and ((self._lines == 0 and fields) or self._clock() - self._last_t >= self.every_s):
       self._line()
 
   def line(self):
     """The plain progress line now (what a log shows), with the rate since the previous one."""
     now = self._clock()
-    parts = [f'[{self.desc}] step {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.1f}%)']
+    parts = [f'{datetime.datetime.now():%Y-%m-%d %H:%M:%S} [{self.desc}] step {self.done}/{self.total} '
+             f'({100 * self.done / max(self.total, 1):.1f}%)']
     for k, v in self._fields.items():
       parts.append(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}')
     if self._work and now > self._last_t:
       parts.append(f'{self._work / (now - self._last_t):,.0f} {self.unit}/s')
-    elapsed, done_here = now - self._t0, self.done - self._start
-    parts.append(f'elapsed {_clock(elapsed)}')
-    if 0 < done_here and self.done < self.total:
-      parts.append(f'eta {_clock(elapsed / done_here * (self.total - self.done))}')
+    parts.append(f'elapsed {_clock(now - self._t0)}')
+    if self._after_first and self.done > self._after_first[1] and self.done < self.total:
+      since, steps = now - self._after_first[0], self.done - self._after_first[1]
+      parts.append(f'eta {_clock(since / steps * (self.total - self.done))}')
     self._last_t, self._work = now, 0.0
     return ' '.join(parts)
 
