@@ -211,9 +211,15 @@ def test_sigterm_saves_and_exits_cleanly(uninterrupted, fashion_mnist_tfds, tmp_
   saved = int(out.split('saved the checkpoint at step ')[1].split()[0])
   assert saved >= 5 and str(saved) in os.listdir(os.path.join(workdir, 'checkpoints')), err[-3000:]
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  first_segment = max(r['elapsed_s'] for r in rows if r['step'] <= saved and 'elapsed_s' in r)
   proc = run(workdir, fashion_mnist_tfds)
   assert proc.returncode == 0 and f'resuming from the checkpoint at step {saved}' in proc.stdout
   assert results(workdir)['params_sha256'] == results(uninterrupted)['params_sha256']
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl')) if 'elapsed_s' in l]
+  elapsed = [r['elapsed_s'] for r in rows]
+  assert elapsed == sorted(elapsed), 'elapsed_s goes on counting across the resume'
+  assert results(workdir)['wall_time_s'] >= elapsed[-1] > first_segment
 
 
 def test_divergence_stops_with_the_step_and_keeps_good_checkpoints(fashion_mnist_tfds, tmp_path):

@@ -242,6 +242,14 @@ def _train_batches(config, dataset, start, steps_per_epoch):
                                      process=distributed.process())
 
 
+def _elapsed_before(workdir, step):
+  """The seconds a resumed run had taken by `step`: the last elapsed_s metrics.jsonl recorded up to it (0 for a
+  new run). The time between that row and the stop is not counted."""
+  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+  rows = workdir_lib.read_jsonl(path)[1] if os.path.exists(path) else []
+  return max([r['elapsed_s'] for r in rows if r.get('step', 0) <= step and 'elapsed_s' in r], default=0.0)
+
+
 def _check_finite(m, step, ckpt):
   """A TrainingDiverged error naming `step` and the last good checkpoint where a logged number is not finite."""
   bad = [f'{k.replace("_", " ")} {m[k]}' for k in ('loss', 'grad_norm', 'param_norm') if not np.isfinite(m[k])]
@@ -278,6 +286,9 @@ def train_and_evaluate(config, workdir, extend=False):
                                      preprocess=getattr(setup.dataset, 'device_train', None))
   eval_step = _eval_step(setup, 1)
   step = start = int(state.step)
+  # seconds the run has taken over all its segments: what the rows up to the resumed step recorded, plus this one
+  before = _elapsed_before(workdir, start) if main else 0.0
+  elapsed = lambda: round(before + time.time() - start_time, 1)
   writer = metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True) if main else metrics_lib.NullWriter()
   progress = metrics_lib.Progress(total, config.experiment, unit='images', start=step, disable=not main,
                                   every_s=t.progress_every_s)
@@ -292,7 +303,7 @@ def train_and_evaluate(config, workdir, extend=False):
         state, m = train_step(state, batch)
       trace.after(step, state)
       if loop.itstime(step, per):  # evaluated before the save, so a checkpoint holds what the evaluation decided
-        state = _evaluate_epoch(config, setup, eval_step, state, writer, step, per_epoch, start_time)
+        state = _evaluate_epoch(config, setup, eval_step, state, writer, step, per_epoch, elapsed)
       stopping = stop.agreed(step, t.log_every)
       save = loop.itstime(step, t.checkpoint_every, total) or stopping
       shown = {}
@@ -301,7 +312,7 @@ def train_and_evaluate(config, workdir, extend=False):
         _check_finite(m, step, ckpt)  # before any save, so no checkpoint holds a diverged state
         lr = optim.learning_rate(setup.schedule, state.opt_state, step)
         writer.write(step, epoch=epoch, **{f'train_{k}': v for k, v in m.items()}, train_learning_rate=lr,
-                     train_images_per_s=rate.per_s(step))
+                     train_images_per_s=rate.per_s(step), elapsed_s=elapsed())
         shown = {'epoch': f'{epoch}/{t.epochs}', 'loss': m['loss'], 'lr': lr}
       progress.update(1, work=t.batch_size, **shown)
       if save:
@@ -312,7 +323,7 @@ def train_and_evaluate(config, workdir, extend=False):
   if not main:
     return None
   rows = workdir_lib.read_jsonl(os.path.join(workdir, workdir_lib.METRICS_FILE))[1]  # resumed parts included
-  final.update(wall_time_s=round(time.time() - start_time, 1), kernels=list(setup.kernels),
+  final.update(wall_time_s=elapsed(), kernels=list(setup.kernels),
                devices=[str(d) for d in jax.devices()], processes=jax.process_count(),
                command=metrics_lib.command(), machine=metrics_lib.machine())
   out = results(config, rows, final)
@@ -320,14 +331,14 @@ def train_and_evaluate(config, workdir, extend=False):
   return out
 
 
-def _evaluate_epoch(config, setup, eval_step, state, writer, step, split, start_time):
+def _evaluate_epoch(config, setup, eval_step, state, writer, step, split, elapsed):
   """Evaluates the per-epoch split (centre crops) at `step`, the end of an epoch, logs it, and lets
   lr_schedule='plateau' react; returns the state with the schedule's decision."""
   epoch = step // setup.steps_per_epoch  # from 1: the epochs completed
   ev = steps.evaluate_dataset(eval_step, steps.stack_models(state.params), setup.dataset,
                               config.train.eval_batch_size, setup.mesh, split=split)
   writer.write(step, epoch=epoch, **{f'{split}_{k}': ev[f'{split}_{k}'] for k in ('loss', 'accuracy')},
-               **{f'{split}_top5_error': ev['top5_error']}, wall_s=round(time.time() - start_time, 2))
+               **{f'{split}_top5_error': ev['top5_error']}, elapsed_s=elapsed())
   opt_state, message = optim.plateau_update(state.opt_state, ev['top1_error'], config.train, split)
   if message and distributed.is_main():
     print(f'epoch {epoch}: {message}')
