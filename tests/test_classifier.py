@@ -91,6 +91,7 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   events = [tf_host.tf().compat.v1.train.summary_iterator(os.path.join(board, f)) for f in os.listdir(board)]
   tags = {v.tag for records in events for e in records for v in e.summary.value}
   assert {'train/loss', 'train/grad_norm', 'validation/accuracy', 'validation/top5_error'} <= tags, 'metrics\' scalars'
+  assert '_hparams_/session_start_info' in tags, 'the resolved config, for TensorBoard\'s HParams view'
   assert not any(t.startswith('test/') for t in tags), 'the test split is not evaluated during training'
   assert os.path.getsize(os.path.join(uninterrupted, 'figures', 'learning_curves.png')) > 0
   steps = [json.loads(l)['step'] for l in open(os.path.join(uninterrupted, 'metrics.jsonl'))]

@@ -289,7 +289,9 @@ def train_and_evaluate(config, workdir, extend=False):
   # seconds the run has taken over all its segments: what the rows up to the resumed step recorded, plus this one
   before = _elapsed_before(workdir, start) if main else 0.0
   elapsed = lambda: round(before + time.time() - start_time, 1)
-  writer = metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True) if main else metrics_lib.NullWriter()
+  writer = (metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True,
+                                      hparams=workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+            if main else metrics_lib.NullWriter())
   progress = metrics_lib.Progress(total, config.experiment, unit='images', start=step, disable=not main,
                                   every_s=t.progress_every_s)
   trace = metrics_lib.StepTrace(os.path.join(workdir, 'profile'), t.profile_steps)

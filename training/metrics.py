@@ -65,9 +65,10 @@ class _Closes:
 
 class MetricsWriter(_Closes):
   """Writes `metrics.jsonl` in a workdir, and with `tensorboard` the same scalars as TensorBoard events (their
-  tags from tensorboard_tag). `start_step`: lines of later steps are dropped (a resumed run)."""
+  tags from tensorboard_tag) and `hparams` ({dotted key: value}, the resolved config) for TensorBoard's HParams
+  view. `start_step`: lines of later steps are dropped (a resumed run)."""
 
-  def __init__(self, workdir, start_step=None, tensorboard=False):
+  def __init__(self, workdir, start_step=None, tensorboard=False, hparams=None):
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     lines = []
     if start_step is not None and os.path.exists(self.path):
@@ -78,6 +79,12 @@ class MetricsWriter(_Closes):
     if tensorboard:
       self._tf = tf_host.tf()  # imported only when asked for
       self._events = self._tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      if hparams:
+        from tensorboard.plugins.hparams import api as hparams_api  # noqa: PLC0415 (with TensorFlow, when asked)
+
+        with self._events.as_default(step=int(start_step or 0)):
+          hparams_api.hparams({k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v)
+                               for k, v in hparams.items()})
 
   def write(self, step, **scalars):
     files.append_line(self.path, json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}) + '\n')
