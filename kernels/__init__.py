@@ -79,6 +79,32 @@ def resolve(setting, platform):
   return ops(names), names
 
 
+def recording(ops_, calls):
+  """`ops_` that also append (op name, keyword arguments) to `calls` at every call: a model traced with them (say
+  under jax.eval_shape) shows which ops it uses, and how."""
+  def record(name, fn):
+    return lambda *args, **kw: (calls.append((name, kw)), fn(*args, **kw))[1]
+
+  return layers.Ops(**{name: record(name, getattr(ops_, name)) for name in ('conv', 'max_pool', 'lrn')})
+
+
+def applied(names, calls):
+  """The kernels of `names` that change at least one of a model's `calls` (recording's): the convolution
+  kernels its convolutions (split_groups grouped ones, space_to_depth strided ones without groups),
+  max_pool_grad its max pooling, lrn_grad its response normalisation. What results.json lists as the kernels
+  that computed a run."""
+  def changes(name, op, kw):
+    if name in ('sliced_conv', 'onednn_conv'):
+      return op == 'conv'
+    if name == 'split_groups':
+      return op == 'conv' and kw.get('groups', 1) > 1
+    if name == 'space_to_depth':
+      return op == 'conv' and kw.get('stride', 1) > 1 and kw.get('groups', 1) == 1
+    return op == {'max_pool_grad': 'max_pool', 'lrn_grad': 'lrn'}[name]
+
+  return tuple(n for n in names if any(changes(n, op, kw) for op, kw in calls))
+
+
 def _reverse_only(fn, name):
   """`fn`, whose forward-mode differentiation fails with one KernelError line instead of JAX's note on custom
   VJPs."""

@@ -79,10 +79,10 @@ def test_run_writes_results_metrics_tensorboard_and_checkpoints(uninterrupted):
   assert r['per_epoch_split'] == 'validation' and r['num_validation'] == 1000
   assert r['validation_accuracy'] == r['per_epoch'][-1]['validation_accuracy'] != r['test_accuracy']
   assert all('test_accuracy' not in h for h in r['per_epoch'])
-  assert r['kernels'] == list(kernels.names_for('auto', 'cpu')), 'the speed kernels that ran, as auto chose them'
+  assert r['kernels'] == [], 'an MLP uses none of the convolution, pooling or normalisation kernels auto chooses'
   with open(os.path.join(uninterrupted, 'results.md')) as f:
     md = f.read()
-  assert f'(kernels: {", ".join(r["kernels"])})' in md and 'the test split was evaluated once, at the end' in md
+  assert '(kernels: none)' in md and 'the test split was evaluated once, at the end' in md
   assert 'Command: `python train.py --config=experiments/fashion_mnist.py:mlp,quick' in md and 'Machine: ' in md
   assert f'{os.cpu_count()} cores' in r['machine'] and 'jax ' in r['machine']
   assert sorted(os.listdir(os.path.join(uninterrupted, 'checkpoints')), key=int) == ['16', '20', '24']
@@ -112,6 +112,20 @@ def test_the_trainer_runs_in_process_as_a_library(uninterrupted, fashion_mnist_t
   assert out == results(tmp_path / 'w') and out['steps'] == expected['steps'] == 24
   assert set(out) == set(expected) and [r['step'] for r in out['per_epoch']] == [8, 16, 24]
   assert out['test_accuracy'] == pytest.approx(expected['test_accuracy'], abs=0.02)
+
+
+@pytest.mark.parametrize('spec,shape,expected', [
+    ('experiments/fashion_mnist.py:mlp', (28, 28, 1), ()),
+    ('experiments/fashion_mnist.py:cnn', (28, 28, 1), ('sliced_conv', 'onednn_conv', 'max_pool_grad')),
+    ('experiments/alexnet_imagenet.py:quick,narrow', (224, 224, 3), kernels.NAMES),
+])
+def test_a_run_lists_only_the_kernels_that_change_its_model(spec, shape, expected):
+  """results.json's kernels: those that rewrite an op the model calls (grouped convolutions for split_groups,
+  strided ones for space_to_depth), found by tracing the model with recording ops."""
+  from training import classifier  # noqa: PLC0415
+  from training import cli  # noqa: PLC0415
+
+  assert classifier._kernels_applied(cli.load_config(spec), kernels.NAMES, shape) == expected
 
 
 def test_results_are_a_pure_function_of_the_config_the_metrics_and_the_final_evaluation():

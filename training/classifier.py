@@ -34,6 +34,7 @@ from typing import Callable
 
 from flax import traverse_util
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import data as data_lib
@@ -45,6 +46,7 @@ from errors import TrainingDiverged
 from errors import WorkdirError
 import kernels
 import nets
+from nets import layers
 from training import checkpoint as checkpoint_lib
 from training import distributed
 from training import loop
@@ -73,6 +75,18 @@ def model_for(config):
   return (lambda key, shape: module.init(key, arch, shape),
           lambda params, x, train=False, key=None: module.apply(params, x, arch, train=train, key=key, ops=ops),
           names)
+
+
+def _kernels_applied(config, names, image_shape):
+  """The kernels of `names` that change something of this model (kernels.applied), found by tracing it once
+  (shapes only) with ops that record their calls: an MLP uses none of the convolution kernels."""
+  module, arch = _arch(config)
+  calls = []
+  ops = kernels.recording(layers.PLAIN, calls)
+  key = jax.random.PRNGKey(0)
+  jax.eval_shape(lambda: module.apply(module.init(key, arch, image_shape), jnp.zeros((2, *image_shape)), arch,
+                                      train=True, key=key, ops=ops))
+  return kernels.applied(names, calls)
 
 
 def _arch(config):
@@ -140,7 +154,7 @@ class Setup:
   fresh_state: Callable  # () -> a new training state from config.seed, laid out as state_sharding says
   abstract_state: Any  # shapes, dtypes and shardings of the state, for restoring checkpoints
   state_sharding: Any  # the state's shardings (a pytree like the state)
-  kernels: tuple  # the speed kernels apply computes with (kernels/__init__.py)
+  kernels: tuple  # the speed kernels that change something of apply (kernels/__init__.py)
 
 
 def _setup(config):
@@ -168,7 +182,7 @@ def _setup(config):
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding)
   fresh_state = jax.jit(new_state, out_shardings=state_sharding)  # each device makes only its part
   return Setup(apply_fn, mesh, dataset, steps_per_epoch, total_steps, tx, schedule, fresh_state, abstract,
-               state_sharding, kernel_names)
+               state_sharding, _kernels_applied(config, kernel_names, dataset.image_shape))
 
 
 def _eval_step(setup, crops):
