@@ -6,13 +6,18 @@
 - 8 simulated CPU devices (unless XLA_FLAGS already sets a count), so every test runs the sharded code paths
   that GPUs and TPUs run; the subprocesses inherit it too.
 - Implicit rank promotion is an error, so a shape bug cannot hide behind broadcasting.
+- Compiled programs are cached in a directory of the system's temporary one, not the user's ~/.cache; the
+  subprocesses share it (runs of the same shapes load what an earlier test compiled).
 """
 import os
+import tempfile
 
 from training import process
 
 os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ['XLA_FLAGS'] = process.cpu_devices_flag(cores=8)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(),
+                                                                f'jax-training-tests-{os.getuid()}'))
 
 import jax
 

@@ -148,6 +148,30 @@ def test_bad_keep_freed_memory_value(tmp_path):
   assert not os.path.exists(f'{tmp_path}/w')
 
 
+def test_bad_compilation_cache_value(tmp_path):
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'COMPILATION_CACHE': 'yes'})
+  assert_one_line_error(proc, "COMPILATION_CACHE='yes'", 'set it to 0')
+  assert not os.path.exists(f'{tmp_path}/w')
+
+
+@pytest.mark.slow
+def test_compiled_programs_are_cached_unless_turned_off(quick_run, tmp_path):
+  """A run writes its compiled programs to the cache directory, and a run that loads them computes the same
+  records; COMPILATION_CACHE=0 writes none."""
+  cache = tmp_path / 'cache'
+  for run in ('first', 'second'):
+    proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/{run}', env={**os.environ,
+                                                                          'JAX_COMPILATION_CACHE_DIR': str(cache)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(os.listdir(cache)) >= 5, 'every program of the run is cached'
+  records = lambda d: json.load(open(os.path.join(d, 'results.json')))['records']
+  assert records(tmp_path / 'second') == records(tmp_path / 'first') == records(quick_run[0])
+  off = tmp_path / 'off'
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/third', env={**os.environ, 'COMPILATION_CACHE': '0',
+                                                                        'JAX_COMPILATION_CACHE_DIR': str(off)})
+  assert proc.returncode == 0 and not off.exists()
+
+
 def test_the_retired_cpu_conv_variable_is_refused(tmp_path):
   """No environment variable chooses behaviour: a CPU_CONV left from older instructions gets one line."""
   proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'CPU_CONV': 'xla'})

@@ -1,5 +1,6 @@
-"""Setting up the process before JAX starts (it imports no JAX): XLA's CPU device count, glibc's malloc, and
-the filters that keep libraries' duplicate error reports out of the one-line errors. The entry points call
+"""Setting up the process before JAX starts (JAX is imported only to configure it): XLA's CPU device count,
+glibc's malloc, the persistent compilation cache, and the filters that keep libraries' duplicate error reports
+out of the one-line errors. The entry points call
 `prepare_cpu` after importing their modules and before the first computation.
 """
 import ctypes
@@ -67,16 +68,45 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   return all(libc.mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.items())
 
 
+CACHE_OPT_OUT = 'COMPILATION_CACHE'  # =0: compile every program afresh
+
+
+def compilation_cache(environ=os.environ):
+  """Turns on JAX's persistent compilation cache, so a program compiled once (same shapes, code, flags and JAX)
+  is loaded, not compiled again, by later runs: most of a short run's time is compilation (docs/performance.md).
+  The directory is $JAX_COMPILATION_CACHE_DIR where set, else ~/.cache/jax-training/xla ($XDG_CACHE_HOME's
+  where set); every program is cached unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise.
+  COMPILATION_CACHE=0 turns it off. Returns the directory, or None when off. Call it before the first
+  compilation."""
+  value = environ.get(CACHE_OPT_OUT, '1')
+  if value not in ('0', '1'):
+    raise UserError(f'{CACHE_OPT_OUT}={value!r} is not understood; set it to 0 (compile every program afresh) or 1 '
+                    '(cache compiled programs, the default), or unset it')
+  import jax  # noqa: PLC0415 (configuring it starts no backend)
+
+  if value == '0':
+    jax.config.update('jax_compilation_cache_dir', None)
+    return None
+  directory = environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
+      environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'jax-training', 'xla')
+  jax.config.update('jax_compilation_cache_dir', directory)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return directory
+
+
 def prepare_cpu(cores=None, environ=os.environ):
-  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory), and
-  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core). Returns whether
-  freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is refused: model.kernels does."""
+  """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
+  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core), and compiled
+  programs are cached (compilation_cache; on any platform). Returns whether freed memory is kept. CPU_CONV,
+  which once chose the CPU's convolutions, is refused: model.kernels does."""
   if 'CPU_CONV' in environ:
     raise ConfigError(f'CPU_CONV={environ["CPU_CONV"]!r} is no longer read; choose the convolution kernels with '
                       '--config.model.kernels (auto, none or names such as onednn_conv; see kernels/__init__.py) '
                       'and unset CPU_CONV')
   kept = keep_freed_memory(environ)
   environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
+  compilation_cache(environ)
   return kept
 
 
