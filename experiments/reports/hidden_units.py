@@ -98,7 +98,8 @@ def markdown(config, results):
            f'Command: `{results.get("command", "(not recorded)")}`  ',
            f'Machine: {results.get("machine", "(not recorded)")}  ',
            f'Devices: {", ".join(results["devices"])}; {results["num_models"]} models; training '
-           f'{results["train_time_s"]} s, whole run {results["wall_time_s"]} s (compilation included).', '',
+           f'{results["train_time_s"]} s, in the trainer {results["wall_time_s"]} s (compilation included; start-up '
+           'and this report are not counted).', '',
            f'## The lecture\'s claims ({config.num_seeds} seeds per setting)', '',
            f'Every claim reads runs of: {run_setting(config)}. The step sizes are this project\'s choice: the '
            'lecture writes eta and eta_k without values. Where the lecture states a claim in words they are quoted; '
