@@ -215,15 +215,8 @@ def slurm_array_script(pending, parallel, options):
            '#SBATCH --signal=B:USR1@120', '#SBATCH --requeue', *[f'#SBATCH {o}' for o in options],
            'set -euo pipefail', f'cd {shlex.quote(ROOT)}', 'RUNS=(']
   lines += [f'  {shlex.quote(shlex.join(r["command"]))}' for r in pending]
-  lines += [')', 'REQUEUE=0', "RUN=''", 'on_usr1() {', '  REQUEUE=1',
-            '  echo "time limit near: the run saves a checkpoint, then task $SLURM_ARRAY_TASK_ID is requeued" >&2',
-            '  if [ -n "$RUN" ]; then kill -TERM "$RUN" 2>/dev/null || true; fi', '}', 'trap on_usr1 USR1',
-            'eval "exec ${RUNS[$SLURM_ARRAY_TASK_ID]}" &', 'RUN=$!',
-            'if [ "$REQUEUE" = 1 ]; then kill -TERM "$RUN" 2>/dev/null || true; fi',
-            'STATUS=0', 'wait "$RUN" || STATUS=$?',
-            'while kill -0 "$RUN" 2>/dev/null; do STATUS=0; wait "$RUN" || STATUS=$?; done',
-            'if [ "$REQUEUE" = 1 ]; then scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; exit 0; fi',
-            'exit "$STATUS"']
+  lines += [')', 'source scripts/run_requeueable.sh  # before a time limit: the run saves, the task is requeued',
+            'eval "run_requeueable \\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\\" ${RUNS[$SLURM_ARRAY_TASK_ID]}"']
   return '\n'.join(lines) + '\n'
 
 

@@ -256,14 +256,6 @@ def _train_batches(config, dataset, start, steps_per_epoch):
                                      process=distributed.process())
 
 
-def _elapsed_before(workdir, step):
-  """The seconds a resumed run had taken by `step`: the last elapsed_s metrics.jsonl recorded up to it (0 for a
-  new run). The time between that row and the stop is not counted."""
-  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-  rows = workdir_lib.read_jsonl(path)[1] if os.path.exists(path) else []
-  return max([r['elapsed_s'] for r in rows if r.get('step', 0) <= step and 'elapsed_s' in r], default=0.0)
-
-
 def _check_finite(m, step, ckpt):
   """A TrainingDiverged error naming `step` and the last good checkpoint where a logged number is not finite."""
   bad = [f'{k.replace("_", " ")} {m[k]}' for k in ('loss', 'grad_norm', 'param_norm') if not np.isfinite(m[k])]
@@ -300,12 +292,13 @@ def train_and_evaluate(config, workdir, extend=False):
                                      preprocess=getattr(setup.dataset, 'device_train', None))
   eval_step = _eval_step(setup, 1)
   step = start = int(state.step)
-  # seconds the run has taken over all its segments: what the rows up to the resumed step recorded, plus this one
-  before = _elapsed_before(workdir, start) if main else 0.0
-  elapsed = lambda: round(before + time.time() - start_time, 1)
   writer = (metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True,
                                       hparams=workdir_lib.flatten(workdir_lib.config_to_dict(config)))
             if main else metrics_lib.NullWriter())
+  # seconds the run has taken over all its segments: the last the kept rows recorded (the time between that row
+  # and a stop is not counted), plus this segment's
+  before = max((r['elapsed_s'] for r in writer.rows if 'elapsed_s' in r), default=0.0)
+  elapsed = lambda: round(before + time.time() - start_time, 1)
   progress = metrics_lib.Progress(total, config.experiment, unit='images', start=step, disable=not main,
                                   every_s=t.progress_every_s)
   trace = metrics_lib.StepTrace(os.path.join(workdir, 'profile'), t.profile_steps)

@@ -64,7 +64,10 @@ def parse_flags(flag_values, argv):
   if spec == '':
     raise ConfigError('--config is empty; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
   if spec:
-    check_overrides(config_file_default(spec), argv)
+    default = config_file_default(spec)
+    check_overrides(default, argv)
+    # what a key an older workdir lacks ran as, where its definition states nothing else (config_keys.py)
+    config_keys.record_defaults(workdir.flatten(workdir.config_to_dict(default)))
   try:
     rest = flag_values(argv)
   except flags.Error as e:  # absl's message: a value it cannot parse as the key's type
@@ -143,15 +146,12 @@ def config_file_default(spec):
   return config
 
 
-def config_from_flag(config_flag, flag_values=flags.FLAGS):
+def config_from_flag(config_flag):
   """The resolved config behind a DEFINE_config_file flag (parse_flags has checked the file and the keys)."""
   value = config_flag.value
   if value is None:
     raise ConfigError('no --config given; pass --config=experiments/NAME.py[:ARGS] (see README.md)')
   check_finite(value)
-  # what a key an older workdir lacks ran as, where its definition states nothing else (config_keys.py)
-  spec = config_flags.get_config_filename(flag_values[config_flag.name])
-  config_keys.record_defaults(workdir.flatten(workdir.config_to_dict(config_file_default(spec))))
   return value
 
 
@@ -172,7 +172,7 @@ def load_config(spec, overrides=None):
   values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True, sys_argv=argv)
   parse_flags(values, argv)
-  return config_from_flag(holder, values)
+  return config_from_flag(holder)
 
 
 def define_distributed_flags():

@@ -70,9 +70,10 @@ class MetricsWriter(_Closes):
 
   def __init__(self, workdir, start_step=None, tensorboard=False, hparams=None):
     self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-    lines = []
+    lines, self.rows = [], []  # the rows kept from before (a resumed run's, up to start_step)
     if start_step is not None and os.path.exists(self.path):
-      lines = [line for line, row in zip(*workdir_lib.read_jsonl(self.path)) if row.get('step', 0) <= start_step]
+      kept = [(line, row) for line, row in zip(*workdir_lib.read_jsonl(self.path)) if row.get('step', 0) <= start_step]
+      lines, self.rows = [line for line, _ in kept], [row for _, row in kept]
     with open(self.path, 'w') as f:
       f.writelines(lines)
     self._tf, self._events = None, None
@@ -103,6 +104,8 @@ class MetricsWriter(_Closes):
 
 class NullWriter(_Closes):
   """Stands in for MetricsWriter in the processes of a multi-process job other than process 0."""
+
+  rows = ()
 
   def write(self, step, **scalars):
     del step, scalars
