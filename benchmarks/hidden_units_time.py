@@ -1,12 +1,13 @@
 """Where the default hidden-units run's time goes: train.py's whole run, split into its phases from what the run
 records, in one process on this machine.
 
-  python benchmarks/hidden_units_time.py [--config=experiments/hidden_units.py]
+  python benchmarks/hidden_units_time.py [--config=experiments/hidden_units.py] [--cached]
 
 Phases: Python, JAX and the trainer starting (train.py's wall time less the trainer's), per compiled program (one
 per depth and padded width) its first epoch (compilation included) and its other epochs (metrics.jsonl's
 per-epoch rates), writing the arrays and results, and the report (claims, tables, figures: the rest of the wall
-time). The last line is one JSON object.
+time). Every program is compiled (COMPILATION_CACHE=0), as on a first run; --cached lets the run load what the
+persistent compilation cache holds instead. The last line is one JSON object.
 """
 import argparse
 import json
@@ -22,12 +23,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default='experiments/hidden_units.py')
+  p.add_argument('--cached', action='store_true', help='load compiled programs from the compilation cache')
   args = p.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, 'run')
     start = time.perf_counter()
+    env = {**os.environ, 'COMPILATION_CACHE': '1' if args.cached else '0'}
     subprocess.run([sys.executable, 'train.py', f'--config={args.config}', f'--workdir={workdir}'], cwd=ROOT,
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env)
     total = time.perf_counter() - start
     with open(os.path.join(workdir, 'results.json')) as f:
       results = json.load(f)
@@ -51,7 +54,7 @@ def main():
          'other_epochs_s': round(sum(g['other_epochs_s'] for g in groups.values()), 2),
          'trainer_other_s': round(results['wall_time_s'] - training, 2),
          'start_and_report_s': round(total - results['wall_time_s'], 2),
-         'machine': results.get('machine', '')}
+         'compilation_cache': args.cached, 'machine': results.get('machine', '')}
   print(f'train.py, start to results.md: {out["total_s"]} s; in the trainer {out["trainer_s"]} s')
   for name, g in out['groups'].items():
     print(f'  {name:24s} first epoch (with compilation) {g["first_epoch_s"]:6.2f} s, other epochs '
