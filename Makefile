@@ -1,7 +1,7 @@
 # Two commands from a fresh clone: `make reproduce` (the main result) and `make test`. Each creates .venv with
 # Python 3.11+ and installs requirements*.txt the first time; nothing else is needed and nothing outside the
 # checkout changes. Optional, each saying what it does: `make data` (Debian's offline Fashion-MNIST) and
-# `make onednn` (oneDNN's convolutions for the CPU, kernels/onednn.py).
+# `make onednn` (oneDNN's convolutions for the CPU, trainnets/kernels/onednn.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,15 +9,17 @@ WORKDIR ?= workdirs/hidden_units
 
 .PHONY: setup data onednn reproduce test test-slow lint bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0] + ": run make PYTHON=python3.11") if sys.version_info < (3, 11) else None'
 	@[ -w . ] || { echo "error: $(CURDIR) is not writable: clone the project where you can write (make creates $(VENV) and workdirs/ here)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip could not upgrade itself; going on with $$($(BIN)/python -m pip --version)"
 	@$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt || { echo "error: pip could not install requirements.txt: is a package index reachable (or set PIP_INDEX_URL)?"; exit 1; }
+	@# The project itself, editable: nets, experiments and trainnets import from any directory, as the checkout is now.
+	@$(BIN)/python -m pip install --quiet --no-deps -e . || { echo "error: pip install -e . failed (see above)"; exit 1; }
 	touch $@
 
-# Fashion-MNIST's four original files from Debian's package dataset-fashion-mnist, where data/fashion_mnist.py
+# Fashion-MNIST's four original files from Debian's package dataset-fashion-mnist, where trainnets/data/fashion_mnist.py
 # looks for them; as root with apt-get only.
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 data:
@@ -29,10 +31,10 @@ data:
 	else echo "make data needs root and apt-get (Debian's dataset-fashion-mnist); see docs/fashion_mnist.md for other ways"; \
 	  exit 1; fi
 
-# oneDNN's convolutions for JAX on the CPU (kernels/onednn.py), built against oneDNN's headers (Debian and Ubuntu:
+# oneDNN's convolutions for JAX on the CPU (trainnets/kernels/onednn.py), built against oneDNN's headers (Debian and Ubuntu:
 # libdnnl-dev, which this installs with apt-get where it runs as root); model.kernels=auto then uses them.
 CXX ?= g++
-ONEDNN_LIB := kernels/onednn_conv.so
+ONEDNN_LIB := trainnets/kernels/onednn_conv.so
 HAVE_ONEDNN = echo '\#include <oneapi/dnnl/dnnl.hpp>' | $(CXX) -std=c++17 -fsyntax-only -x c++ - >/dev/null 2>&1
 onednn: $(VENV)/.installed
 	@if ! $(HAVE_ONEDNN); then \
@@ -44,7 +46,7 @@ onednn: $(VENV)/.installed
 	fi
 	@$(MAKE) -s --no-print-directory $(ONEDNN_LIB)
 
-$(ONEDNN_LIB): kernels/onednn_conv.cc $(VENV)/.installed
+$(ONEDNN_LIB): trainnets/kernels/onednn_conv.cc $(VENV)/.installed
 	@echo "building $@ (oneDNN's convolutions for the CPU)"
 	@$(CXX) -O2 -std=c++17 -Wall -shared -fPIC -fopenmp \
 	  -isystem "$$($(BIN)/python -c 'import jax.ffi; print(jax.ffi.include_dir())')" $< -o $@ -ldnnl

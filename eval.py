@@ -8,21 +8,21 @@ checkpoints of more workdirs trained with the same model (the AlexNet paper's fi
 """
 import os
 
-import tf_host
+from trainnets import tf_host
 
 tf_host.quiet()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from errors import ConfigError  # noqa: E402
-from errors import WorkdirError  # noqa: E402
 import experiments  # noqa: E402
 from experiments import report  # noqa: E402
-import training  # noqa: E402
-from training import cli  # noqa: E402
-from training import process  # noqa: E402
-from training import workdir as workdir_lib  # noqa: E402
+from trainnets import training  # noqa: E402
+from trainnets.errors import ConfigError  # noqa: E402
+from trainnets.errors import WorkdirError  # noqa: E402
+from trainnets.training import cli  # noqa: E402
+from trainnets.training import process  # noqa: E402
+from trainnets.training import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The experiment config the workdir was trained with.',
                                           lock_config=True)

@@ -3,8 +3,8 @@
   python benchmarks/alexnet_throughput.py                 # GPU: bf16, batch 256, every network below
   python benchmarks/alexnet_throughput.py --batch=8 --steps=3 --repeats=3   # a CPU: shows it works end to end
 
-Networks (nets/alexnet.py), each trained by training/steps.py's sharded, jitted step (the one train.py runs) on
-synthetic data already on the device, SGD with momentum and weight decay as the paper:
+Networks (nets/alexnet.py), each trained by trainnets/training/steps.py's sharded, jitted step (the one train.py runs)
+on synthetic data already on the device, SGD with momentum and weight decay as the paper:
   paper_lrn      the 2012 network: grouped conv2/4/5 and local response normalisation (the default config)
   paper          the same without normalisation
   single_lrn     the 2012 widths in one tower, with normalisation
@@ -32,10 +32,10 @@ import jax
 import optax
 
 from benchmarks import timing
-import kernels
 from nets import alexnet
-from training import sharding
-from training import steps as steps_lib
+from trainnets import kernels
+from trainnets.training import sharding
+from trainnets.training import steps as steps_lib
 
 NETWORKS = {
     'paper_lrn': alexnet.Arch(),
@@ -135,7 +135,7 @@ def main():
   p.add_argument('--dtype', choices=alexnet.DTYPES, default='bfloat16' if gpu else 'float32')
   p.add_argument('--networks', default=','.join(NETWORKS), help='comma-separated, from: ' + ', '.join(NETWORKS))
   p.add_argument('--kernels', default='auto', help='speed kernels, as model.kernels: auto, none or names from '
-                 'kernels/__init__.py (e.g. split_groups,space_to_depth)')
+                 'trainnets/kernels/__init__.py (e.g. split_groups,space_to_depth)')
   p.add_argument('--no_torch', action='store_true', help='skip the PyTorch peers')
   args = p.parse_args()
   unknown = set(args.networks.split(',')) - set(NETWORKS)

@@ -6,14 +6,14 @@
 The network of the Fashion-MNIST benchmark row "2 Conv+pooling": conv 5x5 32 -> ReLU -> 2x2 max pool -> conv 5x5
 64 -> ReLU -> 2x2 max pool -> FC 1024 -> ReLU -> dropout 0.5 -> FC 10, Adam, batch 128, 28x28x1 inputs. Both
 train on the same synthetic batches (throughput does not depend on the pixels):
-  - this codebase: training/classifier.py's jitted, sharded step on the devices train.py gives it (one on a
-    CPU-only machine, see CPU_DEVICES in training/classifier.py);
+  - this codebase: trainnets/training/classifier.py's jitted, sharded step on the devices train.py gives it (one on a
+    CPU-only machine, see CPU_DEVICES in trainnets/training/classifier.py);
   - PyTorch: the same layers (torch.nn, CPU build, all cores), a plain training loop.
-Both run in this one process, so both get the glibc malloc settings that train.py makes (training/cli.py's
+Both run in this one process, so both get the glibc malloc settings that train.py makes (trainnets/training/cli.py's
 keep_freed_memory: freed memory kept for reuse); KEEP_FREED_MEMORY=0 runs both with glibc's defaults instead.
 The JSON says which (`malloc_kept`), and which speed kernels computed this codebase's step (`kernels`, as
 --kernels chooses like the config key model.kernels: auto, the default, takes oneDNN's convolutions where `make
-onednn` built them; none runs the plain layers; see kernels/__init__.py).
+onednn` built them; none runs the plain layers; see trainnets/kernels/__init__.py).
 Reported: images/s, medians of --repeats timings of --steps steps each, after warm-up. With --to_accuracy, it
 also trains experiments/fashion_mnist.py:cnn for real and reports the wall time until the first epoch whose test
 accuracy reaches it (needs the Fashion-MNIST files; see docs/fashion_mnist.md). The last line is one JSON object.
@@ -29,8 +29,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import cli
-from training import process
+from trainnets.training import cli
+from trainnets.training import process
 
 try:
   MALLOC_KEPT = process.prepare_cpu(cores=1)  # as train.py does for the classifier; PyTorch here shares the allocator
@@ -43,11 +43,11 @@ import jax
 import numpy as np
 
 from benchmarks import timing
-import kernels
 from nets import cnn
-from training import optim
-from training import sharding
-from training import steps as steps_lib
+from trainnets import kernels
+from trainnets.training import optim
+from trainnets.training import sharding
+from trainnets.training import steps as steps_lib
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Training steps per timing.')

@@ -7,9 +7,9 @@ typical size (500x375, quality 90; ImageNet's average is about 400x350). Rows, a
   tfds: the original JPEGs (what TFDS's records hold): decode, shorter side to 256, central 256x256 crop, as
     uint8 (data.augment_on='device': the rest runs in the jitted step); with host augmentation also mean
     subtraction, random 224x224 crop, flip and PCA colour shift in tf.data (data.augment_on='host');
-  prepared: the store (data/store.py) written by data/imagenet_store.py from the same images, read from disk in the
-    training order, decoded and batched: everything the host does with augmentation on the device; with host
-    augmentation also the crop, flip and colour shift;
+  prepared: the store (trainnets/data/store.py) written by trainnets/data/imagenet_store.py from the same images, read
+    from disk in the training order, decoded and batched: everything the host does with augmentation on the device; with
+    host augmentation also the crop, flip and colour shift;
   Pillow + numpy, the peers a hand-written PyTorch-style loader would use: the host augmentation from the
     original JPEGs, and decoding the store's 256x256 JPEGs.
 Reported: images/s per core, medians of --repeats passes; the stored JPEGs' size and their mean absolute error
@@ -26,18 +26,18 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if hasattr(os, 'sched_setaffinity'):  # before TensorFlow sizes its thread pools
   os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-import tf_host
+from trainnets import tf_host
 
 tf_host.quiet()
 
 import numpy as np  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
-from data import imagenet  # noqa: E402
-from data import imagenet_store  # noqa: E402
-from data import pipeline  # noqa: E402
-from data import sampler  # noqa: E402
-from data import store as store_lib  # noqa: E402
+from trainnets.data import imagenet  # noqa: E402
+from trainnets.data import imagenet_store  # noqa: E402
+from trainnets.data import pipeline  # noqa: E402
+from trainnets.data import sampler  # noqa: E402
+from trainnets.data import store as store_lib  # noqa: E402
 
 MEAN = np.full((256, 256, 3), 120.0, np.float32)
 
@@ -78,7 +78,8 @@ def tfds_rate(jpegs, repeats, host_augment):
 
 
 def write_store(jpegs, directory, quality):
-  """The store data/imagenet_store.py prepares, of these images (one split, 'train'), through its own encoder."""
+  """The store trainnets/data/imagenet_store.py prepares, of these images (one split, 'train'), through its own
+  encoder."""
   t = pipeline.tf()
   encoded = list(t.data.Dataset.from_tensor_slices(jpegs).map(lambda j: imagenet_store.encode_256(j, quality))
                  .as_numpy_iterator())
@@ -92,7 +93,7 @@ def write_store(jpegs, directory, quality):
 
 def prepared_rate(store, repeats, host_augment, epochs=8):
   """One pipeline over `epochs` epochs of the store's training order (as training builds one per epoch of ImageNet's
-  20,000 batches, so building it is not what is timed), read, decoded and batched by data/store.py."""
+  20,000 batches, so building it is not what is timed), read, decoded and batched by trainnets/data/store.py."""
   t, n = pipeline.tf(), store.num_examples('train')
   if host_augment:
     decode = lambda x, y, i: {'image': imagenet.augment(t.cast(imagenet_store.decode_256(x), t.float32) - MEAN,

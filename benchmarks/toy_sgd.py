@@ -4,7 +4,7 @@
 
 All three train a 2-10-1 tanh net by per-example SGD (batch size 1, constant step 0.1, no momentum) on the
 `corner` task (200 points) and are timed over whole epochs:
-  - this codebase: training/vmap_sweep.py's compiled epoch (lax.scan over examples, vmap over M models, the
+  - this codebase: trainnets/training/vmap_sweep.py's compiled epoch (lax.scan over examples, vmap over M models, the
     model axis sharded over one JAX device per core), timed after compilation; an update is one model's step on
     one example, so M models do M updates per step;
   - numpy: a Python loop of the lecture's two-layer update (nets/backprop.py's equations), one model;
@@ -22,8 +22,8 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import cli
-from training import process
+from trainnets.training import cli
+from trainnets.training import process
 
 try:
   process.prepare_cpu()  # as train.py does: one JAX device per core, freed memory kept (for numpy and sklearn too)
@@ -38,10 +38,10 @@ import numpy as np
 import optax
 
 from benchmarks import timing
-from data import toy2d
 from nets import mlp
-from training import sharding
-from training import vmap_sweep
+from trainnets.data import toy2d
+from trainnets.training import sharding
+from trainnets.training import vmap_sweep
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _MODELS = flags.DEFINE_list('models', ['1', '64', '256', '2048'], 'Numbers of models trained at once.')
@@ -55,7 +55,7 @@ def jax_updates_per_s(x, y, num_models, epochs, repeats):
   tx = optax.sgd(ETA)
   epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', batch_size=1, steps=N,
                                          sampling='uniform')
-  mesh = sharding.model_mesh(jax.devices()[:num_models])  # as training/vmap_sweep.py shards the model axis
+  mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
   keys = jax.random.split(jax.random.PRNGKey(0), num_models)
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(keys)
   data = {'x_train': jnp.broadcast_to(x, (num_models, N, 2)), 'y_train': jnp.broadcast_to(y, (num_models, N)),

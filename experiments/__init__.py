@@ -1,14 +1,14 @@
 """Experiment configs (`get_config(arg)`, light to import) and, in reports/, what turns results into tables and
 figures.
 
-A config's `trainer` names a module of training/ (training.trainer); the report of the same name here
+A config's `trainer` names a module of trainnets/training/ (training.trainer); the report of the same name here
 (experiments/reports/<trainer>.py) renders a finished workdir's results.md, figures and terminal summary
 (experiments/report.py: `python -m experiments.report WORKDIR`). Modules are imported on demand, so a toy
 experiment never pays for TensorFlow's import.
 """
 import importlib
 
-from errors import ConfigError
+from trainnets.errors import ConfigError
 
 
 def parse_arg(arg, file, *, variants=(), options=(), default=None):

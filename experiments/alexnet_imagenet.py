@@ -11,7 +11,7 @@ Commands (arguments combine with commas):
       [--ensemble=workdirs/alexnet_s1,workdirs/alexnet_s2,...]     # 10-crop top-1/top-5, the five-model average
 
 Data: TFDS `imagenet2012` from ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in the manual directory,
-then the prepared store of 256x256 images that training reads (data/imagenet.py says where and how). `quick`
+then the prepared store of 256x256 images that training reads (trainnets/data/imagenet.py says where and how). `quick`
 keeps the real network at full resolution (224x224x3, 61M parameters) but trains on 20 fake JPEGs that it writes
 in ImageNet's archive format, for 4 steps: it proves the code path, not the accuracy.
 
@@ -28,9 +28,9 @@ Expected (validation set of ILSVRC 2012):
 results.md puts the measured errors beside these. Not measured yet: this code has not been trained on the real
 ImageNet (docs/alexnet.md).
 """
-import config_keys as keys
 import experiments
 from experiments import defaults
+from trainnets import config_keys as keys
 
 
 def get_config(arg='paper'):
@@ -43,7 +43,7 @@ def get_config(arg='paper'):
   c.data.manual_dir = ''  # '' : $IMAGENET_MANUAL_DIR, else <tfds_dir>/downloads/manual
   keys.how(c, 'data.manual_dir')
   c.data.fake_images = 0  # > 0: write and use this many fake images in ImageNet's format (tests, quick)
-  c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (data/imagenet.py)
+  c.data.store_dir = ''  # the prepared 256x256 store; '': <tfds_dir>/imagenet2012_256 (trainnets/data/imagenet.py)
   keys.how(c, 'data.store_dir')
   c.data.pca = 'computed'  # PCA colour noise from the training set's RGB covariance; 'published': fb.resnet.torch's
   keys.before(c, 'data.pca', 'published')

@@ -7,17 +7,17 @@ import os
 
 import ml_collections
 
-import config_keys as keys
+from trainnets import config_keys as keys
 
 
 def classifier():
   c = ml_collections.ConfigDict()
   c.experiment = ''  # set by the experiment: names its results and its sweeps
-  c.trainer = 'classifier'  # training/classifier.py
+  c.trainer = 'classifier'  # trainnets/training/classifier.py
   c.seed = 0  # initialisation, dropout and the data order
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = ''  # a dataset's NAME (data/<module>.py)
+  c.data.name = ''  # a dataset's NAME (trainnets/data/<module>.py)
   c.data.tfds_dir = os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
   keys.how(c, 'data.tfds_dir')
   c.data.num_train = 0  # 0: the whole training split
@@ -33,7 +33,7 @@ def classifier():
   c.model.dropout = 0.5
   c.model.dropout_scaling = 'inverted'  # kept units x 1/(1-p) in training; 'test_time': outputs x (1-p) at test
   keys.before(c, 'model.dropout_scaling', 'inverted')
-  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from kernels/__init__.py
+  c.model.kernels = 'auto'  # speed only, the same function: auto, none or names from trainnets/kernels/__init__.py
   keys.how(c, 'model.kernels')
 
   c.train = ml_collections.ConfigDict()
@@ -41,7 +41,7 @@ def classifier():
   c.train.eval_batch_size = 1000
   keys.how(c, 'train.eval_batch_size')
   c.train.epochs = 10
-  c.train.optimizer = 'sgd'  # sgd or adam; training/optim.py describes every optimiser and schedule key
+  c.train.optimizer = 'sgd'  # sgd or adam; trainnets/training/optim.py describes every optimiser and schedule key
   keys.before(c, 'train.optimizer', 'sgd')
   c.train.learning_rate = 0.01
   c.train.momentum = 0.9  # for optimizer='sgd'
@@ -49,7 +49,7 @@ def classifier():
   keys.before(c, 'train.momentum_form', 'trace')
   c.train.weight_decay = 0.0
   keys.before(c, 'train.weight_decay', 0.0)
-  c.train.weight_decay_on = 'weights'  # or 'all': biases too (training/optim.py says whose choice each is)
+  c.train.weight_decay_on = 'weights'  # or 'all': biases too (trainnets/training/optim.py says whose choice each is)
   # runs before the key decayed every parameter; without weight decay the choice changes nothing
   keys.before(c, 'train.weight_decay_on', lambda old: 'all' if old.get('train.weight_decay') else 'weights')
   c.train.lr_schedule = 'constant'

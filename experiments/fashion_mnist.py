@@ -6,7 +6,7 @@ Commands:
   python train.py --config=experiments/fashion_mnist.py:cnn,quick --workdir=/tmp/fmnist_quick   # seconds
   python eval.py  --config=experiments/fashion_mnist.py:cnn --workdir=workdirs/fmnist_cnn [--step=N]
 
-Data: TFDS's fashion_mnist, prepared offline from the four original files (data/fashion_mnist.py says where it
+Data: TFDS's fashion_mnist, prepared offline from the four original files (trainnets/data/fashion_mnist.py says where it
 looks) into data.tfds_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets) on first use.
 
 Expected (the benchmark table of github.com/zalandoresearch/fashion-mnist, and this project's targets):
@@ -16,9 +16,9 @@ Expected (the benchmark table of github.com/zalandoresearch/fashion-mnist, and t
 Ablations are overrides of `model`: pool (max/sum/avg), pool_window/pool_stride (3/2 overlaps), lrn (contrast
 normalisation), feature_groups (max over groups of channels), dense widths.
 """
-import config_keys as keys
 import experiments
 from experiments import defaults
+from trainnets import config_keys as keys
 
 
 def get_config(arg='cnn'):
@@ -28,7 +28,7 @@ def get_config(arg='cnn'):
   c.experiment = 'fashion_mnist'
 
   c.data.name = 'fashion_mnist'
-  c.data.source_dir = ''  # a directory with the four original files; see data/fashion_mnist.py
+  c.data.source_dir = ''  # a directory with the four original files; see trainnets/data/fashion_mnist.py
   keys.how(c, 'data.source_dir')
   c.data.random_flip = True  # mirror training images left-right with probability 1/2
   c.data.random_shift = 0  # > 0: translate training images by up to this many pixels each way

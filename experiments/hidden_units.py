@@ -5,7 +5,7 @@ Command (the README's `make reproduce` runs exactly this):
   python train.py --config=experiments/hidden_units.py:quick --workdir=/tmp/hu_quick   # seconds, for a smoke test
 
 What it trains: tanh nets with per-example SGD on the hinge loss (the lecture's algorithm: a random example each
-step, a step size eta_k that shrinks with k), on the 2-D tasks of data/toy2d.py, 16 seeds per setting, for
+step, a step size eta_k that shrinks with k), on the 2-D tasks of trainnets/data/toy2d.py, 16 seeds per setting, for
 hidden units 1..32 at depths 1..3, the single-layer (linear) net, and all-zero initialisation. Every setting of
 one depth is one compiled program (vmap over models, scan over examples).
 
@@ -18,14 +18,14 @@ lecture's claims as experiments/hidden_units_claims.py states them (quoted, with
 measured and the criterion), then accuracy per task, depth and width, its spread over seeds and the parameter
 counts.
 
-The trainer is training/hidden_units.py; experiments/reports/hidden_units.py turns its runs into the claims table,
-results.md and the figures.
+The trainer is trainnets/training/hidden_units.py; experiments/reports/hidden_units.py turns its runs into the claims
+table, results.md and the figures.
 """
 import ml_collections
 
-import config_keys as keys
-from data import toy2d
 import experiments
+from trainnets import config_keys as keys
+from trainnets.data import toy2d
 
 
 def get_config(arg=None):
@@ -72,7 +72,7 @@ def get_config(arg=None):
   keys.before(c, 'train.lr_decay_steps', 0)
   c.train.lr_boundaries = (0.5, 0.75)  # for lr_schedule='step'
   c.train.momentum = 0.0
-  c.train.momentum_form = 'trace'  # with momentum: 'trace' (optax) or 'velocity' (training/optim.py)
+  c.train.momentum_form = 'trace'  # with momentum: 'trace' (optax) or 'velocity' (trainnets/training/optim.py)
   c.train.weight_decay = 0.0
   c.train.weight_decay_on = 'weights'  # or 'all': offsets too
   c.train.unroll = 1  # lax.scan unroll factor (speed only)

@@ -12,10 +12,10 @@ import sys
 
 import ml_collections
 
-from errors import UserError
-from errors import WorkdirError
 import experiments
-from training import workdir as workdir_lib
+from trainnets.errors import UserError
+from trainnets.errors import WorkdirError
+from trainnets.training import workdir as workdir_lib
 
 
 def config_of(workdir):

@@ -31,14 +31,14 @@ import time
 
 from absl import flags
 
-from errors import ConfigError
-from errors import Interrupted
-from errors import SweepError
-from errors import WorkdirError
 import experiments
 from experiments.reports import sweep as sweep_report
-from training import cli
-from training import workdir as workdir_lib
+from trainnets.errors import ConfigError
+from trainnets.errors import Interrupted
+from trainnets.errors import SweepError
+from trainnets.errors import WorkdirError
+from trainnets.training import cli
+from trainnets.training import workdir as workdir_lib
 
 _CONFIG = flags.DEFINE_string('config', None, 'Experiment config, as for train.py (with a grid).')
 _SWEEP = flags.DEFINE_string('sweep', None, 'A sweep file PATH[:ARG] defining get_sweep(arg).')
@@ -81,6 +81,7 @@ def grid_runs(axes):
 
 def load_sweep(spec):
   path, _, arg = spec.partition(':')
+  path = cli.config_path(path)  # as train.py finds a config: from the working directory, else the project's
   if not os.path.isfile(path):
     raise SweepError(f'sweep file {path} does not exist')
   cli.check_python_file(path, '--sweep')
@@ -136,7 +137,7 @@ def move_aside(run):
 def check_values(table):
   """Every run's config checked by its trainer's validate before any run starts: a bad value in the grid (a
   negative learning rate) is one line naming the run, not one refusal printed per run."""
-  import training  # noqa: PLC0415 (the trainers import JAX: only once the flags are known to be sound)
+  from trainnets import training  # noqa: PLC0415 (the trainers import JAX: only once the flags are known to be sound)
 
   for r in table:
     try:
@@ -185,7 +186,7 @@ def run_local(pending, parallel):
         else:
           os.makedirs(r['workdir'], exist_ok=True)
           log = open(os.path.join(r['workdir'], 'train.log'), 'a')
-        running.append((r, subprocess.Popen(r['command'], cwd=ROOT, stdout=log, stderr=log), log))
+        running.append((r, subprocess.Popen(r['command'], stdout=log, stderr=log), log))
       done = [job for job in running if job[1].poll() is not None]
       if not done:
         time.sleep(0.1)
@@ -213,9 +214,11 @@ def slurm_array_script(pending, parallel, options):
            '#SBATCH --output=slurm-%A_%a.out',
            '# two minutes before a time limit: the run saves (SIGTERM), then the task is requeued and resumes',
            '#SBATCH --signal=B:USR1@120', '#SBATCH --requeue', *[f'#SBATCH {o}' for o in options],
-           'set -euo pipefail', f'cd {shlex.quote(ROOT)}', 'RUNS=(']
+           'set -euo pipefail',
+           f'cd {shlex.quote(os.getcwd())}  # where the sweep was planned: its relative paths start here', 'RUNS=(']
   lines += [f'  {shlex.quote(shlex.join(r["command"]))}' for r in pending]
-  lines += [')', 'source scripts/run_requeueable.sh  # before a time limit: the run saves, the task is requeued',
+  lines += [')', f'source {shlex.quote(os.path.join(ROOT, "scripts", "run_requeueable.sh"))}  # before a time limit: '
+            'the run saves, the task is requeued',
             'eval "run_requeueable \\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\\" ${RUNS[$SLURM_ARRAY_TASK_ID]}"']
   return '\n'.join(lines) + '\n'
 

@@ -1,7 +1,7 @@
 """Models as pure functions: `init(key, ...) -> params` and `apply(params, x, ...)` over nested dicts of arrays.
 
-Plain JAX, differentiable by grad, jvp and hessian on every backend; the speed kernels of kernels/ come in only
-as the `ops` a trainer hands to `apply`. A model for the classifier trainer is a module here that defines Arch
+Plain JAX, differentiable by grad, jvp and hessian on every backend; the speed kernels of trainnets/kernels/ come in
+only as the `ops` a trainer hands to `apply`. A model for the classifier trainer is a module here that defines Arch
 (from_config, validate), init and apply, found by config.model.name.
 """
 import dataclasses
@@ -9,7 +9,7 @@ import math
 
 import jax
 
-import named
+from trainnets import named
 
 
 def num_params(params):

@@ -24,8 +24,8 @@ torchvision's variant (`Arch.torchvision()`): widths 64-192-384-256-256, no grou
 before fc6 and fc7, PyTorch's default (uniform fan-in) initialisation replaced by the same N(0, 0.01) here.
 
 How it is computed is apart from what: `apply(..., ops=...)` takes faster formulations of the same functions from
-kernels/ (grouped layers as one convolution per group, conv1 over 4x4 pixel blocks, the pooling and normalisation
-gradients), as the config's model.kernels chooses.
+trainnets/kernels/ (grouped layers as one convolution per group, conv1 over 4x4 pixel blocks, the pooling and
+normalisation gradients), as the config's model.kernels chooses.
 
 `dtype='bfloat16'` computes in bfloat16 (mixed precision); parameters stay float32 and logits come back float32.
 Parameters: {'conv1': {'W', 'b'}, ..., 'conv5', 'fc6', 'fc7', 'fc8'}.
@@ -36,9 +36,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from errors import require
 import nets
 from nets import layers
+from trainnets.errors import require
 
 IMAGE_SIZE = 224
 DTYPES = ('float32', 'bfloat16')

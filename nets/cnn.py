@@ -12,9 +12,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from errors import require
 import nets
 from nets import layers
+from trainnets.errors import require
 
 POOLS = ('max', 'sum', 'avg', 'none')
 

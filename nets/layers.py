@@ -11,7 +11,7 @@ plain functions. The lecture's components:
 
 Every function is plain JAX, the same on every backend, and differentiable in every mode (jax.grad, jax.jvp,
 jax.jacfwd, jax.hessian). Faster formulations of conv, max_pool and lrn that compute the same functions live in
-kernels/; a model takes them as `ops` (an `Ops`), so the model itself never asks which backend it runs on.
+trainnets/kernels/; a model takes them as `ops` (an `Ops`), so the model itself never asks which backend it runs on.
 """
 import dataclasses
 from typing import Callable

@@ -12,7 +12,7 @@
 import os
 import tempfile
 
-from training import process
+from trainnets.training import process
 
 os.environ['JAX_PLATFORMS'] = 'cpu'
 os.environ['XLA_FLAGS'] = process.cpu_devices_flag(cores=8)
@@ -30,14 +30,15 @@ import pytest  # noqa: E402
 
 def pytest_addoption(parser):
   parser.addoption('--require-onednn', action='store_true',
-                   help='fail the oneDNN kernel\'s tests where kernels/onednn_conv.so is not built (CI builds it)')
+                   help='fail the oneDNN kernel\'s tests where trainnets/kernels/onednn_conv.so is not built '
+                        '(CI builds it)')
 
 
 @pytest.fixture(scope='session')
 def fashion_mnist_tfds(tmp_path_factory):
   """A TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist."""
-  from data import fashion_mnist  # noqa: PLC0415
-  from errors import DataError  # noqa: PLC0415
+  from trainnets.data import fashion_mnist  # noqa: PLC0415
+  from trainnets.errors import DataError  # noqa: PLC0415
 
   try:
     fashion_mnist.find_sources()

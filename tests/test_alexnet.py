@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from errors import ConfigError
-import kernels
 import nets
 from nets import alexnet
 from nets import layers
+from trainnets import kernels
+from trainnets.errors import ConfigError
 
 PAPER = alexnet.Arch()
 

@@ -154,7 +154,8 @@ def test_missing_imagenet_gets_one_line_from_train_and_prepare(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert_one_line_error(proc, 'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar not in',
                         str(tmp_path / 'tfds' / 'downloads' / 'manual'))
-  proc = subprocess.run([sys.executable, '-m', 'data.imagenet_store', f'--tfds_dir={tmp_path / "tfds"}'], cwd=ROOT,
+  proc = subprocess.run([sys.executable, '-m', 'trainnets.data.imagenet_store', f'--tfds_dir={tmp_path / "tfds"}'],
+                        cwd=ROOT,
                         capture_output=True, text=True, timeout=300, env=env)
   assert_one_line_error(proc, 'image-net.org')
 

@@ -15,8 +15,6 @@ import numpy as np
 import optax
 import pytest
 
-import errors
-import kernels
 from nets import cnn
 from tests.helpers import assert_one_line_error
 from tests.helpers import logged_step
@@ -25,9 +23,11 @@ from tests.helpers import PROGRESS_LINE
 from tests.helpers import ROOT
 from tests.helpers import snapshot
 from tests.helpers import USER_ENV
-import tf_host
-from training import sharding
-from training import steps
+from trainnets import errors
+from trainnets import kernels
+from trainnets import tf_host
+from trainnets.training import sharding
+from trainnets.training import steps
 
 MLP = 'experiments/fashion_mnist.py:mlp,quick'
 
@@ -102,8 +102,8 @@ def test_the_trainer_runs_in_process_as_a_library(uninterrupted, fashion_mnist_t
   """train_and_evaluate called directly (a debugger can step into it), as flax's train_test.py does: the run of
   train.py's test above, here on the test process's 8 CPU devices, whose gradient sums may differ in the last
   bits from one device's."""
-  from training import classifier  # noqa: PLC0415
-  from training import cli  # noqa: PLC0415
+  from trainnets.training import classifier  # noqa: PLC0415
+  from trainnets.training import cli  # noqa: PLC0415
 
   argv = command(tmp_path / 'w', fashion_mnist_tfds)
   config = cli.load_config(MLP, dict(a[len('--config.'):].split('=', 1) for a in argv if a.startswith('--config.')))
@@ -122,8 +122,8 @@ def test_the_trainer_runs_in_process_as_a_library(uninterrupted, fashion_mnist_t
 def test_a_run_lists_only_the_kernels_that_change_its_model(spec, shape, expected):
   """results.json's kernels: those that rewrite an op the model calls (grouped convolutions for split_groups,
   strided ones for space_to_depth), found by tracing the model with recording ops."""
-  from training import classifier  # noqa: PLC0415
-  from training import cli  # noqa: PLC0415
+  from trainnets.training import classifier  # noqa: PLC0415
+  from trainnets.training import cli  # noqa: PLC0415
 
   assert classifier._kernels_applied(cli.load_config(spec), kernels.NAMES, shape) == expected
 
@@ -131,8 +131,8 @@ def test_a_run_lists_only_the_kernels_that_change_its_model(spec, shape, expecte
 def test_results_are_a_pure_function_of_the_config_the_metrics_and_the_final_evaluation():
   """results.json without training: the last training loss, the per-epoch validation rows, the test split read
   once, and the eval.crops views where they were evaluated."""
-  from training import classifier  # noqa: PLC0415
-  from training import cli  # noqa: PLC0415
+  from trainnets.training import classifier  # noqa: PLC0415
+  from trainnets.training import cli  # noqa: PLC0415
 
   rows = [{'step': 4, 'epoch': 0, 'train_loss': 2.0},
           {'step': 8, 'epoch': 1, 'validation_loss': 1.5, 'validation_accuracy': 0.5, 'validation_top5_error': 0.1},
@@ -273,6 +273,7 @@ def test_eval_of_a_missing_or_empty_workdir(fashion_mnist_tfds, tmp_path):
 def test_a_corrupt_checkpoint_is_never_loaded(uninterrupted, fashion_mnist_tfds, tmp_path):
   workdir = tmp_path / 'corrupt'
   subprocess.run(['cp', '-r', uninterrupted, str(workdir)], check=True)
+  (workdir / 'eval.json').unlink(missing_ok=True)  # another test may have evaluated the shared run already
   latest = workdir / 'checkpoints' / '24' / 'state'
   for base, _, files in os.walk(latest):  # flip bytes in every data file of the latest checkpoint
     for f in files:
@@ -496,7 +497,7 @@ def test_a_model_is_found_by_name_among_the_modules_of_nets(monkeypatch):
 
   import ml_collections  # noqa: PLC0415
 
-  from training import classifier  # noqa: PLC0415
+  from trainnets.training import classifier  # noqa: PLC0415
 
   tiny = types.ModuleType('nets.tiny')
 

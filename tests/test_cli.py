@@ -16,8 +16,8 @@ from tests.helpers import QUICK
 from tests.helpers import ROOT
 from tests.helpers import snapshot
 from tests.helpers import train
-from training import cli
-from training import process
+from trainnets.training import cli
+from trainnets.training import process
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +102,7 @@ def test_the_report_of_an_unfinished_or_foreign_directory_is_one_line(quick_run,
 def test_the_trainer_runs_in_process_as_a_library(quick_run, tmp_path):
   """train_and_evaluate called directly (a debugger can step into it), as flax's train_test.py does: the records
   of train.py's run of the same config."""
-  from training import hidden_units  # noqa: PLC0415
+  from trainnets.training import hidden_units  # noqa: PLC0415
 
   out = hidden_units.train_and_evaluate(cli.load_config(QUICK), str(tmp_path / 'w'))
   with open(os.path.join(quick_run[0], 'results.json')) as f:
@@ -246,7 +246,7 @@ def test_eval_bad_workdirs(quick_run, tmp_path):
 # temporaries; prints the page faults per repetition after the first.
 _FAULTS_SCRIPT = """
 import ctypes, resource, sys, threading
-from training import process
+from trainnets.training import process
 print(process.keep_freed_memory() if sys.argv[1] == 'keep' else False)
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

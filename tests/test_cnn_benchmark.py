@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import kernels
 from tests.helpers import assert_one_line_error
 from tests.helpers import ROOT
 from tests.helpers import USER_ENV
+from trainnets import kernels
 
 SCRIPT = 'benchmarks/fashion_mnist_cnn.py'
 

@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from data import fashion_mnist
-from data import pipeline
-from errors import ConfigError
-from errors import DataError
 from experiments import fashion_mnist as experiment
 from tests.helpers import assert_one_line_error
 from tests.helpers import ROOT
 from tests.helpers import USER_ENV
+from trainnets.data import fashion_mnist
+from trainnets.data import pipeline
+from trainnets.errors import ConfigError
+from trainnets.errors import DataError
 
 
 def write_idx_set(d, tamper=None):
@@ -143,7 +143,8 @@ def test_tfds_dataset_and_pipeline(fashion_mnist_tfds):
 
 
 def test_pipelines_run_without_tf_data_autotuning(fashion_mnist_tfds, monkeypatch):
-  """Deleting an autotuned iterator waited up to 11 s for its tuning thread, once per epoch (data/pipeline.py)."""
+  """Deleting an autotuned iterator waited up to 11 s for its tuning thread, once per epoch
+  (trainnets/data/pipeline.py)."""
   seen = []
 
   def spy(ds, autotune):

@@ -16,16 +16,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from data import pipeline
-from data import toy2d
 from experiments import alexnet_imagenet
 from experiments import fashion_mnist
 from experiments import hidden_units
-from training import classifier
-from training import hidden_units as hidden_units_trainer
-from training import sharding
-from training import steps
-from training import vmap_sweep
+from trainnets.data import pipeline
+from trainnets.data import toy2d
+from trainnets.training import classifier
+from trainnets.training import hidden_units as hidden_units_trainer
+from trainnets.training import sharding
+from trainnets.training import steps
+from trainnets.training import vmap_sweep
 
 RTOL = 1e-4
 GOLDEN = {

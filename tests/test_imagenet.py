@@ -11,15 +11,15 @@ import jax
 import numpy as np
 import pytest
 
-from data import augment
-from data import imagenet
-from data import imagenet_store
-from data import imagenet_tfds
-from data import pipeline
-from errors import DataError
 from tests.helpers import data_cfg
 from tests.helpers import ROOT
 from tests.helpers import USER_ENV
+from trainnets.data import augment
+from trainnets.data import imagenet
+from trainnets.data import imagenet_store
+from trainnets.data import imagenet_tfds
+from trainnets.data import pipeline
+from trainnets.errors import DataError
 
 
 @pytest.fixture(scope='module')
@@ -157,7 +157,7 @@ def test_a_truncated_archive_gets_one_line_from_prepare(tmp_path):
   manual = imagenet_tfds.write_fake_manual_dir(str(tmp_path / 'manual'), images=6)
   tar = os.path.join(manual, imagenet_tfds.TRAIN_TAR)
   os.truncate(tar, os.path.getsize(tar) // 2)
-  proc = subprocess.run([sys.executable, '-m', 'data.imagenet_store', f'--tfds_dir={tmp_path / "tfds"}',
+  proc = subprocess.run([sys.executable, '-m', 'trainnets.data.imagenet_store', f'--tfds_dir={tmp_path / "tfds"}',
                          f'--manual_dir={manual}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=USER_ENV)
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
@@ -178,7 +178,7 @@ def test_prepared_files_that_changed_since_verification_are_refused(fake_builder
 
 
 def test_device_augmentation_is_a_crop_a_flip_and_one_colour_shift_of_the_centred_image():
-  """data/augment.py, the accelerator's form of `augment`: the same operations, deterministic in the key."""
+  """trainnets/data/augment.py, the accelerator's form of `augment`: the same operations, deterministic in the key."""
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (3, 256, 256, 3)).astype(np.uint8)
   mean = rng.uniform(0, 255, (256, 256, 3)).astype(np.float32)

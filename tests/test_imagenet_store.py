@@ -1,6 +1,6 @@
-"""The prepared ImageNet store (data/store.py, data/imagenet.py): written once from TFDS's records, resumable,
-verified, refused when partial or built otherwise, and read 1/P per process in an order that does not depend on
-P, without reading what a resumed epoch skips."""
+"""The prepared ImageNet store (trainnets/data/store.py, trainnets/data/imagenet.py): written once from TFDS's records,
+resumable, verified, refused when partial or built otherwise, and read 1/P per process in an order that does not depend
+on P, without reading what a resumed epoch skips."""
 import json
 import os
 import shutil
@@ -10,15 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from data import imagenet
-from data import imagenet_store
-from data import imagenet_tfds
-from data import sampler
-from data import store as store_lib
-from errors import DataError
 from tests.helpers import data_cfg
 from tests.helpers import ROOT
 from tests.helpers import USER_ENV
+from trainnets.data import imagenet
+from trainnets.data import imagenet_store
+from trainnets.data import imagenet_tfds
+from trainnets.data import sampler
+from trainnets.data import store as store_lib
+from trainnets.errors import DataError
 
 SHARD = 5  # 12 fake images per split: shards of 5, 5 and 2
 
@@ -76,8 +76,8 @@ def test_an_interrupted_preparation_is_refused_then_resumes_to_the_same_store(st
   with pytest.raises(Stop):
     imagenet_store.prepare_store(source, directory, SHARD, log=stop_after_two_shards)
   with pytest.raises(DataError) as e:
-    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store ...')
-  assert 'is partial (2 shard(s) written' in str(e.value) and 'python -m data.imagenet_store' in str(e.value)
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m trainnets.data.imagenet_store ...')
+  assert 'is partial (2 shard(s) written' in str(e.value) and 'python -m trainnets.data.imagenet_store' in str(e.value)
   assert '\n' not in str(e.value)
   first = os.stat(os.path.join(directory, 'train-00000.jpegs')).st_mtime_ns
   lines.clear()
@@ -103,7 +103,7 @@ def test_a_changed_shard_is_refused_in_one_line(store, tmp_path):
   directory = copy_of(store, tmp_path)
   os.truncate(os.path.join(directory, 'validation-00001.jpegs'), 100)
   with pytest.raises(DataError, match=r'changed since it was written \(validation-00001\); remove .* and python -m'):
-    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m trainnets.data.imagenet_store')
 
 
 def test_a_flipped_byte_fails_the_checksum(store, tmp_path):
@@ -121,7 +121,7 @@ def test_a_store_built_with_other_preprocessing_is_refused(store, tmp_path):
   directory = copy_of(store, tmp_path)
   with pytest.raises(DataError, match='was built with other preprocessing') as e:
     store_lib.open_store(directory, {**imagenet_store.PREPROCESSING, 'jpeg_quality': 80},
-                         'python -m data.imagenet_store')
+                         'python -m trainnets.data.imagenet_store')
   assert '\n' not in str(e.value)
 
 
@@ -189,7 +189,7 @@ def test_evaluation_reads_the_split_in_order_padded_and_masked_per_process(store
 
 def test_the_dataset_refuses_a_partial_store_and_the_command_finishes_it(tmp_path):
   """train.py's dataset builds a missing store but never a partial one (it may be another job's, half-way):
-  one line says to finish it with python -m data.imagenet, which resumes it."""
+  one line says to finish it with python -m trainnets.data.imagenet, which resumes it."""
   cfg = data_cfg(tmp_path, fake_images=6, store_dir=str(tmp_path / 'store'))
   imagenet.Dataset(cfg)  # builds TFDS's fake imagenet2012 and the store
   os.remove(tmp_path / 'store' / store_lib.MANIFEST)
@@ -197,9 +197,9 @@ def test_the_dataset_refuses_a_partial_store_and_the_command_finishes_it(tmp_pat
   with pytest.raises(DataError) as e:
     imagenet.Dataset(cfg)
   tfds_dir = tmp_path / 'fake_imagenet2012_6'
-  assert str(e.value).endswith(f'finish it with python -m data.imagenet_store --tfds_dir={tfds_dir} '
+  assert str(e.value).endswith(f'finish it with python -m trainnets.data.imagenet_store --tfds_dir={tfds_dir} '
                                f'--store_dir={tmp_path / "store"}'), str(e.value)
-  proc = subprocess.run([sys.executable, '-m', 'data.imagenet_store', f'--tfds_dir={tfds_dir}',
+  proc = subprocess.run([sys.executable, '-m', 'trainnets.data.imagenet_store', f'--tfds_dir={tfds_dir}',
                          f'--store_dir={tmp_path / "store"}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=300, env=USER_ENV)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -229,7 +229,7 @@ def test_changed_statistics_are_refused(store, tmp_path):
   with open(os.path.join(directory, imagenet_store.STATISTICS), 'ab') as f:
     f.write(b'more')
   with pytest.raises(DataError, match=f'changed since it was written \\({imagenet_store.STATISTICS}\\)'):
-    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
+    store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m trainnets.data.imagenet_store')
 
 
 def test_validation_is_held_out_of_training_stratified_by_class():
@@ -266,9 +266,9 @@ def test_every_byte_is_checked_before_it_is_read(store, tmp_path, ext):
   open(path, 'wb').write(bytes(data))
   if ext == 'npz':
     with pytest.raises(DataError, match=r'changed since it was written \(train-00001\)'):
-      store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
+      store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m trainnets.data.imagenet_store')
     return
-  opened = store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m data.imagenet_store')
+  opened = store_lib.open_store(directory, imagenet_store.PREPROCESSING, 'python -m trainnets.data.imagenet_store')
   decode = lambda x, y, i: {'label': y}
   assert list(store_lib.eval_batches(opened, 'train', np.arange(5), decode, batch_size=5)), 'shard 0 is sound'
   with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ .* \(train-00001\)'):

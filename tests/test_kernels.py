@@ -1,4 +1,4 @@
-"""The speed kernels (kernels/): each computes the same function as nets.layers' plain op, in value and
+"""The speed kernels (trainnets/kernels/): each computes the same function as nets.layers' plain op, in value and
 gradient; 'auto' resolves per platform; forward-mode differentiation through a hand-written gradient is one clear
 error; and every model is differentiable in every mode with the plain ops."""
 import dataclasses
@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
-from kernels import conv as conv_lib
-from kernels import lrn as lrn_lib
-from kernels import pool
 from nets import alexnet
 from nets import cnn
 from nets import layers
+from trainnets import kernels
+from trainnets.kernels import conv as conv_lib
+from trainnets.kernels import lrn as lrn_lib
+from trainnets.kernels import pool
 
 KEY = jax.random.PRNGKey(0)
 

@@ -1,9 +1,9 @@
-"""oneDNN's convolutions through XLA's FFI (kernels/onednn.py, kernels/onednn_conv.cc): the same values and
-gradients as XLA's plain convolution, split along the batch over devices without gathering it, and chosen by
+"""oneDNN's convolutions through XLA's FFI (trainnets/kernels/onednn.py, trainnets/kernels/onednn_conv.cc): the same
+values and gradients as XLA's plain convolution, split along the batch over devices without gathering it, and chosen by
 model.kernels.
 
-Skipped where kernels/onednn_conv.so is not built (`make onednn`), unless pytest's --require-onednn demands it, as
-.ci/run does.
+Skipped where trainnets/kernels/onednn_conv.so is not built (`make onednn`), unless pytest's --require-onednn demands
+it, as .ci/run does.
 """
 import jax
 import jax.numpy as jnp
@@ -13,10 +13,10 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
-import kernels
-from kernels import conv as conv_lib
-from kernels import onednn
 from nets import layers
+from trainnets import kernels
+from trainnets.kernels import conv as conv_lib
+from trainnets.kernels import onednn
 
 KEY = jax.random.PRNGKey(0)
 

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from errors import ConfigError
 import nets
 from nets import cnn
 from nets import layers
+from trainnets.errors import ConfigError
 
 KEY = jax.random.PRNGKey(0)
 

@@ -9,61 +9,81 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Each layer and the project packages it may import (entry points above all of them may import anything).
-# The shared modules at the top (config_keys.py, errors.py, files.py, named.py, tf_host.py) import nothing of the
-# project but errors.py.
-SHARED = {'config_keys', 'errors', 'files', 'named', 'tf_host'}
+# Each layer and the project modules it may import (entry points above all of them may import anything). Names are
+# as imported: trainnets.training, trainnets.errors, ... The shared modules of trainnets (config_keys, errors,
+# files, named, tf_host) import nothing of the project but trainnets.errors.
+SHARED = {f'trainnets.{m}' for m in ('config_keys', 'errors', 'files', 'named', 'tf_host')}
 MAY_IMPORT = {
-    'experiments': {'experiments', 'training', 'data', 'nets', 'kernels'} | SHARED,
-    'training': {'training', 'data', 'nets', 'kernels'} | SHARED,
-    'kernels': {'kernels', 'nets'} | SHARED,
-    'data': {'data'} | SHARED,
+    'experiments': {'experiments', 'trainnets.training', 'trainnets.data', 'nets', 'trainnets.kernels'} | SHARED,
+    'trainnets.training': {'trainnets.training', 'trainnets.data', 'nets', 'trainnets.kernels'} | SHARED,
+    'trainnets.kernels': {'trainnets.kernels', 'nets'} | SHARED,
+    'trainnets.data': {'trainnets.data'} | SHARED,
     'nets': {'nets'} | SHARED,
 }
 PROJECT = set(MAY_IMPORT) | SHARED | {'benchmarks', 'tests', 'train', 'eval'}
 
 
+def _project_name(module):
+  """The layer or shared module that `module` (a dotted import) belongs to, or None outside the project."""
+  parts = module.split('.')
+  name = '.'.join(parts[:2]) if parts[0] == 'trainnets' else parts[0]
+  return name if name in PROJECT or name == 'trainnets' else None
+
+
 def project_imports(path):
-  """The top-level project packages a module imports (at any depth of its code, lazily or not)."""
+  """The project layers and shared modules a module imports (at any depth of its code, lazily or not)."""
   out = set()
   for node in ast.walk(ast.parse(path.read_text())):
-    names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-        [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
-    out |= {n.split('.')[0] for n in names if n.split('.')[0] in PROJECT}
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names = [f'{node.module}.{a.name}' if node.module == 'trainnets' else node.module for a in node.names]
+    else:
+      names = []
+    out |= {n for n in map(_project_name, names) if n}
   return out
 
 
 @pytest.mark.parametrize('layer', sorted(MAY_IMPORT))
 def test_dependencies_point_down(layer):
   wrong = {str(p.relative_to(ROOT)): sorted(project_imports(p) - MAY_IMPORT[layer])
-           for p in sorted((ROOT / layer).rglob('*.py'))}
-  assert not {k: v for k, v in wrong.items() if v}, f'{layer}/ may import only {sorted(MAY_IMPORT[layer])}'
+           for p in sorted((ROOT / layer.replace('.', '/')).rglob('*.py'))}
+  assert not {k: v for k, v in wrong.items() if v}, f'{layer} may import only {sorted(MAY_IMPORT[layer])}'
+
+
+def test_the_layering_test_sees_imports():
+  """The check above reads both import forms; an upward import would be caught."""
+  assert project_imports(ROOT / 'trainnets/data/sampler.py') <= SHARED
+  assert {'trainnets.errors', 'trainnets.data'} <= project_imports(ROOT / 'trainnets/training/classifier.py')
+  assert 'trainnets.training' not in MAY_IMPORT['trainnets.data']
 
 
 def test_shared_modules_import_nothing_of_the_project():
-  """errors.py imports nothing of the project; the other shared modules at most errors.py (for ConfigError)."""
+  """trainnets.errors imports nothing of the project; the other shared modules at most trainnets.errors."""
   for name in SHARED:
-    assert not project_imports(ROOT / f'{name}.py') - ({'errors'} if name != 'errors' else set()), name
+    allowed = set() if name == 'trainnets.errors' else {'trainnets.errors'}
+    assert not project_imports(ROOT / f'{name.replace(".", "/")}.py') - allowed, name
 
 
 @pytest.mark.parametrize('config', ['hidden_units', 'fashion_mnist', 'alexnet_imagenet'])
 def test_a_config_is_light_to_import(config):
   """Reading an experiment's config loads no trainer, no TensorFlow, no orbax and no plotting."""
   code = (f'import sys, experiments.{config} as c; c.get_config(); '
-          'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+          'print(sorted(m for m in sys.modules if ".".join(m.split(".")[:2 if m.startswith("trainnets.") else 1]) in '
           '("training", "tensorflow", "orbax", "matplotlib", "tensorflow_datasets")))')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
   assert out.stdout.strip() == '[]'
 
 
 def test_models_datasets_and_trainers_are_found_by_name():
-  import data  # noqa: PLC0415
-  from errors import ConfigError  # noqa: PLC0415
   import nets  # noqa: PLC0415
-  import training  # noqa: PLC0415
+  from trainnets import data  # noqa: PLC0415
+  from trainnets import training  # noqa: PLC0415
+  from trainnets.errors import ConfigError  # noqa: PLC0415
 
-  assert nets.module('alexnet').__name__ == 'nets.alexnet' and data.module('imagenet2012').__name__ == 'data.imagenet'
-  assert training.trainer('hidden_units').__name__ == 'training.hidden_units'
+  assert nets.module('alexnet').__name__ == 'nets.alexnet'
+  assert data.module('imagenet2012').__name__ == 'trainnets.data.imagenet'
+  assert training.trainer('hidden_units').__name__ == 'trainnets.training.hidden_units'
   for find, name, listed in ((nets.module, 'resnet', 'alexnet, cnn'), (nets.module, 'layers', 'alexnet, cnn'),
                              (data.module, 'mnist', 'fashion_mnist, imagenet2012'),
                              (training.trainer, 'gan', 'classifier, hidden_units')):

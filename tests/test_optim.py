@@ -5,8 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from errors import ConfigError
-from training import optim
+from trainnets.errors import ConfigError
+from trainnets.training import optim
 
 
 def train_cfg(**kw):

@@ -154,7 +154,7 @@ def test_sweep_sizes_beyond_memory_are_refused_with_the_estimate(tmp_path):
                                            (None, {'model.include_linear': False, 'model.weight_init': 'zeros'})])
 def test_the_size_estimate_counts_the_nets_the_sweep_trains(arg, overrides):
   from experiments import hidden_units as config_lib  # noqa: PLC0415
-  from training import hidden_units  # noqa: PLC0415
+  from trainnets.training import hidden_units  # noqa: PLC0415
 
   c = config_lib.get_config(arg)
   for k, v in overrides.items():

@@ -1,9 +1,9 @@
-"""data/sampler.py, the one input order: epochs, resumption, each process's share and padded evaluation."""
+"""trainnets/data/sampler.py, the one input order: epochs, resumption, each process's share and padded evaluation."""
 import numpy as np
 import pytest
 
-from data import sampler
-import tf_host
+from trainnets import tf_host
+from trainnets.data import sampler
 
 
 @pytest.mark.parametrize('order', sampler.ORDERS)

@@ -14,8 +14,8 @@ from experiments import sweep
 from tests.helpers import assert_one_line_error
 from tests.helpers import message_lines
 from tests.helpers import ROOT
-from training import cli
-from training import workdir as workdir_lib
+from trainnets.training import cli
+from trainnets.training import workdir as workdir_lib
 
 
 def test_grid_is_the_product_of_its_axes():

@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data import toy2d
 from nets import losses
 from nets import mlp
+from trainnets.data import toy2d
 
 
 @pytest.mark.parametrize('task', toy2d.TASKS)

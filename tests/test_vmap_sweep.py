@@ -4,10 +4,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data import toy2d
-from training import optim
-from training import vmap_sweep
-from training.vmap_sweep import Model
+from trainnets.data import toy2d
+from trainnets.training import optim
+from trainnets.training import vmap_sweep
+from trainnets.training.vmap_sweep import Model
 
 
 def cfgs(**train):
@@ -102,7 +102,7 @@ def test_one_depth_per_call(data):
 def test_each_model_can_train_on_its_own_draw_of_the_task():
   """data.seed_per_model: a model keyed (task, data seed) trains on that draw; with data seed 0 it computes exactly
   what the shared data set of seed 0 gives, and another data seed gives another run."""
-  from training import hidden_units  # noqa: PLC0415
+  from trainnets.training import hidden_units  # noqa: PLC0415
 
   model, train, tx = cfgs(epochs=2)
   own = {('corner', s): toy2d.train_test(s, 'corner', 100, 100) for s in (0, 1)}

@@ -1,4 +1,4 @@
-"""training/workdir.py's config matching: a workdir trained before a key was added (model.kernels) or retired
+"""trainnets/training/workdir.py's config matching: a workdir trained before a key was added (model.kernels) or retired
 (model.group_impl, model.space_to_depth) still matches the config that reproduces it; keys that say how or where
 a run runs may change, the others only with --extend."""
 import json
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from errors import WorkdirError
-from training import cli
-from training import workdir as workdir_lib
+from trainnets.errors import WorkdirError
+from trainnets.training import cli
+from trainnets.training import workdir as workdir_lib
 
 
 @pytest.mark.parametrize('config', ['experiments/fashion_mnist.py:cnn', 'experiments/alexnet_imagenet.py'])
@@ -90,7 +90,7 @@ def test_a_new_key_is_one_line_and_its_older_value_is_stated_beside_it(tmp_path)
 def test_a_misstated_older_value_fails_where_the_config_is_built():
   import ml_collections  # noqa: PLC0415
 
-  import config_keys  # noqa: PLC0415
+  from trainnets import config_keys  # noqa: PLC0415
 
   c = ml_collections.ConfigDict({'data': {'num_validation': 10}})
   with pytest.raises(KeyError, match='data.num_validaton is not a key'):

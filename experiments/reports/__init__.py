@@ -1,6 +1,6 @@
 """What turns a trainer's results into tables, figures and terminal lines: one module per trainer, of its name.
 
-The entry points hand the module to the trainer (training/__init__.py), which calls
+The entry points hand the module to the trainer (trainnets/training/__init__.py), which calls
   analyse(config, workdir, results, **artefacts) -> results   figures written, anything derived added
   markdown(config, results) -> str                              results.md
   summary(results) -> str                                       the lines printed at the end of training

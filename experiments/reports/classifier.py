@@ -9,8 +9,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import numpy as np
 
-import files
-from training import workdir as workdir_lib
+from trainnets import files
+from trainnets.training import workdir as workdir_lib
 
 EVAL_HEADING = '## Evaluation (eval.py)'
 # The figures of a run a sweep can summarise (experiments/sweep.py --metric), and its default.

@@ -1,7 +1,7 @@
 """The hidden-units sweep's report: the lecture's claims with measured numbers, results.md, figures, summaries.
 
 Nothing here trains: `render` reads a finished workdir (results.json's records, and the parameters, snapshots
-and curves training/hidden_units.py saved) and derives everything else from them and the config.
+and curves trainnets/training/hidden_units.py saved) and derives everything else from them and the config.
 """
 import os
 
@@ -14,11 +14,11 @@ import numpy as np
 
 from experiments import claims as claims_lib
 from experiments import hidden_units_claims
-import files
 import nets
 from nets import mlp
-from training import hidden_units as trainer
-from training import workdir as workdir_lib
+from trainnets import files
+from trainnets.training import hidden_units as trainer
+from trainnets.training import workdir as workdir_lib
 
 
 def _model_params(tree, i):

@@ -3,8 +3,8 @@ against a numeric axis where the grid has one."""
 import csv
 import os
 
-import files
-from training import workdir as workdir_lib
+from trainnets import files
+from trainnets.training import workdir as workdir_lib
 
 
 def summarise(table, workdir, metric, report):

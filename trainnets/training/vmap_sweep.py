@@ -1,0 +1,211 @@
+"""Train many small binary classifiers at once: one compiled program per call, vmapped over models.
+
+A model is (task, hidden widths, weight init, seed). The models of one call share a depth; they are padded to the
+largest width of each layer and masked (see nets/mlp.py), stacked along a leading model axis M, and trained
+together. One epoch is one jitted call: per-example (or minibatch) SGD as a `lax.scan` over steps, vmapped over the
+M models, with gradients from `jax.grad` handed to optax. Python only loops over epochs, to log, draw the progress
+bar and stop early once every model has reached zero training loss.
+
+Randomness: model seed s gives init key fold_in(PRNGKey(s), 0) and sampling key fold_in(PRNGKey(s), 1); epoch e
+samples with fold_in(sampling key, e). The same seed therefore gives the same initial weights (for the same
+width) and the same sequence of examples across tasks and widths, so a comparison between widths differs only in
+the width.
+"""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nets import losses
+from nets import mlp
+from trainnets.training import sharding
+
+SAMPLINGS = ('uniform', 'permutation')
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  task: str
+  hidden: tuple  # widths of the hidden layers; () is the single-layer (linear) net
+  init: str  # weight init scheme, see nets/init.py
+  seed: int
+  data_seed: int | None = None  # None: the task's shared data set; else this model's own draw of the task
+
+  @property
+  def depth(self):
+    return len(self.hidden)
+
+  @property
+  def dataset(self):
+    """The key of this model's data set in `datasets`: the task, or (task, data seed)."""
+    return self.task if self.data_seed is None else (self.task, self.data_seed)
+
+
+def _scores(params, x_BxD, masks, activation):
+  return mlp.apply(params, x_BxD, activation=activation, unit_masks=masks)[:, 0]
+
+
+def loss_and_accuracy(params, x_NxD, y_N, masks, *, activation, loss):
+  """(mean loss, accuracy) of one model on (x, y); vmap it over models."""
+  z_N = _scores(params, x_NxD, masks, activation)
+  return losses.get_binary(loss)(z_N, y_N).mean(), (jnp.where(z_N > 0, 1.0, -1.0) == y_N).mean()
+
+
+def masks_for(models, padded):
+  """Per hidden layer, the [M, padded width] 0/1 masks of the models' real units."""
+  widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), len(padded))
+  return [np.asarray(m) for m in mlp.unit_masks_for(widths_MxL.T, padded)]
+
+
+def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
+  """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
+  metrics) and evaluate_split(params_M, data, split) -> metrics of split 'train' or 'test'."""
+  loss_fn = losses.get_binary(loss)
+
+  def objective(params, x_BxD, y_B, masks):
+    return loss_fn(_scores(params, x_BxD, masks, activation), y_B).mean()
+
+  def model_epoch(params, opt_state, key, x_NxD, y_N, masks):
+    n = x_NxD.shape[0]
+    if sampling == 'uniform':  # the lecture: a random example each step, with replacement
+      idx_SxB = jax.random.randint(key, (steps, batch_size), 0, n)
+    else:  # one pass over a fresh permutation
+      idx_SxB = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)
+
+    def step(carry, idx_B):
+      params, opt_state = carry
+      grads = jax.grad(objective)(params, x_NxD[idx_B], y_N[idx_B], masks)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), idx_SxB, unroll=unroll)
+    return params, opt_state
+
+  def evaluate_split(params_M, data, split):
+    one = functools.partial(loss_and_accuracy, activation=activation, loss=loss)
+    loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
+    return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data):
+    epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_M, epoch)
+    new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, epoch_keys, data['x_train'], data['y_train'],
+                                                data['masks'])
+
+    def keep_if_stopped(new, old):  # a stopped model keeps its parameters and optimiser state
+      return jnp.where(active_M.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    params_M = jax.tree.map(keep_if_stopped, new_params, params_M)
+    opt_M = jax.tree.map(keep_if_stopped, new_opt, opt_M)
+    return params_M, opt_M, evaluate_split(params_M, data, 'train')
+
+  return epoch_fn, jax.jit(evaluate_split, static_argnums=2)
+
+
+def _seed_keys(models, stream):
+  """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] (one vmapped call, not M)."""
+  seeds = jnp.asarray([m.seed for m in models], jnp.uint32)
+  return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
+
+
+def init_models(models, padded, weight_std, offset_init, offset_std):
+  """Stacked initial parameters (leading axis M, numpy) of `models`, padded to hidden widths `padded`.
+
+  One compiled, vmapped init per weight scheme (the true widths are traced), scattered into place by index.
+  """
+  keys = _seed_keys(models, 0)
+  true_MxS = np.asarray([(2, *m.hidden, 1) for m in models], np.int32)
+  out = None
+  for scheme in sorted({m.init for m in models}):
+    idx = np.asarray([i for i, m in enumerate(models) if m.init == scheme])
+    init = functools.partial(mlp.init, sizes=(2, *padded, 1), weight_init=scheme, offset_init=offset_init,
+                             weight_std=weight_std, offset_std=offset_std)
+    stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
+    stacked = jax.tree.map(np.asarray, stacked)
+    if out is None:
+      out = jax.tree.map(lambda a: np.zeros((len(models),) + a.shape[1:], a.dtype), stacked)
+    jax.tree.map(lambda o, a, idx=idx: o.__setitem__(idx, a), out, stacked)
+  return out
+
+
+def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None):
+  """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
+
+  Returns a dict of numpy arrays with leading axis M:
+    curves      {train_loss, train_accuracy: [M, epochs + 1]}, entry 0 before training; a stopped model's values
+                stay constant
+    test        {epoch: {test_loss, test_accuracy: [M]}} at each snapshot epoch and the last epoch
+    epochs      [M] the epoch each model stopped at (zero training loss) or `train_cfg.epochs`
+    params      final parameters; snapshots {epoch: parameters} for each of `snapshot_epochs` reached
+    params0     initial parameters
+  `on_epoch(epoch, metrics, active)` is called after every epoch.
+
+  The model axis is sharded over `mesh` (default: all devices); the model list is padded with copies of its
+  last model to a multiple of the device count, and the copies are dropped from every output.
+  """
+  depths = {m.depth for m in models}
+  if len(depths) != 1:
+    raise ValueError(f'models of one depth per call, got depths {sorted(depths)}')
+  mesh = mesh or sharding.model_mesh()
+  num_models = len(models)
+  models = list(models) + [models[-1]] * (sharding.padded_count(num_models, mesh) - num_models)
+  (depth,) = depths
+  padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
+  n_train = len(datasets[models[0].dataset][0][1])
+  steps = n_train // train_cfg.batch_size
+  keys = sorted(datasets, key=repr)
+  task_of = np.asarray([keys.index(m.dataset) for m in models])
+  splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
+            for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
+  data = {**splits, 'masks': masks_for(models, padded)}
+  params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
+  params = sharding.shard_models(params0, mesh)
+  opt_state = jax.jit(jax.vmap(tx.init))(params)
+  keys = sharding.shard_models(_seed_keys(models, 1), mesh)
+  data = sharding.shard_models(data, mesh)
+  epoch_fn, measure = make_epoch_fn(
+      tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
+      sampling=train_cfg.sampling, unroll=train_cfg.unroll)
+
+  history = [jax.tree.map(np.asarray, measure(params, data, 'train'))]
+  test = {}
+
+  def evaluate_test(epoch):  # the test split is evaluated only where it is reported: it costs 5x an epoch
+    test[epoch] = jax.tree.map(np.asarray, measure(params, data, 'test'))
+
+  if 0 in snapshot_epochs:
+    evaluate_test(0)
+  active = np.ones(len(models), bool)
+  active[num_models:] = False  # padding copies: computed alongside, never reported
+  stopped_at = np.full(len(models), train_cfg.epochs)
+  snapshots = {0: params0} if 0 in snapshot_epochs else {}
+  for epoch in range(1, train_cfg.epochs + 1):
+    params, opt_state, metrics = epoch_fn(params, opt_state, keys, sharding.shard_models(active, mesh), epoch,
+                                          data)
+    metrics = jax.tree.map(np.asarray, metrics)
+    history.append(metrics)
+    if epoch in snapshot_epochs:
+      snapshots[epoch] = jax.tree.map(np.asarray, params)
+      evaluate_test(epoch)
+    if train_cfg.stop_at_zero_loss:
+      newly = active & (metrics['train_loss'] == 0)
+      stopped_at[newly] = epoch
+      active &= ~newly
+    if on_epoch is not None:
+      on_epoch(epoch, jax.tree.map(lambda a: a[:num_models], metrics), active[:num_models])
+    if not active.any():  # every model is stopped: the remaining epochs would change nothing
+      history += [metrics] * (train_cfg.epochs - epoch)
+      break
+  final = jax.tree.map(np.asarray, params)
+  evaluate_test(train_cfg.epochs)
+  for e in snapshot_epochs:  # epochs after an early stop hold the final (frozen) parameters
+    snapshots.setdefault(e, final)
+    test.setdefault(e, test[train_cfg.epochs])
+  curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
+  out = {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': params0,
+         'snapshots': snapshots}
+  out = jax.tree.map(lambda a: a[:num_models], out)  # drop the padding copies
+  return {**out, 'padded': padded}
