@@ -1,9 +1,13 @@
-"""training/metrics.py's progress lines for logs: timestamped, the first once there is something to show, and an
-ETA that leaves out the first step's compilation."""
+"""trainnets/training/metrics.py's progress lines for logs: timestamped, the first once there is something to show, and
+an ETA that leaves out the first step's compilation."""
 import io
+import os
+import subprocess
+import sys
 
 from tests.helpers import PROGRESS_LINE
-from training import metrics
+from tests.helpers import ROOT
+from trainnets.training import metrics
 
 
 def test_progress_lines_are_timestamped_and_their_eta_leaves_out_compilation():
@@ -19,3 +23,23 @@ def test_progress_lines_are_timestamped_and_their_eta_leaves_out_compilation():
   assert line.endswith('elapsed 0:11 eta 0:08'), line  # 8 steps at 1 s, not 8 at the 5.5 s average
   progress.close()
   assert len(out.getvalue().splitlines()) == 1, 'nothing new since the last line'
+
+
+def test_tensorboard_events_are_written_without_tensorflow(tmp_path):
+  """Scalars and the config (HParams) as TensorBoard events, by a process that never imports TensorFlow: the
+  hidden-units trainer logs them in a run of seconds. A fresh run from step 0 drops the earlier event files."""
+  code = ('import sys; from trainnets.training import metrics; '
+          f'w = metrics.MetricsWriter({str(tmp_path)!r}, start_step=0, tensorboard=True, hparams={{"seed": 3}}); '
+          'w.write(1, train_loss=0.5, epoch=1); w.write(2, train_loss=0.25, epoch=2); w.close(); '
+          'print("tensorflow" in sys.modules)')
+  for _ in range(2):
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert proc.stdout.strip() == 'False'
+  (events,) = os.listdir(tmp_path / 'tensorboard')
+  from trainnets import tf_host  # noqa: PLC0415 (reading them back with TensorFlow's own reader)
+
+  read = list(tf_host.tf().compat.v1.train.summary_iterator(str(tmp_path / 'tensorboard' / events)))
+  assert read[0].file_version == 'brain.Event:2'
+  scalars = [(e.step, v.tag, v.simple_value) for e in read for v in e.summary.value if v.tag == 'train/loss']
+  assert scalars == [(1, 'train/loss', 0.5), (2, 'train/loss', 0.25)]
+  assert any(v.tag == '_hparams_/session_start_info' for e in read for v in e.summary.value)

@@ -1,0 +1,376 @@
+"""The per-example SGD sweep trainer: many small nets on the 2-D tasks, one compiled program per depth and width.
+
+`train_and_evaluate(config, workdir)` runs these stages (config: experiments/hidden_units.py):
+  1. check     every config value (validate), then the workdir; nothing is written before both pass.
+  2. data      the tasks' training and test points (trainnets/data/toy2d.py), the same for every model seed.
+  3. models    every (task, depth, width, init, seed), grouped by (depth, padded width) into compiled programs.
+  4. train     per group, trainnets/training/vmap_sweep.py: vmap over models, scan over steps, an epoch per call; a
+               metrics.jsonl row per epoch (mean loss and accuracy, learning rate, model-updates/s) and the
+               progress bar or, in a log file, progress lines.
+  5. results   one record per model (results.json), the curves (curves.npz), the final parameters and the
+               snapshots the figures show (params.npz). experiments/report.py reads them back (load_runs) for the
+               claims, results.md and the figures.
+`evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
+"""
+import dataclasses
+import functools
+import json
+import os
+import time
+import zipfile
+
+import jax
+import ml_collections
+import numpy as np
+
+from nets import activations
+from nets import init as init_lib
+from nets import losses
+from nets import mlp
+from trainnets import errors
+from trainnets.data import toy2d
+from trainnets.errors import ConfigError
+from trainnets.errors import Interrupted
+from trainnets.errors import require
+from trainnets.errors import TrainingDiverged
+from trainnets.errors import WorkdirError
+from trainnets.training import loop
+from trainnets.training import metrics as metrics_lib
+from trainnets.training import optim
+from trainnets.training import vmap_sweep
+from trainnets.training import workdir as workdir_lib
+
+CPU_DEVICES = None  # independent models, no collectives: one JAX device per core runs them in parallel
+SCHEDULES = ('constant', 'inverse_time', 'cosine', 'step')  # no 'plateau': nothing is evaluated during training
+
+
+def validate(c):
+  """Raises ConfigError naming the first bad value and what to pass instead."""
+  require(c.num_seeds >= 1, f'num_seeds must be >= 1, got {c.num_seeds}')
+  require(len(c.data.tasks) >= 1 and set(c.data.tasks) <= set(toy2d.TASKS),
+       f'data.tasks {tuple(c.data.tasks)} must be a non-empty subset of {toy2d.TASKS}')
+  require(c.data.num_test >= 1, f'data.num_test must be >= 1, got {c.data.num_test}')
+  require(c.data.num_train >= c.train.batch_size >= 1,
+       f'need data.num_train >= train.batch_size >= 1, got {c.data.num_train} and {c.train.batch_size}')
+  require(0 <= c.data.margin <= 0.1, f'data.margin must be in [0, 0.1], got {c.data.margin}')
+  whole = lambda values: len(values) >= 1 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                   for v in values)
+  require(whole(c.model.hidden_units), f'model.hidden_units must be whole numbers >= 1, got '
+          f'{tuple(c.model.hidden_units)}; write them like --config.model.hidden_units=2,10')
+  require(whole(c.model.depths), f'model.depths must be whole numbers >= 1 (the linear net is '
+          f'model.include_linear), got {tuple(c.model.depths)}; write them like --config.model.depths=1,2')
+  require(c.model.activation in activations.ACTIVATIONS,
+       f'model.activation {c.model.activation!r} is unknown; choose one of {sorted(activations.ACTIVATIONS)}')
+  require(c.model.weight_init in init_lib.WEIGHT_INITS,
+       f'model.weight_init {c.model.weight_init!r} is unknown; choose one of {init_lib.WEIGHT_INITS}')
+  require(c.model.offset_init in init_lib.OFFSET_INITS,
+       f'model.offset_init {c.model.offset_init!r} is unknown; choose one of {init_lib.OFFSET_INITS}')
+  require(c.model.weight_std > 0 and c.model.offset_std > 0, 'model.weight_std and model.offset_std must be > 0')
+  require(c.train.loss in losses.BINARY_LOSSES,
+       f'train.loss {c.train.loss!r} is unknown; choose one of {sorted(losses.BINARY_LOSSES)}')
+  require(c.train.sampling in vmap_sweep.SAMPLINGS,
+       f'train.sampling {c.train.sampling!r} is unknown; choose one of {vmap_sweep.SAMPLINGS}')
+  require(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
+  require(c.train.progress_every_s >= 0, f'train.progress_every_s must be >= 0, got {c.train.progress_every_s}')
+  require(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
+  require(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')
+  require(c.train.deep_learning_rate > 0, f'train.deep_learning_rate must be > 0, got {c.train.deep_learning_rate}')
+  for depth in sorted({1, *c.model.depths}):  # checks the optimiser, learning rates and schedule
+    tx(c, depth)
+  require(c.claims.easy_task in c.data.tasks and c.claims.hard_task in c.data.tasks,
+       f'claims.easy_task and claims.hard_task must be among data.tasks {tuple(c.data.tasks)}')
+  require({c.claims.few_units, c.claims.many_units} <= set(c.model.hidden_units) and 1 in c.model.depths,
+       f'claims.few_units and claims.many_units must be in model.hidden_units {tuple(c.model.hidden_units)}, '
+       'and model.depths must include 1')
+  require(1 <= c.claims.at_epoch <= c.train.epochs,
+       f'claims.at_epoch must be in [1, train.epochs={c.train.epochs}], got {c.claims.at_epoch}')
+  need, have = memory_needed(c), os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  require(need < have / 2, f'this sweep of {num_models(c):,} nets needs about {need / 2**30:,.1f} GiB of memory, more '
+          f'than half of this machine\'s {have / 2**30:,.1f} GiB; run fewer seeds, tasks or widths (or split them '
+          'into several runs)')
+
+
+def num_models(c):
+  """How many nets the sweep of `c` trains (models_for's count, without building them)."""
+  per_task = len(c.model.depths) * len(c.model.hidden_units) + bool(c.model.include_linear)
+  zero = 4 if c.claims.zero_init and c.model.weight_init != 'zeros' else 0  # 2 tasks x 2 widths
+  return c.num_seeds * (len(c.data.tasks) * per_task + zero)
+
+
+def memory_needed(c):
+  """A bound on the bytes the sweep holds at once: per net its padded parameters (final, initial and two
+  snapshots, and the optimiser's), its curves and its copy of the points, in float32."""
+  width = max([p for p in c.train.pad_widths if p >= max(c.model.hidden_units)], default=max(c.model.hidden_units))
+  params = mlp.num_params((2, *(width,) * max(c.model.depths), 1))
+  per_net = 6 * params + 4 * (c.train.epochs + 1) + 3 * (c.data.num_train + c.data.num_test)
+  return 4 * per_net * num_models(c)
+
+
+def train_config_for_depth(c, depth):
+  """config.train with the step size of nets of `depth` hidden layers (deep_learning_rate from depth 2)."""
+  t = ml_collections.ConfigDict(c.train.to_dict())
+  if depth >= 2:
+    t.learning_rate = c.train.deep_learning_rate
+  return t
+
+
+def steps_per_epoch(c):
+  return c.data.num_train // c.train.batch_size
+
+
+def tx(c, depth):
+  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * steps_per_epoch steps."""
+  return optim.optimizer(train_config_for_depth(c, depth), c.train.epochs * steps_per_epoch(c), SCHEDULES)
+
+
+def models_for(c):
+  """Every model of the sweep, grouped into compiled programs: {(depth, padded width): [Model, ...]}."""
+  seeds = range(c.seed, c.seed + c.num_seeds)
+  # data.seed_per_model: model seed s trains on its own draw of each task, data seed data.seed + (s - seed)
+  data = {s: c.data.seed + s - c.seed if c.data.seed_per_model else None for s in seeds}
+  models = [vmap_sweep.Model(t, (), c.model.weight_init, s, data[s])
+            for t in c.data.tasks for s in seeds] if c.model.include_linear else []
+  models += [vmap_sweep.Model(t, (w,) * d, c.model.weight_init, s, data[s])
+             for d in c.model.depths for t in c.data.tasks for w in c.model.hidden_units for s in seeds]
+  if c.claims.zero_init and c.model.weight_init != 'zeros':
+    models += [vmap_sweep.Model(t, (w,), 'zeros', s, data[s])
+               for t in (c.claims.easy_task, c.claims.hard_task)
+               for w in (c.claims.few_units, c.claims.many_units) for s in seeds]
+  groups = {}
+  for m in models:
+    width = m.hidden[0] if m.hidden else 0
+    pad = min([p for p in c.train.pad_widths if p >= width], default=width)
+    groups.setdefault((m.depth, pad if m.hidden else 0), []).append(m)
+  return dict(sorted(groups.items()))
+
+
+PARAMS_FILE = 'params.npz'
+
+
+def save_params(path, runs):
+  """Every model's final parameters: per run k, its stacked leaves `k/i` in tree order and its models; and the
+  snapshots after epoch e, `k/epoch<e>/i`."""
+  arrays = {}
+  for k, run in enumerate(runs):
+    for i, leaf in enumerate(jax.tree.leaves(run['params'])):
+      arrays[f'{k}/{i}'] = leaf
+    for e, snapshot in run.get('snapshots', {}).items():
+      arrays.update({f'{k}/epoch{e}/{i}': leaf for i, leaf in enumerate(jax.tree.leaves(snapshot))})
+    arrays[f'{k}/models'] = np.asarray([json.dumps(dataclasses.asdict(m)) for m in run['models']])
+    arrays[f'{k}/padded'] = np.asarray(run['padded'], np.int32)
+  workdir_lib.write_npz(path, compressed=True, **arrays)
+
+
+def load_params(path, snapshots=False):
+  """[(models, padded widths, stacked params)] as save_params wrote them; with `snapshots`, a fourth item
+  {epoch: stacked params} of the snapshots."""
+  with np.load(path) as f:
+    runs, k = [], 0
+    while f'{k}/models' in f:
+      models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
+      padded = tuple(int(p) for p in f[f'{k}/padded'])
+      template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
+      n, tree = len(jax.tree.leaves(template)), jax.tree.structure(template)
+      run = (models, padded, jax.tree.unflatten(tree, [f[f'{k}/{i}'] for i in range(n)]))
+      if snapshots:
+        epochs = sorted({int(name.split('/')[1][5:]) for name in f.files if name.startswith(f'{k}/epoch')})
+        run += ({e: jax.tree.unflatten(tree, [f[f'{k}/epoch{e}/{i}'] for i in range(n)]) for e in epochs},)
+      runs.append(run)
+      k += 1
+  return runs
+
+
+def _curves_key(depth, padded):
+  return f'depth{depth}_width{padded[0] if padded else 0}'
+
+
+def load_runs(config, workdir):
+  """(runs, datasets) of a finished workdir as train_and_evaluate held them: per compiled program its models,
+  depth, final parameters, snapshots and curves (params.npz and curves.npz), and every model's data drawn again
+  from the config. A WorkdirError if a file is missing or damaged."""
+  try:
+    saved = load_params(os.path.join(workdir, PARAMS_FILE), snapshots=True)
+    with np.load(os.path.join(workdir, 'curves.npz')) as f:
+      curves = {name: f[name] for name in f.files}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{workdir} lacks a readable {PARAMS_FILE} or curves.npz '
+                       f'({errors.one_line(e) or type(e).__name__}); train again into a new --workdir') from None
+  runs = []
+  for models, padded, params, snapshots in saved:
+    key = _curves_key(models[0].depth, padded)
+    runs.append({'models': models, 'padded': padded, 'depth': models[0].depth, 'params': params,
+                 'snapshots': snapshots, 'curves': {k[:-len(key) - 1]: v for k, v in curves.items()
+                                                    if k.endswith('_' + key)}})
+  return runs, _datasets(config, [m for models, *_ in saved for m in models])
+
+
+def _datasets(config, models):
+  """{dataset key: (train, test)} of every model's task and data seed, each drawn once."""
+  keys = {m.dataset: m for m in models}
+  return {key: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
+                                config.data.num_train, config.data.num_test, config.data.margin)
+          for key, m in keys.items()}
+
+
+def evaluate_workdir(config, workdir, step=None, fresh_points=0):
+  """Re-evaluates every saved model on the test split (or on `fresh_points` new points per task).
+
+  On the test split the numbers must equal results.json's; a mismatch means the saved parameters or the data
+  generation changed since training, and is reported as an error.
+  """
+  if step is not None:
+    raise ConfigError('--step applies to checkpointed experiments; hidden_units keeps only final parameters')
+  if fresh_points < 0:
+    raise ConfigError(f'--fresh_points must be >= 0 (0: the test split), got {fresh_points}')
+  path = os.path.join(workdir, PARAMS_FILE)
+  if not os.path.exists(path):
+    raise WorkdirError(f'{workdir} has no {PARAMS_FILE}: train first with python train.py '
+                       f'--config=experiments/hidden_units.py --workdir={workdir}')
+  try:
+    saved_runs = load_params(path)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{path} cannot be read ({errors.one_line(e) if str(e) else type(e).__name__ + ": truncated"})'
+                       '; train again into a new --workdir') from None
+  saved = None
+  if not fresh_points:  # read before evaluating, so a damaged results.json costs no work
+    saved = workdir_lib.read_json(os.path.join(workdir, 'results.json')).get('records')
+    if not isinstance(saved, list):
+      raise WorkdirError(f'{workdir}/results.json holds no records; train again into a new --workdir')
+  workdir_lib.lock(workdir)  # the inputs are sound: from here on this process writes the workdir
+  which, n = (toy2d.FRESH, fresh_points) if fresh_points else (toy2d.TEST, config.data.num_test)
+  datasets = {m.dataset: toy2d.draw(config.data.seed if m.data_seed is None else m.data_seed, m.task, which, n,
+                                    config.data.margin) for models, _, _ in saved_runs for m in models}
+  rows = []
+  for models, padded, params in saved_runs:
+    x = np.stack([datasets[m.dataset][0] for m in models])
+    y = np.stack([datasets[m.dataset][1] for m in models])
+    one = functools.partial(vmap_sweep.loss_and_accuracy, activation=config.model.activation, loss=config.train.loss)
+    _, acc = jax.jit(jax.vmap(one))(params, x, y, vmap_sweep.masks_for(models, padded))
+    rows += [(m, float(a)) for m, a in zip(models, np.asarray(acc))]
+  split = f'{fresh_points} fresh points' if fresh_points else 'test split'
+  fields = ('task', 'hidden_units', 'depth', 'init', 'seed', 'data_seed')
+  out = {'split': split, 'records': [
+      {'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': m.depth, 'init': m.init,
+       'seed': m.seed, **data_seed(m), 'test_accuracy': a} for m, a in rows]}
+  if not fresh_points:
+    key = lambda r: tuple(r.get(f) for f in fields)
+    expected = {key(r): r.get('test_accuracy') for r in saved if isinstance(r, dict)}
+    got = {key(r): r['test_accuracy'] for r in out['records']}
+    if any(not isinstance(expected.get(k), (int, float)) for k in got):
+      raise WorkdirError(f'{workdir}/results.json does not record every saved model\'s test accuracy; train again '
+                         'into a new --workdir')
+    worst = max(abs(expected[k] - got[k]) for k in got)
+    out['max_abs_diff_vs_results_json'] = worst
+    if worst > 1e-6:
+      raise WorkdirError(f'saved parameters give test accuracies up to {worst:.4f} away from results.json: the '
+                         'workdir was changed or the code changed since training; retrain into a new --workdir')
+  workdir_lib.write_json(os.path.join(workdir, 'eval.json'), out)
+  return out
+
+
+def _weights_moved(run, i):
+  """max |W - W_init| and |V - V_init| of model i (offsets excluded)."""
+  p, p0 = (jax.tree.map(lambda a: a[i], run[k]) for k in ('params', 'params0'))
+  diffs = [np.abs(p['V'] - p0['V']).max()]
+  diffs += [np.abs(l['W'] - l0['W']).max() for l, l0 in zip(p['layers'], p0['layers'])]
+  return float(max(diffs))
+
+
+def check_finite(losses, models, epoch):
+  """A TrainingDiverged error naming the first nets whose training loss after `epoch` is not finite."""
+  diverged = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+  if diverged.size:
+    what = lambda m: f'{m.task} ' + (f'{m.depth}x{m.hidden[0]} units' if m.hidden else 'linear') + f' seed {m.seed}'
+    named = ', '.join(what(models[i]) for i in diverged[:3])
+    raise TrainingDiverged(f'{diverged.size} of {len(models)} nets diverged by epoch {epoch} (training loss not '
+                           f'finite: {named}{" ..." if diverged.size > 3 else ""}); lower --config.train.learning_rate '
+                           '(or deep_learning_rate) and run again in a new --workdir')
+
+
+def data_seed(m):
+  """A record's data_seed field: present only where each model seed drew its own data (data.seed_per_model)."""
+  return {} if m.data_seed is None else {'data_seed': m.data_seed}
+
+
+def records(runs, config):
+  """One dict per trained model, in the order of the runs (models_for)."""
+  at = config.claims.at_epoch
+  out = []
+  for run in runs:
+    depth = run['depth']
+    c, test = run['curves'], run['test'][config.train.epochs]
+    for i, m in enumerate(run['models']):
+      out.append({
+          'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
+          'seed': m.seed, **data_seed(m), 'epochs': int(run['epochs'][i]), 'solved': bool(c['train_loss'][i, -1] == 0),
+          'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
+          'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
+          f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
+          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': _weights_moved(run, i)})
+  return out
+
+
+def train_and_evaluate(config, workdir, extend=False):
+  """Runs the whole sweep and writes config.json, metrics.jsonl, curves.npz, params.npz and results.json to
+  workdir; returns the results. `extend`: rerun a workdir under another value of a key that defines the run."""
+  validate(config)
+  workdir_lib.prepare(workdir, config, extend)
+  start = time.time()
+  groups = models_for(config)
+  datasets = _datasets(config, [m for models in groups.values() for m in models])
+  snapshot_epochs = (0, config.claims.at_epoch)
+  runs = []
+  steps = steps_per_epoch(config)
+  progress = metrics_lib.Progress(len(groups) * config.train.epochs, 'hidden units', unit='model-updates',
+                                  every_s=config.train.progress_every_s)
+  done_epochs = 0
+  # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
+  # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed.
+  writer = metrics_lib.MetricsWriter(workdir, start_step=0, tensorboard=True,
+                                     hparams=workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+  with writer, loop.StopRequests() as stop, progress:
+    for (depth, pad), models in groups.items():
+      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
+                               f'hidden units: linear, {len(models)} models')
+      sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
+      clock = {'t': time.time()}
+
+      def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
+        if stop.signal is not None:
+          raise Interrupted(f'{stop.name}: stopped at epoch {epoch} of the nets of depth {depth}; this trainer keeps '
+                            'no checkpoints (the whole sweep takes about a minute): run the same command to train '
+                            'it again')
+        check_finite(m['train_loss'], models, epoch)
+        now, updates = time.time(), int(active.sum()) * steps
+        lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
+        writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
+                     train_loss_mean=float(m['train_loss'].mean()),
+                     train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
+                     model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+        clock['t'] = now
+        progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
+                        lr=lr)
+
+      run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
+                             snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
+      runs.append({**run, 'models': models, 'depth': depth})
+      progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
+      done_epochs += config.train.epochs
+  train_time = time.time() - start
+
+  records_ = records(runs, config)
+  curves = {f'{k}_{_curves_key(r["depth"], r["padded"])}': v for r in runs for k, v in r['curves'].items()}
+  workdir_lib.write_npz(os.path.join(workdir, 'curves.npz'), compressed=True, **curves)
+  save_params(os.path.join(workdir, PARAMS_FILE), runs)
+  results = {
+      'experiment': config.experiment,
+      'command': metrics_lib.command(),
+      'machine': metrics_lib.machine(),
+      'train_time_s': round(train_time, 2),
+      'wall_time_s': round(time.time() - start, 2),
+      'num_models': len(records_),
+      'devices': [str(d) for d in jax.devices()],
+      'records': records_,
+  }
+  workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
+  return results
