@@ -1,22 +1,25 @@
 """Trains an experiment: python train.py --config=experiments/NAME.py[:ARGS] --workdir=DIR [--config.KEY=VALUE].
 
-The config names its trainer (config.trainer: a module of training/) and so its report (experiments/reports/); the
-trainer writes config.json, metrics.jsonl and results.json into the workdir, then the report renders results.md
+The config names its trainer (config.trainer: a module of trainnets/training/) and so its report (experiments/reports/);
+the trainer writes config.json, metrics.jsonl and results.json into the workdir, then the report renders results.md
 and figures/ from them (experiments/report.py, which redraws a finished workdir alone).
 See README.md for every experiment's command.
 """
-import tf_host
+from trainnets import tf_host
 
 tf_host.quiet()  # before anything imports TensorFlow
 
+import textwrap  # noqa: E402
+
 from absl import flags  # noqa: E402
+import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import experiments  # noqa: E402
 from experiments import report  # noqa: E402
-import training  # noqa: E402
-from training import cli  # noqa: E402
-from training import process  # noqa: E402
+from trainnets import training  # noqa: E402
+from trainnets.training import cli  # noqa: E402
+from trainnets.training import process  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                           'experiments/hidden_units.py:quick', lock_config=True)
@@ -38,6 +41,8 @@ def run(argv):
     print(config)
     return
   cli.start_distributed(_DISTRIBUTED, config)
+  if jax.process_index() == 0:  # the log says what ran (config.json in the workdir holds the same)
+    print('config (resolved):\n' + textwrap.indent(str(config), '  '), end='', flush=True)
   results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
   if results is not None:  # process 0, and the run finished
     print(report.render(config, _WORKDIR.value))
