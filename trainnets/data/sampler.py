@@ -12,6 +12,11 @@ store (ImageNet, trainnets/data/store.py). Everything about order is here, once,
     jax.make_array_from_process_local_data puts them, so the global batch does not depend on P.
 The permutation comes from numpy's generator for every dataset but Fashion-MNIST, whose published runs were made
 with tf.data's shuffle of the whole split: ORDERS names both, and a dataset says which it uses.
+
+Why not grain's IndexSampler with ShardByJaxProcess: its order is grain's own permutation, so Fashion-MNIST's
+published runs (tf.data's order) could not be kept; its iterator state is what it checkpoints, where here the step
+alone fixes the position (nothing to save, nothing to restore out of step with the parameters); and grain would be
+one more dependency for these few lines of numpy.
 """
 import numpy as np
 

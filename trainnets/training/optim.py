@@ -15,16 +15,15 @@ Keys (under `train`; a key is read only where the chosen optimiser or schedule u
                                   data.num_validation) has not improved by `plateau_min_delta` for
                                   `plateau_patience` evaluations, at most
                                   `plateau_reductions` times: the AlexNet paper's "divide by 10 when the
-                                  validation error stops improving" (the trainer calls plateau_update after each
-                                  evaluation, so only trainers that evaluate during training offer it)
+                                  validation error stops improving", decided by optax.contrib.reduce_on_plateau
+                                  (the trainer calls plateau_update after each evaluation, so only trainers that
+                                  evaluate during training offer it)
   weight_decay    added to the gradient as weight_decay * w before the step (the AlexNet paper's form)
   weight_decay_on 'weights' (the kernels and weight matrices, W and V; not the biases b, W0, V0), as the
                   AlexNet authors' cuda-convnet layer files and Caffe's reference AlexNet apply it, or 'all'
 """
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -90,7 +89,7 @@ def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
     parts.append(_decay(train_cfg))
   parts.append(step)
   if train_cfg.lr_schedule == 'plateau':
-    parts.append(plateau_scale())
+    parts.append(plateau_scale(train_cfg))
   return optax.chain(*parts) if len(parts) > 1 else step
 
 
@@ -102,7 +101,7 @@ def _velocity_sgd(train_cfg, sched):
     parts.append(_decay(train_cfg))
   parts.append(optax.scale_by_learning_rate(sched))  # -eta_k (g + wd w)
   if train_cfg.lr_schedule == 'plateau':
-    parts.append(plateau_scale())
+    parts.append(plateau_scale(train_cfg))
   parts.append(optax.trace(decay=train_cfg.momentum))  # v <- mu v + (-eta_k ...); the update is v
   return optax.chain(*parts)
 
@@ -117,52 +116,54 @@ def _decay(train_cfg):
 def learning_rate(sched, opt_state, step):
   """The step size of the update that made `step` (1-based): sched(step - 1), times the plateau factor if any."""
   rate = float(sched(max(step - 1, 0)))
-  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, PlateauState)):
-    if isinstance(s, PlateauState):
+  for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)):
+    if isinstance(s, optax.contrib.ReduceLROnPlateauState):
       rate *= float(s.scale)
   return rate
 
 
-class PlateauState(NamedTuple):
-  """The step-size factor of lr_schedule='plateau' and what decides it; part of the checkpointed state."""
-  scale: jnp.ndarray  # multiplies every update
-  best: jnp.ndarray  # the lowest evaluated error so far
-  bad: jnp.ndarray  # evaluations since it last improved
-  reductions: jnp.ndarray  # times the factor has been applied
+def plateau_rule(train_cfg):
+  """optax's reduce_on_plateau with this config's rule: a value improves on the best by more than
+  plateau_min_delta (absolute) or counts towards plateau_patience; the scale is divided by plateau_factor, down to
+  plateau_factor ** -plateau_reductions. Fed one evaluated error at a time (accumulation_size=1)."""
+  factor = 1.0 / train_cfg.plateau_factor
+  return optax.contrib.reduce_on_plateau(factor=factor, patience=train_cfg.plateau_patience, rtol=0.0,
+                                         atol=train_cfg.plateau_min_delta, cooldown=0, accumulation_size=1,
+                                         min_scale=factor ** train_cfg.plateau_reductions)
 
 
-def plateau_scale():
-  """Scales updates by PlateauState.scale; `plateau_update` changes the state between steps."""
+def plateau_scale(train_cfg):
+  """Scales updates by the scale in optax's ReduceLROnPlateauState, which `plateau_update` changes between steps.
 
-  def init(params):
-    del params
-    return PlateauState(jnp.ones((), jnp.float32), jnp.full((), np.inf, jnp.float32), jnp.zeros((), jnp.int32),
-                        jnp.zeros((), jnp.int32))
+  optax's own update both scales and decides, and wants the monitored value at every step; here the decision is
+  taken once per evaluation (plateau_update), so the step only reads the scale."""
+  rule = plateau_rule(train_cfg)
 
   def update(updates, state, params=None):
     del params
     return optax.tree.scale(state.scale, updates), state
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformation(rule.init, update)
+
+
+def _plateau_state(opt_state):
+  """(index, state) of the ReduceLROnPlateauState in a chain's state."""
+  (found,) = [(i, s) for i, s in enumerate(opt_state) if isinstance(s, optax.contrib.ReduceLROnPlateauState)]
+  return found
 
 
 def plateau_update(opt_state, error, train_cfg, split='validation'):
   """The optimiser state after an evaluation with this error (on `split`): the same unless lr_schedule is 'plateau';
-  then the factor shrinks after `plateau_patience` evaluations without an improvement. Returns (state, message
-  or None)."""
+  then optax's rule (plateau_rule) sees the error. Returns (state, a message when the scale fell, or None)."""
   if train_cfg.lr_schedule != 'plateau':
     return opt_state, None
-  (i, p), = [(i, s) for i, s in enumerate(opt_state) if isinstance(s, PlateauState)]
-  best, bad, scale, reductions = float(p.best), int(p.bad), float(p.scale), int(p.reductions)
+  i, before = _plateau_state(opt_state)
+  _, after = plateau_rule(train_cfg).update({}, before, value=error)
+  after = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), after, before)
   message = None
-  if error < best - train_cfg.plateau_min_delta:
-    best, bad = error, 0
-  else:
-    bad += 1
-    if bad >= train_cfg.plateau_patience and reductions < train_cfg.plateau_reductions:
-      scale, bad, reductions = scale / train_cfg.plateau_factor, 0, reductions + 1
-      message = (f'{split} error {error:.4f} has not improved on {best:.4f} for {train_cfg.plateau_patience} '
-                 f'evaluations: learning rate x{scale:g} (reduction {reductions} of {train_cfg.plateau_reductions})')
-  new = PlateauState(*(jax.device_put(np.asarray(v, a.dtype), a.sharding)
-                       for v, a in zip((scale, best, bad, reductions), p)))
-  return (*opt_state[:i], new, *opt_state[i + 1:]), message
+  if float(after.scale) < float(before.scale):
+    reductions = round(np.log(float(after.scale)) / -np.log(train_cfg.plateau_factor))
+    message = (f'{split} error {error:.4f} has not improved on {float(before.best_value):.4f} for '
+               f'{train_cfg.plateau_patience} evaluations: learning rate x{float(after.scale):g} (reduction '
+               f'{reductions} of {train_cfg.plateau_reductions})')
+  return (*opt_state[:i], after, *opt_state[i + 1:]), message
