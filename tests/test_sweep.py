@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
 from experiments import sweep
+from experiments.reports import sweep as sweep_report
 from tests.helpers import assert_one_line_error
 from tests.helpers import message_lines
 from tests.helpers import ROOT
@@ -214,3 +216,15 @@ def test_sigterm_reaches_the_running_run_which_saves_and_the_same_sweep_resumes(
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0, again.stderr[-2000:]
   assert len(list(csv.DictReader(open(tmp_path / 'sweep.csv')))) == 2
+
+
+def test_a_run_without_the_swept_override_counts_with_its_default():
+  """A sweep whose default run has no override (the MLP ablation's 256-128-100_default): its config's value."""
+  config = lambda lr, dense: ml_collections.ConfigDict({'train': {'learning_rate': lr}, 'model': {'dense': dense}})
+  rates = [{'overrides': {'train.learning_rate': 0.3}, 'config': config(0.3, (256,))},
+           {'overrides': {}, 'config': config(1.0, (256,))}]
+  assert sweep_report.numeric_axis(rates) == 'train.learning_rate'
+  assert [sweep_report.run_value(r, 'train.learning_rate') for r in rates] == [0.3, 1.0]
+  widths = [{'overrides': {'model.dense': '64'}, 'config': config(1.0, (64,))},
+            {'overrides': {}, 'config': config(1.0, (256, 128, 100))}]
+  assert sweep_report.numeric_axis(widths) is None  # a tuple is not a number: no line plot, and no KeyError

@@ -63,8 +63,8 @@ def summarise(table, workdir, metric, report):
   plt.close(fig)
   axis = numeric_axis(table)
   if axis:
-    xs = sorted({float(r['overrides'][axis]) for r in table})
-    per_x = [[r[metric] for r, t in zip(rows, table) if float(t['overrides'][axis]) == x] for x in xs]
+    xs = sorted({float(run_value(r, axis)) for r in table})
+    per_x = [[r[metric] for r, t in zip(rows, table) if float(run_value(t, axis)) == x] for x in xs]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     seeds = max(len(v) for v in per_x)
     ax.plot(xs, [np.mean(v) for v in per_x], 'o-', label=f'mean over {seeds} seeds' if seeds > 1 else 'one seed')
@@ -86,14 +86,25 @@ def number(x):
   return f'{x:.0f}' if float(x).is_integer() else f'{x:.4f}'
 
 
+def run_value(run, key):
+  """The value of the dotted `key` in a sweep run: its override, or else its resolved config's (the default)."""
+  if key in run['overrides']:
+    return run['overrides'][key]
+  value = run['config']
+  for part in key.split('.'):
+    value = value[part]
+  return value
+
+
 def numeric_axis(table):
-  """The one overridden key whose values are all numbers and that takes several values, if there is one."""
+  """The one overridden key whose values are all numbers and that takes several values, if there is one (a run
+  without the override counts with its config's value)."""
   keys = {k for r in table for k in r['overrides']}
   if len(keys) != 1:
     return None
   key = keys.pop()
   try:
-    values = {float(r['overrides'][key]) for r in table}
+    values = {float(run_value(r, key)) for r in table}
   except (TypeError, ValueError):
     return None
   return key if len(values) > 1 else None
