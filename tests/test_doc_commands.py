@@ -1,6 +1,6 @@
-"""Every shell command in README.md and docs/ works as written: each fenced `sh` block's command is run here in
-its quick form, or is a synopsis (placeholders such as NAME or DIR), or says in its comment what it needs that a
-test machine lacks (`# needs ImageNet`, `# needs SLURM`, ...).
+"""Every shell command in README.md and docs/ works as written: each command of a fenced `sh` block, and each
+`python ...` command quoted in the text, is run here in its quick form, or is a synopsis (placeholders such as
+NAME or DIR), or says in its comment what it needs that a test machine lacks (`# needs ImageNet`, `# needs SLURM`).
 
 Fast tier: every command is one of those, and each train.py command's config and overrides resolve. Slow tier:
 sweeps plan every run (`--dry_run`), launch scripts print what they would run (their DRY_RUN form), each train.py
@@ -22,11 +22,12 @@ from tests.test_docs import text
 from trainnets.training import cli
 
 NEEDS = re.compile(r'#.*\bneeds (ImageNet|SLURM|a TPU VM|several machines)')
-SYNOPSIS = re.compile(r'\b(NAME|DIR|KEY|VALUE|HOST0|WORKDIR)\b|=\.\.\.|\.\.\.\]|--process_id=I\b')
+SYNOPSIS = re.compile(r'\b(NAME|DIR|KEY|VALUE|HOST0|WORKDIR|CHECKOUT)\b|=\.\.\.|\.\.\.\]|--process_id=I\b')
 
 
 def doc_commands():
-  """(page, command, comment) of every command in a fenced sh block, continuation lines joined."""
+  """(page, command, comment) of every command in a fenced sh block (continuation lines joined), then of every
+  `python ...` quoted in the page's text."""
   out = []
   for page in PAGES:
     for block in re.findall(r'```sh\n(.*?)```', text(page), re.S):
@@ -34,22 +35,30 @@ def doc_commands():
         command, _, comment = line.partition('  #') if '  #' in line else line.partition(' # ')
         if command.strip() and not line.lstrip().startswith('#'):
           out.append((page, ' '.join(command.split()), comment.strip()))
-  return out
+    prose = re.sub(r'```.*?```', '', text(page), flags=re.S)
+    out += [(page, ' '.join(c.split()), '') for c in re.findall(r'`(python [^`]+)`', prose)]
+  first = {}
+  for page, command, comment in out:  # a command quoted on several pages runs once
+    first.setdefault(command, (page, command, comment))
+  return list(first.values())
 
 
 COMMANDS = doc_commands()
 
 
 def kind(command, comment):
-  """What the harness does with a command: 'make', 'needs', 'synopsis', 'train', 'eval', 'sweep', 'script'."""
-  if NEEDS.search('#' + comment):
-    return 'needs'
+  """What the harness does with a command: 'make', 'needs', 'synopsis', 'train', 'eval', 'sweep', 'script',
+  'bench' (`make bench` runs the benchmarks; here each one's command line must parse)."""
+  if NEEDS.search('#' + comment) or command.startswith('python -m trainnets.data.imagenet_store '):
+    return 'needs'  # the store is prepared from ImageNet's archives (tests/test_imagenet_store.py: fake ones)
   if SYNOPSIS.search(command):
     return 'synopsis'
   if command.startswith('make '):
     return 'make'
   if command.startswith('DRY_RUN=1 '):
     return 'script'
+  if command.startswith('python benchmarks/'):
+    return 'bench'
   starts = (('train', 'python train.py '), ('eval', 'python eval.py '), ('sweep', 'python -m experiments.sweep '))
   for k, start in starts:
     if command.startswith(start):
@@ -104,13 +113,18 @@ def test_a_train_command_resolves_its_config(page, command, comment):
   assert cli.load_config(spec, overrides).experiment
 
 
-CHECKED = [c for c in COMMANDS if kind(c[1], c[2]) in ('sweep', 'script')]
+CHECKED = [c for c in COMMANDS if kind(c[1], c[2]) in ('sweep', 'script', 'bench')]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('page,command,comment', CHECKED, ids=ids(CHECKED))
 def test_a_sweep_plans_and_a_script_prints_its_command(page, command, comment, tmp_path):
-  """Sweeps resolve every run's config and print the plan (--dry_run); launch scripts print what they would run."""
+  """Sweeps resolve every run's config and print the plan (--dry_run); launch scripts print what they would run;
+  a benchmark parses its command line and lists its flags (--help; absl's exits 1 after the list)."""
+  if kind(command, comment) == 'bench':
+    proc = run(argv(command) + ['--help'])
+    assert proc.returncode in (0, 1) and 'Traceback' not in proc.stderr and '--' in proc.stdout + proc.stderr
+    return
   if kind(command, comment) == 'script':
     proc = run(['bash', '-c', command.replace('DRY_RUN=1 ', '', 1)], env=dict(USER_ENV, DRY_RUN='1'))
   else:
