@@ -10,7 +10,11 @@ All three train a 2-10-1 tanh net by per-example SGD (batch size 1, constant ste
   - numpy: a Python loop of the lecture's two-layer update (nets/backprop.py's equations), one model;
   - scikit-learn: MLPClassifier(solver='sgd', batch_size=1), one model (its loss is the logistic loss).
 It also times the whole default hidden_units experiment (compilation and figures included) unless
---skip_full_run. Figures are medians over --repeats timings. The last line is one JSON object.
+--skip_full_run, and puts it against the machine's limit: the run's model-updates per second of wall time and of
+training time beside this benchmark's peak, and its floating-point work (counted as executed: every model of a
+group, padded widths, every epoch the group ran, forward and backward of each update plus the per-epoch forward
+pass over the training set) against the machine's measured float32 matmul rate (numpy's BLAS on every core).
+Figures are medians over --repeats timings. The last line is one JSON object.
 """
 import json
 import os
@@ -112,13 +116,49 @@ def sklearn_updates_per_s(x, y, epochs, repeats):
   return N * epochs / timing.median_seconds(run, repeats)
 
 
-def full_run_seconds():
+def run_work(workdir):
+  """(model-updates, FLOPs) a finished hidden_units workdir executed, from its metrics.jsonl and config.json.
+
+  A group (depth, padded width) runs all its M models (stopped ones are computed and discarded) for every epoch
+  it logged; an update of a net with padded layer sizes (2, p, ..., p, 1) costs 6 flops per weight (forward,
+  and backward to activations and weights), and each epoch's evaluation of the training set 2 per weight per
+  example. Biases and activations are left out (under 10% at these widths)."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  steps, n = config['data']['num_train'] // config['train']['batch_size'], config['data']['num_train']
+  groups = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for row in map(json.loads, f):
+      if 'depth' in row:
+        g = groups.setdefault((row['depth'], row['padded_width']), {'models': row['models_training'], 'epochs': 0})
+        g['epochs'] += 1
+  updates = flops = 0
+  for (depth, pad), g in groups.items():
+    sizes = (2, *[pad] * depth, 1)
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    updates += g['models'] * g['epochs'] * steps * config['train']['batch_size']
+    flops += g['models'] * g['epochs'] * (6 * weights * steps * config['train']['batch_size'] + 2 * weights * n)
+  return updates, flops
+
+
+def matmul_flops_per_s(repeats, n=2048):
+  """The machine's float32 matmul rate: numpy's BLAS on an n x n product, every core."""
+  a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+  a @ a  # warm-up: threads started, pages touched
+  return 2 * n**3 / timing.median_seconds(lambda: a @ a, repeats)
+
+
+def full_run():
+  """(wall seconds, results.json, model-updates, FLOPs) of the default hidden_units run in a new workdir."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with tempfile.TemporaryDirectory() as d:
     t = time.perf_counter()
     subprocess.run([sys.executable, 'train.py', '--config=experiments/hidden_units.py', f'--workdir={d}/run'],
                    cwd=root, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    with open(os.path.join(d, 'run', 'results.json')) as f:
+      results = json.load(f)
+    return (seconds, results, *run_work(os.path.join(d, 'run')))
 
 
 def main(argv):
@@ -145,8 +185,21 @@ def main(argv):
       'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'python': platform.python_version(),
   }
   if not _SKIP_FULL.value:
-    result['hidden_units_default_run_s'] = round(full_run_seconds(), 1)
-    print(f'default hidden_units run:      {result["hidden_units_default_run_s"]} s (compilation included)')
+    seconds, results, updates, flops = full_run()
+    matmul = matmul_flops_per_s(repeats)
+    result.update({
+        'hidden_units_default_run_s': round(seconds, 1), 'hidden_units_train_s': results['train_time_s'],
+        'run_model_updates': updates, 'run_updates_per_s_wall': round(updates / seconds),
+        'run_updates_per_s_training': round(updates / results['train_time_s']),
+        'peak_updates_per_s': round(max(by_models.values())),
+        'run_gflop': round(flops / 1e9, 1), 'matmul_gflop_per_s': round(matmul / 1e9, 1),
+        'run_s_at_matmul_rate': round(flops / matmul, 2), 'x_from_matmul_limit': round(seconds * matmul / flops, 1)})
+    print(f'default hidden_units run:      {seconds:.1f} s (compilation included; '
+          f'training {results["train_time_s"]} s), '
+          f'{updates:,} model-updates: {updates / seconds:,.0f}/s of wall time, '
+          f'{updates / results["train_time_s"]:,.0f}/s of training (peak above: {max(by_models.values()):,.0f}/s)')
+    print(f'its work: {flops / 1e9:.1f} GFLOP; at the measured matmul rate ({matmul / 1e9:.1f} GFLOP/s) '
+          f'{flops / matmul:.2f} s, {seconds * matmul / flops:.0f}x under the run\'s wall time')
   print(json.dumps(result))
 
 
