@@ -163,7 +163,9 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   data = {**splits, 'masks': masks_for(models, padded)}
   params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
   params = sharding.shard_models(params0, mesh)
-  opt_state = jax.jit(jax.vmap(tx.init))(params)
+  # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
+  # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
+  opt_state = sharding.shard_models(jax.jit(jax.vmap(tx.init))(params), mesh)
   keys = sharding.shard_models(_seed_keys(models, 1), mesh)
   data = sharding.shard_models(data, mesh)
   epoch_fn, measure = make_epoch_fn(
