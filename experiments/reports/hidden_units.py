@@ -259,18 +259,28 @@ def _panel(ax, params, width, activation, x, y, title, hidden_lines=True):
   ax.set_title(title, fontsize=9)
 
 
-def _find(runs, **kw):
-  """(run, index) of the first model whose fields match kw."""
-  for run in runs:
-    for i, m in enumerate(run['models']):
-      if all(getattr(m, k) == v for k, v in kw.items()):
-        return run, i
-  raise KeyError(kw)
+class _Models:
+  """The models of `runs`, looked up by field values: find(**kw) is the (run, index) of the first model whose fields
+  match kw, through one dict per set of fields (the figures look up thousands; a scan each took seconds)."""
 
+  def __init__(self, runs):
+    self._runs, self._tables = runs, {}
 
-def _final_accuracy(runs, **kw):
-  run, i = _find(runs, **kw)
-  return run['curves']['train_accuracy'][i, -1]
+  def find(self, **kw):
+    fields = tuple(sorted(kw))
+    if fields not in self._tables:
+      table = self._tables[fields] = {}
+      for run in self._runs:
+        for i, m in enumerate(run['models']):
+          table.setdefault(tuple(getattr(m, f) for f in fields), (run, i))
+    try:
+      return self._tables[fields][tuple(kw[f] for f in fields)]
+    except KeyError:
+      raise KeyError(kw) from None
+
+  def final_accuracy(self, **kw):
+    run, i = self.find(**kw)
+    return run['curves']['train_accuracy'][i, -1]
 
 
 def _band(ax, x, values_SxX, label, **style):
@@ -282,7 +292,7 @@ def _band(ax, x, values_SxX, label, **style):
 
 def figures(runs, datasets, config, outdir):
   """Writes the PNG figures into outdir; returns their file names."""
-  names = []
+  names, models = [], _Models(runs)
   cl, act, seed, init = config.claims, config.model.activation, config.seed, config.model.weight_init
   at = cl.at_epoch
   seeds = range(config.seed, config.seed + config.num_seeds)
@@ -296,7 +306,7 @@ def figures(runs, datasets, config, outdir):
   for task in (cl.easy_task, cl.hard_task):
     fig, axes = plt.subplots(2, 3, figsize=(9, 6.2))
     for row, w in enumerate((cl.few_units, cl.many_units)):
-      run1, i = _find(runs, task=task, hidden=(w,), init=init, seed=seed)
+      run1, i = models.find(task=task, hidden=(w,), init=init, seed=seed)
       x, y = _train_of(datasets, task, run1['models'][i].data_seed)
       for col, (e, label) in enumerate(((0, 'before training'), (at, f'after {at} epochs'),
                                         (config.train.epochs, 'final'))):
@@ -318,7 +328,7 @@ def figures(runs, datasets, config, outdir):
                            squeeze=False)
   for r, task in enumerate(config.data.tasks):
     for c, (label, d, w) in enumerate(cols):
-      run, i = _find(runs, task=task, hidden=(w,) * d, init=init, seed=seed)
+      run, i = models.find(task=task, hidden=(w,) * d, init=init, seed=seed)
       x, y = _train_of(datasets, task, run['models'][i].data_seed)
       _panel(axes[r, c], _model_params(run['params'], i), w, act, x, y,
              f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
@@ -331,11 +341,11 @@ def figures(runs, datasets, config, outdir):
   fig, axes = plt.subplots(1, len(config.data.tasks), figsize=(3.2 * len(config.data.tasks), 3.2), squeeze=False)
   for ax, task in zip(axes[0], config.data.tasks):
     for d in config.model.depths:
-      acc = np.array([[_final_accuracy(runs, task=task, hidden=(w,) * d, init=init, seed=s) for w in widths]
+      acc = np.array([[models.final_accuracy(task=task, hidden=(w,) * d, init=init, seed=s) for w in widths]
                       for s in seeds])
       _band(ax, widths, acc, f'depth {d}', marker='o', ms=3)
     if has_linear:
-      lin = np.array([_final_accuracy(runs, task=task, hidden=(), seed=s) for s in seeds])
+      lin = np.array([models.final_accuracy(task=task, hidden=(), seed=s) for s in seeds])
       ax.axhline(np.median(lin), color='0.4', ls=':', label='linear')
     ax.set(xscale='log', xticks=widths, xticklabels=[str(w) for w in widths], xlabel='hidden units per layer',
            ylim=(0.45, 1.02), title=task)
@@ -351,7 +361,7 @@ def figures(runs, datasets, config, outdir):
   for ax, task in zip(axes, (cl.easy_task, cl.hard_task)):
     for w in (cl.few_units, cl.many_units):
       for scheme, ls in ((init, '-'), ('zeros', ':')):
-        found = [_find(runs, task=task, hidden=(w,), init=scheme, seed=s) for s in seeds
+        found = [models.find(task=task, hidden=(w,), init=scheme, seed=s) for s in seeds
                  if any(m.init == scheme for r in runs for m in r['models'])]
         if found:
           curves = np.stack([run['curves']['train_accuracy'][i] for run, i in found])
