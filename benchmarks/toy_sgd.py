@@ -9,11 +9,12 @@ All three train a 2-10-1 tanh net by per-example SGD (batch size 1, constant ste
     one example, so M models do M updates per step;
   - numpy: a Python loop of the lecture's two-layer update (nets/backprop.py's equations), one model;
   - scikit-learn: MLPClassifier(solver='sgd', batch_size=1), one model (its loss is the logistic loss).
-It also times the whole default hidden_units experiment (compilation and figures included) unless
---skip_full_run, and puts it against the machine's limit: the run's model-updates per second of wall time and of
-training time beside this benchmark's peak, and its floating-point work (counted as executed: every model of a
-group, padded widths, every epoch the group ran, forward and backward of each update plus the per-epoch forward
-pass over the training set) against the machine's measured float32 matmul rate (numpy's BLAS on every core).
+It also times the whole default hidden_units experiment (compilation and figures included; every program
+compiled, as on a first run) unless --skip_full_run, and puts it against the machine's limit: the run's
+model-updates per second of wall time and of training time beside this benchmark's peak, and its floating-point
+work (counted as executed: every model of a group, padded widths, every epoch the group ran, forward and backward
+of each update plus the per-epoch forward pass over the training set) against the machine's measured float32
+matmul rate (numpy's BLAS on every core).
 Figures are medians over --repeats timings. The last line is one JSON object.
 """
 import json
@@ -149,12 +150,13 @@ def matmul_flops_per_s(repeats, n=2048):
 
 
 def full_run():
-  """(wall seconds, results.json, model-updates, FLOPs) of the default hidden_units run in a new workdir."""
+  """(wall seconds, results.json, model-updates, FLOPs) of the default hidden_units run in a new workdir, every
+  program compiled (COMPILATION_CACHE=0), as on a first run."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with tempfile.TemporaryDirectory() as d:
     t = time.perf_counter()
     subprocess.run([sys.executable, 'train.py', '--config=experiments/hidden_units.py', f'--workdir={d}/run'],
-                   cwd=root, check=True, stdout=subprocess.DEVNULL)
+                   cwd=root, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, COMPILATION_CACHE='0'))
     seconds = time.perf_counter() - t
     with open(os.path.join(d, 'run', 'results.json')) as f:
       results = json.load(f)
