@@ -118,3 +118,26 @@ def test_each_model_can_train_on_its_own_draw_of_the_task():
   c.data.seed_per_model, c.data.seed = True, 5
   assert {(m.seed, m.data_seed) for ms in hidden_units.models_for(c).values() for m in ms} == {
       (s, 5 + s) for s in range(4)}
+
+
+@pytest.mark.parametrize('scheme,offsets', [('lecture', 'zeros'), ('glorot', 'normal'), ('zeros', 'zeros')])
+def test_initial_params_drawn_at_once_are_each_models_own(scheme, offsets):
+  """One draw at the deepest, widest shape gives every model, of every depth and width, bitwise the parameters
+  that mlp.init, compiled for its own padded sizes, gives it (as the sweep drew them, group by group, before it
+  drew them all in one program)."""
+  from nets import mlp  # noqa: PLC0415
+
+  models = [Model('corner', hidden, scheme, seed) for hidden, seed in
+            (((), 0), ((3,), 1), ((7,), 2), ((2, 5), 3), ((4, 4, 9), 4), ((1, 1, 1), 5))]
+  drawn = vmap_sweep.InitialParams(models, 0.3, offsets, 0.2)
+  for m in models:
+    padded = tuple(w + 2 for w in m.hidden)  # padded as a group wider than the model would pad it
+    got = drawn.of([m], padded)
+    key = jax.random.fold_in(jax.random.PRNGKey(m.seed), 0)
+    own = jax.jit(jax.vmap(lambda k, t, padded=padded: mlp.init(k, (2, *padded, 1), weight_init=scheme,
+                                                                offset_init=offsets, weight_std=0.3, offset_std=0.2,
+                                                                true_sizes=tuple(t))))
+    want = jax.tree.map(lambda a: a[0], own(key[None], np.asarray([(2, *m.hidden, 1)], np.int32)))
+    assert jax.tree.structure(got) == jax.tree.structure(want), m
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(g[0], np.asarray(w), err_msg=str(m))

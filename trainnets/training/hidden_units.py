@@ -317,7 +317,11 @@ def train_and_evaluate(config, workdir, extend=False):
   workdir_lib.prepare(workdir, config, extend)
   start = time.time()
   groups = models_for(config)
-  datasets = _datasets(config, [m for models in groups.values() for m in models])
+  everyone = [m for models in groups.values() for m in models]
+  datasets = _datasets(config, everyone)
+  # every group's initial parameters in one program per init scheme (a program per group compiled for 8 s)
+  initial = vmap_sweep.InitialParams(everyone, config.model.weight_std, config.model.offset_init,
+                                     config.model.offset_std)
   snapshot_epochs = (0, config.claims.at_epoch)
   runs = []
   steps = steps_per_epoch(config)
@@ -352,7 +356,7 @@ def train_and_evaluate(config, workdir, extend=False):
                         lr=lr)
 
       run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
-                             snapshot_epochs=snapshot_epochs, on_epoch=on_epoch)
+                             snapshot_epochs=snapshot_epochs, on_epoch=on_epoch, initial=initial)
       runs.append({**run, 'models': models, 'depth': depth})
       progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
       done_epochs += config.train.epochs

@@ -111,27 +111,58 @@ def _seed_keys(models, stream):
   return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
 
 
-def init_models(models, padded, weight_std, offset_init, offset_std):
-  """Stacked initial parameters (leading axis M, numpy) of `models`, padded to hidden widths `padded`.
+class InitialParams:
+  """The initial parameters of many models at once, drawn at the widest shape any of them needs: one compiled,
+  vmapped mlp.init per weight scheme for every depth and width, instead of one per group of models.
 
-  One compiled, vmapped init per weight scheme (the true widths are traced), scattered into place by index.
+  A model of depth d is the first d + 1 layers of a net of the deepest depth D and widest width U, sizes
+  (2, U, ..., U): its hidden layers are their top-left blocks, and its output layer (V, V0) the first column of
+  layer d. This gives exactly the values of mlp.init at the model's own (padded) sizes: mlp.init draws layer l
+  from split(key)[2l], [2l + 1] and each weight row with fold_in(key, row), and JAX's partitionable generator
+  gives a draw's first n values (keys of a split, numbers of a row) whatever its length; the true sizes set the
+  scales and masks as before (layers past d get true sizes 1 and are dropped).
   """
-  keys = _seed_keys(models, 0)
-  true_MxS = np.asarray([(2, *m.hidden, 1) for m in models], np.int32)
-  out = None
-  for scheme in sorted({m.init for m in models}):
-    idx = np.asarray([i for i, m in enumerate(models) if m.init == scheme])
-    init = functools.partial(mlp.init, sizes=(2, *padded, 1), weight_init=scheme, offset_init=offset_init,
-                             weight_std=weight_std, offset_std=offset_std)
-    stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
-    stacked = jax.tree.map(np.asarray, stacked)
-    if out is None:
-      out = jax.tree.map(lambda a: np.zeros((len(models),) + a.shape[1:], a.dtype), stacked)
-    jax.tree.map(lambda o, a, idx=idx: o.__setitem__(idx, a), out, stacked)
-  return out
+
+  def __init__(self, models, weight_std, offset_init, offset_std):
+    self._row = {m: i for i, m in enumerate(dict.fromkeys(models))}
+    distinct = list(self._row)
+    depth = max(m.depth for m in distinct)
+    width = max([w for m in distinct for w in m.hidden], default=1)
+    keys = _seed_keys(distinct, 0)
+    true_MxS = np.asarray([(2, *m.hidden, *[1] * (depth + 1 - m.depth)) for m in distinct], np.int32)
+    self._drawn = None
+    for scheme in sorted({m.init for m in distinct}):
+      idx = np.asarray([i for i, m in enumerate(distinct) if m.init == scheme])
+      init = functools.partial(mlp.init, sizes=(2, *[width] * (depth + 1)), weight_init=scheme,
+                               offset_init=offset_init, weight_std=weight_std, offset_std=offset_std)
+      stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
+      layers = [(np.asarray(p['W']), np.asarray(p['W0'])) for p in stacked['layers']]
+      layers.append((np.asarray(stacked['V']), np.asarray(stacked['V0'])))
+      if self._drawn is None:
+        self._drawn = [(np.zeros((len(distinct),) + w.shape[1:], w.dtype),
+                        np.zeros((len(distinct),) + b.shape[1:], b.dtype)) for w, b in layers]
+      for (w_all, b_all), (w, b) in zip(self._drawn, layers):
+        w_all[idx], b_all[idx] = w, b
+
+  def of(self, models, padded):
+    """Stacked initial parameters (leading axis M, numpy) of `models` (all of depth len(padded)), padded to
+    hidden widths `padded` (units past a model's width are zero, as mlp.init masks them)."""
+    rows = np.asarray([self._row[m] for m in models])
+
+    def block(a, *shape):  # a[rows] cut or zero-padded to shape (after the model axis)
+      a = a[rows][(slice(None), *[slice(0, n) for n in shape])]
+      return np.pad(a, [(0, 0), *[(0, n - s) for n, s in zip(shape, a.shape[1:])]])
+
+    sizes = (2, *padded)
+    params = {'layers': [{'W': block(w, sizes[l], sizes[l + 1]), 'W0': block(b, sizes[l + 1])}
+                         for l, (w, b) in enumerate(self._drawn[:len(padded)])]}
+    w, b = self._drawn[len(padded)]
+    params['V'], params['V0'] = block(w, sizes[-1], 1), block(b, 1)
+    return params
 
 
-def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None):
+def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None,
+          initial=None):
   """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
 
   Returns a dict of numpy arrays with leading axis M:
@@ -144,7 +175,8 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   `on_epoch(epoch, metrics, active)` is called after every epoch.
 
   The model axis is sharded over `mesh` (default: all devices); the model list is padded with copies of its
-  last model to a multiple of the device count, and the copies are dropped from every output.
+  last model to a multiple of the device count, and the copies are dropped from every output. `initial`: an
+  InitialParams holding these models (a sweep draws every group's at once); default: drawn here.
   """
   depths = {m.depth for m in models}
   if len(depths) != 1:
@@ -161,7 +193,9 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
   data = {**splits, 'masks': masks_for(models, padded)}
-  params0 = init_models(models, padded, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
+  if initial is None:
+    initial = InitialParams(models, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
+  params0 = initial.of(models, padded)
   params = sharding.shard_models(params0, mesh)
   # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
   # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
