@@ -44,7 +44,13 @@ def test_quick_run_writes_every_artefact(quick_run):
   assert lines and all({'step', 'epoch', 'depth', 'train_loss_mean', 'learning_rate', 'model_updates_per_s'} <= set(l)
                        for l in lines)
   assert lines[0]['learning_rate'] == pytest.approx(1.0 / (1 + 99 / 1000)), 'eta_k of epoch 1\'s last update, k = 99'
-  assert 'models in' in proc.stdout.splitlines()[0]
+  out = proc.stdout.splitlines()
+  assert out[0] == 'config (resolved):' and '  experiment: hidden_units' in out, 'the log starts with the config'
+  summary = next(i for i, l in enumerate(out) if not l.startswith('  ') and i)
+  assert 'models in' in out[summary], out[summary:]
+  # the TensorBoard events: the per-epoch scalars and the config, as the classifier writes them
+  (events,) = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert events.startswith('events.out.tfevents.')
   # stderr is a pipe here, as in a SLURM log: plain progress lines, the first after one epoch, the last at the end
   progress = [l for l in proc.stderr.splitlines() if PROGRESS_LINE.match(l) and '[hidden units: ' in l]
   # the first line, after the first epoch (its compilation included), has no ETA; later ones do

@@ -28,7 +28,8 @@ def test_a_config_is_named_the_same_way_from_any_directory(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), f'--config={spec}', '--show_config'],
                           cwd=tmp_path, capture_output=True, text=True, env=OUTSIDE_ENV)
     assert proc.returncode == 0 and 'experiment: hidden_units' in proc.stdout, (spec, proc.stderr[-500:])
-  (tmp_path / 'mine.py').write_text((ROOT / 'experiments' / 'hidden_units.py').read_text())
+  with open(os.path.join(ROOT, 'experiments', 'hidden_units.py')) as f:
+    (tmp_path / 'mine.py').write_text(f.read())
   proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config=mine.py:quick', '--show_config'],
                         cwd=tmp_path, capture_output=True, text=True, env=OUTSIDE_ENV)
   assert proc.returncode == 0, 'a config file in the working directory is found first'

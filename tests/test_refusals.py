@@ -132,14 +132,17 @@ def test_diverged_hidden_units_nets_stop_the_run_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / 'w' / 'results.json')
 
 
-@pytest.mark.parametrize('limit_kib,written', [(4, 'metrics.jsonl'), (20, 'figures/boundaries_corner.png')])
+@pytest.mark.parametrize('limit_kib,written', [(4, 'tensorboard/events.out.tfevents.'),
+                                               (20, 'figures/boundaries_corner.png')])
 def test_a_full_disk_while_writing_results_gets_one_line(tmp_path, limit_kib, written):
-  """A file-size limit stands in for a full disk: appending metrics, or writing the arrays, figures and results
-  (atomic writes, the same function), fails with one line naming the file; the files before it are kept."""
+  """A file-size limit stands in for a full disk: appending to the logs (the event file, whose config record makes
+  it the first past 4 KiB; metrics.jsonl appends through the same function), or writing the arrays, figures and
+  results (atomic writes), fails with one line naming the file; the files before it are kept."""
   limited = ['bash', '-c', f'ulimit -f {limit_kib} && exec "$@"', 'bash', sys.executable, 'train.py',
              f'--config={QUICK}', f'--workdir={tmp_path}/w']
   proc = subprocess.run(limited, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert_one_line_error(proc, f'could not write {tmp_path}/w/{written} (File too large)', 'run the same command again')
+  assert_one_line_error(proc, f'could not write {tmp_path}/w/{written}', '(File too large)',
+                        'run the same command again')
   assert os.path.exists(tmp_path / 'w' / 'config.json')
   assert not [f for f in os.listdir(tmp_path / 'w') if f.startswith('.tmp-')], 'no half-written file left'
 

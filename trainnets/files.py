@@ -57,9 +57,14 @@ def npz_bytes(compressed=False, **arrays):
 
 def append_line(path, line):
   """Appends one line to `path` (a log such as metrics.jsonl); a WriteError if it cannot."""
+  append_bytes(path, line.encode())
+
+
+def append_bytes(path, data):
+  """Appends `data` to `path` (a log, an event file), the file closed again at once; a WriteError if it cannot."""
   try:
-    with open(path, 'a') as f:
-      f.write(line)
+    with open(path, 'ab') as f:
+      f.write(data)
   except OSError as e:
     raise WriteError(f'could not write {path} ({one_line(e)}); free space or fix the directory, then run the same '
                      'command again') from None

@@ -10,6 +10,7 @@ ReportProgress's first rate and ETA include compilation, which Progress leaves o
 import collections
 import contextlib
 import datetime
+import io
 import json
 import os
 import platform
@@ -79,15 +80,18 @@ class EventFile(_Closes):
     from tensorboard.compat.proto import event_pb2  # noqa: PLC0415 (tensorboard's protos, only where asked)
     from tensorboard.summary.writer import record_writer  # noqa: PLC0415
 
-    self._event = event_pb2.Event
+    self._event, self._record_writer = event_pb2.Event, record_writer.RecordWriter
     os.makedirs(directory, exist_ok=True)
-    name = f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.v2'
-    self._file = open(os.path.join(directory, name), 'ab')
-    self._records = record_writer.RecordWriter(self._file)
+    self.path = os.path.join(directory, f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.'
+                                        f'{os.getpid()}.v2')
     self._add(file_version='brain.Event:2')
 
   def _add(self, **fields):
-    self._records.write(self._event(wall_time=time.time(), **fields).SerializeToString())
+    """Appends one event, the file closed again at once (as metrics.jsonl's lines): a full disk is one WriteError
+    at the write, never an error at exit that would hide the first."""
+    record = io.BytesIO()
+    self._record_writer(record).write(self._event(wall_time=time.time(), **fields).SerializeToString())
+    files.append_bytes(self.path, record.getvalue())
 
   def scalars(self, step, values):
     from tensorboard.compat.proto import summary_pb2  # noqa: PLC0415
@@ -102,11 +106,9 @@ class EventFile(_Closes):
     self._add(step=int(step), summary=summary_v2.hparams_pb(hparams))
 
   def flush(self):
-    self._file.flush()
+    pass  # every event is on disk when _add returns
 
-  def close(self):
-    if not self._file.closed:
-      self._file.close()
+  close = flush
 
 
 class MetricsWriter(_Closes):
