@@ -7,17 +7,14 @@ statistic read both ways: the median over seeds of the training accuracy against
 """
 import numpy as np
 
+from experiments import claims
 from experiments.claims import Claim
 from experiments.claims import Key
 
 
-def _select(records, **kw):
-  return [r for r in records if all(r[k] == v for k, v in kw.items())]
-
-
 def _runs(records, config, select):
   """The records of `select` trained from the config's initialisation (not the all-zero control)."""
-  runs = _select(records, init=config.model.weight_init, **select)
+  runs = claims.select(records, init=config.model.weight_init, **select)
   if not runs:
     raise ValueError(f'no runs match {select}')
   return runs
@@ -92,16 +89,16 @@ def width_trend(key_of):
 
 def linear(records, config, select):
   """The best final training accuracy of the single-layer net over seeds, on the task where it is highest."""
-  best = {t: max(r['train_accuracy'] for r in _select(records, task=t, **select)) for t in config.data.tasks}
+  best = {t: max(r['train_accuracy'] for r in claims.select(records, task=t, **select)) for t in config.data.tasks}
   return max(best.values()), 'best final training accuracy over seeds: ' + '; '.join(
       f'{t} {a:.3f}' for t, a in best.items())
 
 
 def zero_init(records, config, select):
   """The largest change of any entry of W or V over the all-zero-initialised nets."""
-  zero = _select(records, **select)
+  zero = claims.select(records, **select)
   moved = max(r['weights_moved'] for r in zero)
-  finals = '; '.join(f'{t} {_median(_select(zero, task=t), "train_accuracy"):.3f}'
+  finals = '; '.join(f'{t} {_median(claims.select(zero, task=t), "train_accuracy"):.3f}'
                      for t in sorted({r['task'] for r in zero}))
   return moved, (f'largest change of any W or V entry: {moved:.1e}; median final training accuracy: {finals} '
                  '(the output offset V0 still moves, so the prediction can change sign)')

@@ -151,3 +151,15 @@ def test_a_sweep_reads_older_runs_claims_as_the_code_derives_them_now():
   figures = report.sweep_figures(report.current(old, c))
   assert [n for n in figures if n.startswith('claim_')] == [f'claim_{i}' for i in
                                                             claims_lib.made_by(hidden_units_claims.CLAIMS, c)]
+
+
+def test_select_keeps_the_records_order_and_never_serves_another_lists_index():
+  records = [{'task': t, 'seed': s} for s in range(3) for t in ('corner', 'xor')]
+  assert claims_lib.select(records, task='xor') == [records[1], records[3], records[5]]
+  assert claims_lib.select(records, task='xor', seed=2) == [records[5]]
+  assert claims_lib.select(records, task='spiral') == []
+  other = [dict(r, task='xor') for r in records]  # same fields, another list: indexed afresh
+  assert claims_lib.select(other, task='xor') == other
+  picked = claims_lib.select(records, seed=0)
+  picked.clear()  # a caller's list is its own
+  assert claims_lib.select(records, seed=0) == records[:2]

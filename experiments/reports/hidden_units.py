@@ -25,9 +25,6 @@ def _model_params(tree, i):
   return jax.tree.map(lambda a: a[i], tree)
 
 
-def _select(recs, **kw):
-  return [r for r in recs if all(r[k] == v for k, v in kw.items())]
-
 
 def _median(recs, key):
   return float(np.median([r[key] for r in recs]))
@@ -86,7 +83,7 @@ def _train_of(datasets, task, data_seed=None):
 
 def _grid_row(recs, config, task, depth, cell):
   """The markdown row of `task` and `depth`: per width, cell(the records of its seeds), the config's init."""
-  cells = [cell(_select(recs, task=task, depth=depth, hidden_units=w, init=config.model.weight_init))
+  cells = [cell(claims_lib.select(recs, task=task, depth=depth, hidden_units=w, init=config.model.weight_init))
            for w in sorted(config.model.hidden_units)]
   return f'| {task} | {depth} | ' + ' | '.join(cells) + ' |'
 
@@ -115,7 +112,7 @@ def markdown(config, results):
             '| task | depth | ' + ' | '.join(f'{w} units' for w in widths) + ' |',
             '|---|---|' + '---|' * len(widths)]
   for t in config.data.tasks:
-    lin = _select(recs, task=t, depth=0)
+    lin = claims_lib.select(recs, task=t, depth=0)
     if lin:
       lines.append(f'| {t} | 0 (linear) | {_median(lin, "train_accuracy"):.3f} '
                    f'({_median(lin, "test_accuracy"):.3f}) |' + ' |' * (len(widths) - 1))
