@@ -1,6 +1,6 @@
 # Two commands from a fresh clone: `make reproduce` (the main result) and `make test`. Each creates .venv with
-# Python 3.11+ and installs requirements*.txt the first time; nothing else is needed and nothing outside the
-# checkout changes. Optional, each saying what it does: `make data` (Debian's offline Fashion-MNIST) and
+# Python 3.11+ and installs requirements*.txt and the project (pip install -e .) the first time; nothing else is
+# needed, and nothing outside the checkout changes but JAX's compilation cache (~/.cache/jax-training). Optional, each saying what it does: `make data` (Debian's offline Fashion-MNIST) and
 # `make onednn` (oneDNN's convolutions for the CPU, trainnets/kernels/onednn.py).
 PYTHON ?= python3
 VENV ?= .venv
