@@ -102,6 +102,11 @@ class Checkpoints:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable files
+      if 'tree structures do not match' in str(e):  # orbax's ValueError: the file is sound, the state another
+        raise CheckpointError(f'checkpoint {where} holds a training state of another structure than this run '
+                              'builds (another model, optimiser or schedule, or a state saved by an older version '
+                              'of this code); resume it with the code and config that wrote it, or train into a '
+                              'new --workdir') from None
       raise CheckpointError(f'checkpoint {where} cannot be read ({one_line(e)}); remove that directory to resume '
                             'from the previous checkpoint, or pass a new --workdir') from e
     state, meta = restored['state'], restored['meta']
