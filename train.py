@@ -12,13 +12,13 @@ tf_host.quiet()  # before anything imports TensorFlow
 import textwrap  # noqa: E402
 
 from absl import flags  # noqa: E402
-import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import experiments  # noqa: E402
 from experiments import report  # noqa: E402
 from trainnets import training  # noqa: E402
 from trainnets.training import cli  # noqa: E402
+from trainnets.training import distributed  # noqa: E402
 from trainnets.training import process  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
@@ -41,7 +41,7 @@ def run(argv):
     print(config)
     return
   cli.start_distributed(_DISTRIBUTED, config)
-  if jax.process_index() == 0:  # the log says what ran (config.json in the workdir holds the same)
+  if distributed.is_main():  # the log says what ran (config.json in the workdir holds the same)
     print('config (resolved):\n' + textwrap.indent(str(config), '  '), end='', flush=True)
   results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
   if results is not None:  # process 0, and the run finished

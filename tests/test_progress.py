@@ -28,8 +28,9 @@ def test_progress_lines_are_timestamped_and_their_eta_leaves_out_compilation():
 def test_tensorboard_events_are_written_without_tensorflow(tmp_path):
   """Scalars and the config (HParams) as TensorBoard events, by a process that never imports TensorFlow: the
   hidden-units trainer logs them in a run of seconds. A fresh run from step 0 drops the earlier event files."""
-  code = ('import sys; from trainnets.training import metrics; '
-          f'w = metrics.MetricsWriter({str(tmp_path)!r}, start_step=0, tensorboard=True, hparams={{"seed": 3}}); '
+  code = ('import sys; from ml_collections import ConfigDict; from trainnets.training import metrics; '
+          f'w = metrics.MetricsWriter({str(tmp_path)!r}, start_step=0, tensorboard=True, '
+          'config=ConfigDict({"seed": 3})); '
           'w.write(1, train_loss=0.5, epoch=1); w.write(2, train_loss=0.25, epoch=2); w.close(); '
           'print("tensorflow" in sys.modules)')
   for _ in range(2):

@@ -147,8 +147,7 @@ class Checkpoints:
     """Waits for the last save and releases orbax's threads; closing again does nothing."""
     if self._closed:
       return
-    with self._writing(None):
-      self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
     self._closed = True
 

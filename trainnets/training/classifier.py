@@ -292,8 +292,7 @@ def train_and_evaluate(config, workdir, extend=False):
                                      preprocess=getattr(setup.dataset, 'device_train', None))
   eval_step = _eval_step(setup, 1)
   step = start = int(state.step)
-  writer = (metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True,
-                                      hparams=workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+  writer = (metrics_lib.MetricsWriter(workdir, start_step=step, tensorboard=True, config=config)
             if main else metrics_lib.NullWriter())
   # seconds the run has taken over all its segments: the last the kept rows recorded (the time between that row
   # and a stop is not counted), plus this segment's

@@ -330,8 +330,7 @@ def train_and_evaluate(config, workdir, extend=False):
   done_epochs = 0
   # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
   # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed.
-  writer = metrics_lib.MetricsWriter(workdir, start_step=0, tensorboard=True,
-                                     hparams=workdir_lib.flatten(workdir_lib.config_to_dict(config)))
+  writer = metrics_lib.MetricsWriter(workdir, start_step=0, tensorboard=True, config=config)
   with writer, loop.StopRequests() as stop, progress:
     for (depth, pad), models in groups.items():
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
