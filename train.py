@@ -9,6 +9,8 @@ from trainnets import tf_host
 
 tf_host.quiet()  # before anything imports TensorFlow
 
+import json  # noqa: E402
+import os  # noqa: E402
 import textwrap  # noqa: E402
 
 from absl import flags  # noqa: E402
@@ -17,6 +19,7 @@ from ml_collections import config_flags  # noqa: E402
 import experiments  # noqa: E402
 from experiments import report  # noqa: E402
 from trainnets import training  # noqa: E402
+from trainnets.errors import ConfigError  # noqa: E402
 from trainnets.training import cli  # noqa: E402
 from trainnets.training import distributed  # noqa: E402
 from trainnets.training import process  # noqa: E402
@@ -27,11 +30,50 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for this run\'s confi
 _SHOW_CONFIG = flags.DEFINE_bool('show_config', False, 'Print the resolved config and exit.')
 _EXTEND = flags.DEFINE_bool('extend', False, 'Resume the workdir under other values of keys that define its run '
                             '(train.epochs, say); each change is recorded in metrics.jsonl.')
+_RUNS = flags.DEFINE_string('runs', None, 'Train several runs in this process, sharing compiled programs: a JSON '
+                            'file {"config": PATH[:ARG], "runs": [{"workdir": DIR, "overrides": {KEY: VALUE}}, ...]}, '
+                            'as experiments/sweep.py writes it (instead of --config and --workdir).')
 _DISTRIBUTED = cli.define_distributed_flags()
+
+
+def run_many(path):
+  """--runs=FILE: its runs trained together (the trainer's train_and_evaluate_many), then each one's report."""
+  if _CONFIG.value is not None or _WORKDIR.value or _EXTEND.value or _SHOW_CONFIG.value:
+    raise ConfigError('--runs names every run\'s config and workdir: pass it without --config, --workdir, --extend '
+                      'and --show_config')
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'--runs={path} cannot be read ({getattr(e, "strerror", None) or e}); pass the JSON file of '
+                      'runs experiments/sweep.py writes, or one of your own') from None
+  if not (isinstance(spec, dict) and isinstance(spec.get('config'), str) and isinstance(spec.get('runs'), list)
+          and spec['runs'] and all(isinstance(r, dict) and isinstance(r.get('workdir'), str) and
+                                   isinstance(r.get('overrides', {}), dict) for r in spec['runs'])):
+    raise ConfigError(f'--runs={path} must hold {{"config": PATH[:ARG], "runs": [{{"workdir": DIR, "overrides": '
+                      '{KEY: VALUE}}, ...]}, with at least one run')
+  configs = [cli.load_config(spec['config'], r.get('overrides')) for r in spec['runs']]
+  trainer = training.trainer(configs[0].trainer)
+  if not hasattr(trainer, 'train_and_evaluate_many'):
+    raise ConfigError(f'the {configs[0].trainer} trainer trains one run per process; run each with --config and '
+                      '--workdir')
+  experiments.report_module(configs[0])
+  process.prepare_cpu(cores=trainer.CPU_DEVICES)
+  cli.check_backend()
+  workdirs = [r['workdir'] for r in spec['runs']]
+  print(f'{len(workdirs)} runs of {spec["config"]} trained together: {", ".join(workdirs)}', flush=True)
+  try:
+    trainer.train_and_evaluate_many(list(zip(configs, workdirs)))
+  finally:  # runs that finished are reported even when another failed
+    for config, workdir in zip(configs, workdirs):
+      if os.path.exists(os.path.join(workdir, 'results.json')):
+        print(f'{workdir}:\n' + textwrap.indent(report.render(config, workdir), '  '), flush=True)
 
 
 def run(argv):
   del argv
+  if _RUNS.value is not None:
+    return run_many(_RUNS.value)
   config = cli.config_from_flag(_CONFIG)
   trainer = training.trainer(config.trainer)
   experiments.report_module(config)  # a trainer without a report is refused before any work

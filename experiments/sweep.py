@@ -120,8 +120,36 @@ def plan(config, runs, seeds, common, workdir):
       except WorkdirError as e:
         state, why = 'damaged', str(e)
     table.append({'name': name, 'seed': seed, 'workdir': run_dir, 'overrides': overrides, 'config': resolved,
-                  'command': command(config, run_dir, every), 'state': state, 'why': why})
+                  'every': every, 'command': command(config, run_dir, every), 'state': state, 'why': why})
   return table
+
+
+def batches(config, pending, parallel, workdir):
+  """The pending runs as jobs for run_local: where the experiment's trainer trains several runs in one process
+  (train_and_evaluate_many), runs whose programs can be shared (its program_key) go to the same process, in at
+  most `parallel` processes; otherwise one process per run. A job is {'command', 'log', 'runs'}; a batch's runs
+  file is DIR/batch-K.json."""
+  from trainnets import training  # noqa: PLC0415 (imports JAX, only once the sweep's flags are sound)
+
+  trainer = training.trainer(pending[0]['config'].trainer) if pending else None
+  if len(pending) < 2 or not hasattr(trainer, 'train_and_evaluate_many'):
+    return [{'command': r['command'], 'log': os.path.join(r['workdir'], 'train.log'), 'runs': [r]} for r in pending]
+  shared = {}
+  for r in pending:
+    shared.setdefault(trainer.program_key(r['config']), []).append(r)
+  count = min(parallel, len(shared))
+  jobs = [[] for _ in range(count)]
+  for i, runs in enumerate(sorted(shared.values(), key=len, reverse=True)):
+    jobs[i % count] += runs
+  out = []
+  order = {id(r): i for i, r in enumerate(pending)}
+  for k, job in enumerate(jobs):
+    runs = sorted(job, key=lambda r: order[id(r)])  # each process's runs in the sweep's order
+    path = os.path.join(workdir, f'batch-{k}.json')
+    out.append({'command': [sys.executable, os.path.join(ROOT, 'train.py'), f'--runs={path}'], 'path': path,
+                'spec': {'config': config, 'runs': [{'workdir': r['workdir'], 'overrides': r['every']} for r in runs]},
+                'log': os.path.join(workdir, f'batch-{k}.log'), 'runs': runs})
+  return out
 
 
 def move_aside(run):
@@ -158,14 +186,15 @@ def check_metric(config, metric):
   return metric
 
 
-def run_local(pending, parallel):
-  """Runs the pending runs, `parallel` at a time, the next starting as soon as any slot frees (each with its
-  output in its workdir's train.log when parallel > 1); returns the failed ones.
+def run_local(jobs, parallel):
+  """Runs the jobs (batches), `parallel` at a time, the next starting as soon as any slot frees (each with its
+  output in its log file when parallel > 1); returns the failed runs [(run, exit status)]: a job's runs that
+  wrote no results.json.
 
   SIGTERM (a scheduler's pre-emption) is passed on to the running runs, which save a checkpoint and exit; a
   Ctrl-C reaches them from the terminal. Either way no further run starts, the sweep waits for the running ones
   to finish saving, and stops with an Interrupted error: the same command resumes every run."""
-  failed, running, queue = [], [], list(pending)
+  failed, running, queue = [], [], list(jobs)
   stop = {'signal': None}
 
   def on_signal(signum, frame):
@@ -179,22 +208,28 @@ def run_local(pending, parallel):
   try:
     while (queue and stop['signal'] is None) or running:
       while queue and len(running) < parallel and stop['signal'] is None:
-        r = queue.pop(0)
-        print(' '.join(r['command']), flush=True)
+        job = queue.pop(0)
+        if 'path' in job:  # several runs in one process
+          workdir_lib.write_json(job['path'], job['spec'])
+          print(f'{len(job["runs"])} runs in one process, each the same as alone:', flush=True)
+          for r in job['runs']:
+            print('  ' + ' '.join(r['command']), flush=True)
+        print(' '.join(job['command']), flush=True)
         if parallel == 1:
           log = None
         else:
-          os.makedirs(r['workdir'], exist_ok=True)
-          log = open(os.path.join(r['workdir'], 'train.log'), 'a')
-        running.append((r, subprocess.Popen(r['command'], stdout=log, stderr=log), log))
+          os.makedirs(os.path.dirname(job['log']), exist_ok=True)
+          log = open(job['log'], 'a')
+        running.append((job, subprocess.Popen(job['command'], stdout=log, stderr=log), log))
       done = [job for job in running if job[1].poll() is not None]
       if not done:
         time.sleep(0.1)
-      for job in done:
-        running.remove(job)
-        r, proc, log = job
+      for entry in done:
+        running.remove(entry)
+        job, proc, log = entry
         if proc.returncode and stop['signal'] is None:
-          failed.append((r, proc.returncode))
+          failed += [(r, proc.returncode) for r in job['runs']
+                     if len(job['runs']) == 1 or not os.path.exists(os.path.join(r['workdir'], 'results.json'))]
         if log:
           log.close()
   finally:
@@ -270,9 +305,14 @@ def main(argv):
                      f'{changed[0]["why"]}; pass --move_changed to move them aside and run them again, or a new '
                      '--workdir')
   pending = [r for r in table if r['state'] != 'done']
+  jobs = batches(config, pending, _PARALLEL.value, _WORKDIR.value)
   if _DRY_RUN.value:
-    for r in pending:
-      print(('(moved aside first) ' if r['state'] == 'changed' else '') + ' '.join(r['command']))
+    for job in jobs:
+      if 'path' in job:
+        print(f'# these {len(job["runs"])} runs train in one process ({" ".join(job["command"])}); each line is the '
+              'same run alone')
+      for r in job['runs']:
+        print(('(moved aside first) ' if r['state'] == 'changed' else '') + ' '.join(r['command']))
     return
   os.makedirs(_WORKDIR.value, exist_ok=True)
   workdir_lib.lock(_WORKDIR.value)  # one sweep at a time in this directory
@@ -287,7 +327,7 @@ def main(argv):
             f'with `sbatch {_SLURM_ARRAY.value}`, then run this command again to summarise')
       return
   else:
-    failed = run_local(pending, _PARALLEL.value)
+    failed = run_local(jobs, _PARALLEL.value)
     if failed:
       raise SweepError(f'{len(failed)} of {len(pending)} runs failed (' + ', '.join(
           f'{r["name"]} seed {r["seed"]}: exit {code}' for r, code in failed[:3]) + '); see their output or '

@@ -12,6 +12,7 @@
                claims, results.md and the figures.
 `evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
 """
+import contextlib
 import dataclasses
 import functools
 import json
@@ -118,9 +119,11 @@ def steps_per_epoch(c):
   return c.data.num_train // c.train.batch_size
 
 
-def tx(c, depth):
-  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * steps_per_epoch steps."""
-  return optim.optimizer(train_config_for_depth(c, depth), c.train.epochs * steps_per_epoch(c), SCHEDULES)
+def tx(c, depth, learning_rate=None):
+  """The optimiser of the nets of `depth` hidden layers, each trained for epochs * steps_per_epoch steps;
+  `learning_rate`: eta_0 in place of the config's (a traced value, optim.schedule)."""
+  return optim.optimizer(train_config_for_depth(c, depth), c.train.epochs * steps_per_epoch(c), SCHEDULES,
+                         learning_rate)
 
 
 def models_for(c):
@@ -310,57 +313,177 @@ def records(runs, config):
   return out
 
 
+# Runs trained together: each run's training and test losses equal its own run alone's to this relative tolerance
+# (XLA's summation order of a mean depends on how many models a program holds), everything else exactly.
+LOSS_RTOL_TOGETHER = 1e-6
+
+# Keys each net carries as its own data (its step size, initial parameters, seeds, data set) or that only choose
+# which nets a run has: runs that differ in nothing else train their nets in shared programs
+# (train_and_evaluate_many). Every other key shapes the compiled programs and must be equal.
+PER_NET_KEYS = ('experiment', 'seed', 'num_seeds', 'data.tasks', 'data.margin', 'data.seed', 'data.seed_per_model',
+                'model.hidden_units', 'model.depths', 'model.include_linear', 'model.weight_init', 'model.weight_std',
+                'model.offset_init', 'model.offset_std', 'train.learning_rate', 'train.deep_learning_rate',
+                'train.pad_widths', 'train.progress_every_s', 'claims.')
+
+
+def program_key(c):
+  """The config's values that its compiled programs depend on (all but PER_NET_KEYS), as a hashable tuple."""
+  flat = workdir_lib.flatten(workdir_lib.config_to_dict(c))
+  shared = lambda k: any(k == p or (p.endswith('.') and k.startswith(p)) for p in PER_NET_KEYS)
+  return tuple(sorted((k, repr(v)) for k, v in flat.items() if not shared(k)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Net:
+  """One net to train: its model, its data (the arguments of toy2d.train_test) and its eta_0. Runs that hold the
+  same _Net in the same program train it once."""
+  model: vmap_sweep.Model
+  draw: tuple
+  eta0: float
+
+
+def _draw_key(c, m):
+  return (c.data.seed if m.data_seed is None else m.data_seed, m.task, c.data.num_train, c.data.num_test,
+          c.data.margin)
+
+
+def _programs(configs):
+  """The compiled programs of the runs of `configs`, in training order: a list of dicts with the program's config
+  (its first run's), depth, padded width label, initial-parameter settings, distinct nets, and `users`: per run
+  that trains nets in it (run index, its group key (depth, pad), its models, their rows among the nets). Groups of
+  several runs share a program when their depth, padded widths, initial-parameter settings and program_key agree."""
+  programs = {}
+  for j, c in enumerate(configs):
+    init = (c.model.weight_std, c.model.offset_init, c.model.offset_std)
+    for (depth, pad), models in models_for(c).items():
+      padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
+      p = programs.setdefault((depth, pad, padded, init, program_key(c)), {
+          'config': c, 'depth': depth, 'pad': pad, 'init': init, 'nets': {}, 'users': []})
+      eta0 = train_config_for_depth(c, depth).learning_rate
+      rows = [p['nets'].setdefault(_Net(m, _draw_key(c, m), eta0), len(p['nets'])) for m in models]
+      p['users'].append((j, (depth, pad), models, np.asarray(rows)))
+  for p in programs.values():
+    p['nets'] = list(p['nets'])
+  return [p for _, p in sorted(programs.items(), key=lambda kv: kv[0][:2])]  # stable: ties keep run order
+
+
+def _run_of(result, rows, models, depth, snapshot_epochs):
+  """One run's share of a program's result (vmap_sweep.train's), as if its nets had been trained alone."""
+  take = lambda tree: jax.tree.map(lambda a: a[rows], tree)
+  return {'curves': take(result['curves']), 'test': take(result['test']), 'epochs': result['epochs'][rows],
+          'params': take(result['params']), 'params0': take(result['params0']),
+          'snapshots': {e: take(result['snapshots'][e]) for e in snapshot_epochs}, 'padded': result['padded'],
+          'models': models, 'depth': depth}
+
+
 def train_and_evaluate(config, workdir, extend=False):
   """Runs the whole sweep and writes config.json, metrics.jsonl, curves.npz, params.npz and results.json to
   workdir; returns the results. `extend`: rerun a workdir under another value of a key that defines the run."""
-  validate(config)
-  workdir_lib.prepare(workdir, config, extend)
+  (out,) = train_and_evaluate_many([(config, workdir)], extend)
+  return out
+
+
+def train_and_evaluate_many(runs, extend=False):
+  """Trains several runs [(config, workdir)] in this process and writes each workdir exactly as
+  train_and_evaluate alone would: the runs' nets of one depth and padded width that differ only in PER_NET_KEYS
+  train in one compiled program, each distinct net once (runs that differ in a step size share their deeper
+  nets, say). Per-model records equal a run's own, but for the last bits of the training loss (docs/
+  reproducibility.md). Returns each run's results. A run whose nets diverge is reported (TrainingDiverged, after
+  the other runs are written); every run checks its config and workdir before any is written."""
+  configs = [c for c, _ in runs]
+  for c in configs:
+    validate(c)
+  paths = [os.path.realpath(w) for _, w in runs]
+  if len(set(paths)) < len(paths):
+    raise ConfigError('two of the runs to train together have the same workdir; give each its own')
+  need, have = sum(map(memory_needed, configs)), os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  require(len(runs) == 1 or need < have / 2, f'these {len(runs)} runs need about {need / 2**30:,.1f} GiB together, '
+          f'more than half of this machine\'s {have / 2**30:,.1f} GiB; train them in smaller batches')
+  for c, w in runs:  # every workdir checked before any is written
+    workdir_lib.check_usable(w, c, extend)
+  for c, w in runs:
+    workdir_lib.prepare(w, c, extend)
   start = time.time()
-  groups = models_for(config)
-  everyone = [m for models in groups.values() for m in models]
-  datasets = _datasets(config, everyone)
-  # every group's initial parameters in one program per init scheme (a program per group compiled for 8 s)
-  initial = vmap_sweep.InitialParams(everyone, config.model.weight_std, config.model.offset_init,
-                                     config.model.offset_std)
-  snapshot_epochs = (0, config.claims.at_epoch)
-  runs = []
-  steps = steps_per_epoch(config)
-  progress = metrics_lib.Progress(len(groups) * config.train.epochs, 'hidden units', unit='model-updates',
-                                  every_s=config.train.progress_every_s)
+  programs = _programs(configs)
+  draws = {n.draw for p in programs for n in p['nets']}
+  datasets = {k: toy2d.train_test(*k) for k in sorted(draws, key=repr)}
+  # every program's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s)
+  by_init = {}
+  for p in programs:
+    by_init.setdefault(p['init'], []).extend(n.model for n in p['nets'])
+  initial = {k: vmap_sweep.InitialParams(models, *k) for k, models in by_init.items()}
+  snapshots = [(0, c.claims.at_epoch) for c in configs]
+  epochs = configs[0].train.epochs  # in program_key: every run's
+  steps = steps_per_epoch(configs[0])
+  groups = [list(models_for(c)) for c in configs]  # each run's groups (depth, pad), in its own order
+  results = [[] for _ in runs]
+  failed = {}
+  progress = metrics_lib.Progress(len(programs) * epochs, 'hidden units', unit='model-updates',
+                                  every_s=configs[0].train.progress_every_s)
   done_epochs = 0
   # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
   # KeyboardInterrupt Python would raise can land in a garbage-collection callback and be swallowed.
-  writer = metrics_lib.MetricsWriter(workdir, start_step=0, tensorboard=True, config=config)
-  with writer, loop.StopRequests() as stop, progress:
-    for (depth, pad), models in groups.items():
-      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(models)} models' if depth else
-                               f'hidden units: linear, {len(models)} models')
-      sched = optim.schedule(train_config_for_depth(config, depth), config.train.epochs * steps, SCHEDULES)
-      clock = {'t': time.time()}
+  with contextlib.ExitStack() as stack:
+    writers = [stack.enter_context(metrics_lib.MetricsWriter(w, start_step=0, tensorboard=True, config=c))
+               for c, w in runs]
+    stop = stack.enter_context(loop.StopRequests())
+    stack.enter_context(progress)
+    for p in programs:
+      c, depth, pad, nets = p['config'], p['depth'], p['pad'], p['nets']
+      shared = f' for {len(p["users"])} runs' if len(p['users']) > 1 else ''
+      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(nets)} models{shared}' if depth
+                               else f'hidden units: linear, {len(nets)} models{shared}')
+      clock = {'t': time.time(), 'active': np.ones(len(nets), bool)}
 
-      def on_epoch(epoch, m, active, depth=depth, pad=pad, base=done_epochs, sched=sched, clock=clock, models=models):
+      def on_epoch(epoch, m, active, p=p, depth=depth, pad=pad, clock=clock):
         if stop.signal is not None:
           raise Interrupted(f'{stop.name}: stopped at epoch {epoch} of the nets of depth {depth}; this trainer keeps '
                             'no checkpoints (the whole sweep takes about a minute): run the same command to train '
                             'it again')
-        check_finite(m['train_loss'], models, epoch)
-        now, updates = time.time(), int(active.sum()) * steps
-        lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
-        writer.write(base + epoch, depth=depth, padded_width=pad, epoch=epoch, models_training=int(active.sum()),
-                     train_loss_mean=float(m['train_loss'].mean()),
-                     train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
-                     model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
-        clock['t'] = now
-        progress.update(1, work=updates, epoch=f'{epoch}/{config.train.epochs}', loss=float(m['train_loss'].mean()),
-                        lr=lr)
+        now = time.time()
+        for j, key, models, rows in p['users']:
+          if j in failed or not clock['active'][rows].any():  # this run's nets had all stopped: it would have too
+            continue
+          try:
+            check_finite(m['train_loss'][rows], models, epoch)
+          except TrainingDiverged as diverged:
+            failed[j] = diverged
+            if len(failed) == len(runs):
+              raise
+            continue
+          c_j, training = configs[j], int(active[rows].sum())
+          lr = float(optim.schedule(train_config_for_depth(c_j, depth), epochs * steps, SCHEDULES)(epoch * steps - 1))
+          writers[j].write(groups[j].index(key) * epochs + epoch, depth=depth, padded_width=pad, epoch=epoch,
+                           models_training=training, train_loss_mean=float(m['train_loss'][rows].mean()),
+                           train_accuracy_mean=float(m['train_accuracy'][rows].mean()), learning_rate=lr,
+                           model_updates_per_s=round(training * steps / max(now - clock['t'], 1e-9)))
+        clock['t'], clock['active'] = now, active.copy()
+        progress.update(1, work=int(active.sum()) * steps, epoch=f'{epoch}/{epochs}',
+                        loss=float(m['train_loss'].mean()))
 
-      run = vmap_sweep.train(models, datasets, config.model, train_config_for_depth(config, depth), tx(config, depth),
-                             snapshot_epochs=snapshot_epochs, on_epoch=on_epoch, initial=initial)
-      runs.append({**run, 'models': models, 'depth': depth})
-      progress.update(config.train.epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
-      done_epochs += config.train.epochs
+      result = vmap_sweep.train(
+          [n.model for n in nets], datasets, c.model, train_config_for_depth(c, depth),
+          functools.partial(tx, c, depth), snapshot_epochs=sorted({e for s in snapshots for e in s}),
+          on_epoch=on_epoch, initial=initial[p['init']], learning_rates=[n.eta0 for n in nets],
+          dataset_keys=[n.draw for n in nets])
+      for j, _, models, rows in p['users']:
+        results[j].append(_run_of(result, rows, models, depth, snapshots[j]))
+      progress.update(epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
+      done_epochs += epochs
   train_time = time.time() - start
+  out = []
+  for j, (c, w) in enumerate(runs):
+    if j not in failed:  # results[j] holds the run's groups in its own order: programs go by (depth, pad) too
+      out.append(_write(c, w, results[j], start, train_time))
+  if failed:
+    named = '; '.join(f'{runs[j][1]}: {e}' for j, e in sorted(failed.items()))
+    raise TrainingDiverged(f'{len(failed)} of {len(runs)} runs trained together diverged ({named}); the other runs '
+                           'are written')
+  return out
 
+
+def _write(config, workdir, runs, start, train_time):
+  """Writes a finished run's curves.npz, params.npz and results.json; returns the results."""
   records_ = records(runs, config)
   curves = {f'{k}_{_curves_key(r["depth"], r["padded"])}': v for r in runs for k, v in r['curves'].items()}
   workdir_lib.write_npz(os.path.join(workdir, 'curves.npz'), compressed=True, **curves)

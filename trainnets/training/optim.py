@@ -42,11 +42,14 @@ def decay_mask(params, which):
   return jax.tree_util.tree_map_with_path(lambda path, _: which == 'all' or name(path) in WEIGHTS, params)
 
 
-def schedule(train_cfg, total_steps, schedules=SCHEDULES):
-  """eta_k as a function of the step k (optax's form), for a run of `total_steps` steps."""
+def schedule(train_cfg, total_steps, schedules=SCHEDULES, learning_rate=None):
+  """eta_k as a function of the step k (optax's form), for a run of `total_steps` steps. `learning_rate`: eta_0
+  in place of train.learning_rate (a traced value: one program for many step sizes)."""
   eta0 = train_cfg.learning_rate
   if not eta0 > 0:
     raise ConfigError(f'train.learning_rate must be > 0, got {eta0}; pass e.g. --config.train.learning_rate=0.1')
+  if learning_rate is not None:
+    eta0 = learning_rate
   name = train_cfg.lr_schedule
   if name not in schedules:
     raise ConfigError(f'train.lr_schedule {name!r} is unknown here; choose one of {", ".join(schedules)}')
@@ -65,12 +68,13 @@ def schedule(train_cfg, total_steps, schedules=SCHEDULES):
   return optax.piecewise_constant_schedule(eta0, {int(b * total_steps): 0.1 for b in boundaries})
 
 
-def optimizer(train_cfg, total_steps, schedules=SCHEDULES):
+def optimizer(train_cfg, total_steps, schedules=SCHEDULES, learning_rate=None):
   """The optax transformation of config.train for a run of `total_steps` steps; `schedules`: those the trainer
-  supports. Raises ConfigError naming the first bad value."""
+  supports; `learning_rate`: eta_0 in place of train.learning_rate (schedule). Raises ConfigError naming the
+  first bad value."""
   if train_cfg.weight_decay < 0:
     raise ConfigError(f'train.weight_decay must be >= 0, got {train_cfg.weight_decay}')
-  sched = schedule(train_cfg, total_steps, schedules)
+  sched = schedule(train_cfg, total_steps, schedules, learning_rate)
   if train_cfg.optimizer == 'sgd':
     if not 0 <= train_cfg.momentum < 1:
       raise ConfigError(f'train.momentum must be in [0, 1), got {train_cfg.momentum}')

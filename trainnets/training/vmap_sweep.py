@@ -62,13 +62,18 @@ def masks_for(models, padded):
 
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
   """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
-  metrics) and evaluate_split(params_M, data, split) -> metrics of split 'train' or 'test'."""
+  metrics) and evaluate_split(params_M, data, split) -> metrics of split 'train' or 'test'.
+
+  `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
+  own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
   loss_fn = losses.get_binary(loss)
+  tx_for = tx if callable(tx) else lambda eta0: tx
 
   def objective(params, x_BxD, y_B, masks):
     return loss_fn(_scores(params, x_BxD, masks, activation), y_B).mean()
 
-  def model_epoch(params, opt_state, key, x_NxD, y_N, masks):
+  def model_epoch(params, opt_state, key, x_NxD, y_N, masks, eta0):
+    tx = tx_for(eta0)
     n = x_NxD.shape[0]
     if sampling == 'uniform':  # the lecture: a random example each step, with replacement
       idx_SxB = jax.random.randint(key, (steps, batch_size), 0, n)
@@ -93,7 +98,7 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
   def epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data):
     epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_M, epoch)
     new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, epoch_keys, data['x_train'], data['y_train'],
-                                                data['masks'])
+                                                data['masks'], data.get('learning_rate'))
 
     def keep_if_stopped(new, old):  # a stopped model keeps its parameters and optimiser state
       return jnp.where(active_M.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
@@ -162,7 +167,7 @@ class InitialParams:
 
 
 def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None,
-          initial=None):
+          initial=None, learning_rates=None, dataset_keys=None):
   """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
 
   Returns a dict of numpy arrays with leading axis M:
@@ -177,31 +182,42 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   The model axis is sharded over `mesh` (default: all devices); the model list is padded with copies of its
   last model to a multiple of the device count, and the copies are dropped from every output. `initial`: an
   InitialParams holding these models (a sweep draws every group's at once); default: drawn here.
+  `learning_rates`: each model's eta_0, with `tx` a function eta_0 -> transformation (make_epoch_fn), so that
+  models of several step sizes train in one program; `dataset_keys`: each model's key in `datasets` (default
+  Model.dataset), so that models of several data settings (a margin, say) train together.
   """
   depths = {m.depth for m in models}
   if len(depths) != 1:
     raise ValueError(f'models of one depth per call, got depths {sorted(depths)}')
   mesh = mesh or sharding.model_mesh()
   num_models = len(models)
-  models = list(models) + [models[-1]] * (sharding.padded_count(num_models, mesh) - num_models)
+  extra = sharding.padded_count(num_models, mesh) - num_models
+  models = list(models) + [models[-1]] * extra
+  if dataset_keys is None:
+    dataset_keys = [m.dataset for m in models]
+  else:
+    dataset_keys = [*dataset_keys, *[dataset_keys[-1]] * extra]
   (depth,) = depths
   padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
-  n_train = len(datasets[models[0].dataset][0][1])
+  n_train = len(datasets[dataset_keys[0]][0][1])
   steps = n_train // train_cfg.batch_size
-  keys = sorted(datasets, key=repr)
-  task_of = np.asarray([keys.index(m.dataset) for m in models])
+  keys = sorted(set(dataset_keys), key=repr)
+  task_of = np.asarray([keys.index(k) for k in dataset_keys])
   splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
   data = {**splits, 'masks': masks_for(models, padded)}
+  if learning_rates is not None:
+    data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
   if initial is None:
     initial = InitialParams(models, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
   params0 = initial.of(models, padded)
   params = sharding.shard_models(params0, mesh)
   # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
   # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
-  opt_state = sharding.shard_models(jax.jit(jax.vmap(tx.init))(params), mesh)
-  keys = sharding.shard_models(_seed_keys(models, 1), mesh)
   data = sharding.shard_models(data, mesh)
+  init = (lambda p, eta0: tx(eta0).init(p)) if callable(tx) else (lambda p, eta0: tx.init(p))
+  opt_state = sharding.shard_models(jax.jit(jax.vmap(init))(params, data.get('learning_rate')), mesh)
+  keys = sharding.shard_models(_seed_keys(models, 1), mesh)
   epoch_fn, measure = make_epoch_fn(
       tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
       sampling=train_cfg.sampling, unroll=train_cfg.unroll)

@@ -1,0 +1,156 @@
+"""Several hidden-units runs trained in one process (hidden_units.train_and_evaluate_many, train.py --runs, the
+sweep launcher's batches): shared programs, each distinct net trained once, and each run's workdir as it would be
+alone."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import claims as claims_lib
+from experiments import hidden_units_claims
+from experiments import sweep
+from tests.helpers import assert_one_line_error
+from tests.helpers import ROOT
+from trainnets.errors import TrainingDiverged
+from trainnets.training import cli
+from trainnets.training import hidden_units
+
+QUICK = 'experiments/hidden_units.py:quick'
+SHORT = {'train.epochs': 4, 'claims.at_epoch': 2}
+SETTINGS = [{}, {'train.learning_rate': 3.0}, {'model.weight_init': 'he'}, {'data.margin': 0.02},
+            {'data.seed_per_model': True}, {'seed': 2, 'data.seed': 1}]
+
+
+def configs(settings, **common):
+  return [cli.load_config(QUICK, {**SHORT, **common, **s}) for s in settings]
+
+
+def test_runs_share_programs_and_train_each_distinct_net_once():
+  """Step sizes, initialisation, margins and seeds are each net's own data: such runs share programs; a run's
+  deeper nets, which the swept step size (one hidden layer's) leaves alone, are trained once for all; another
+  activation compiles programs of its own."""
+  lrs = configs([{'train.learning_rate': lr} for lr in (0.3, 1.0, 3.0)], **{'model.depths': '1,2'})
+  alone = hidden_units._programs(lrs[:1])
+  together = hidden_units._programs(lrs)
+  assert [(p['depth'], p['pad']) for p in together] == [(p['depth'], p['pad']) for p in alone]
+  for a, t in zip(alone, together):
+    assert len(t['users']) == 3
+    # depth 0 and 1 nets (eta_0 = train.learning_rate) thrice; depth 2 (deep_learning_rate, unswept) once
+    assert len(t['nets']) == (1 if t['depth'] == 2 else 3) * len(a['nets']), (t['depth'], len(t['nets']))
+  relu = configs([{}, {'model.activation': 'relu'}])
+  assert hidden_units.program_key(relu[0]) != hidden_units.program_key(relu[1])
+  assert all(len(p['users']) == 1 for p in hidden_units._programs(relu))
+  others = configs(SETTINGS)
+  assert len({hidden_units.program_key(c) for c in others}) == 1
+  assert all(len(p['users']) == len(SETTINGS) for p in hidden_units._programs(others))
+
+
+def records_and_arrays(workdir):
+  results = json.loads(open(os.path.join(workdir, 'results.json')).read())
+  with np.load(os.path.join(workdir, 'params.npz')) as f:
+    params = {k: f[k] for k in f.files}
+  with np.load(os.path.join(workdir, 'curves.npz')) as f:
+    curves = {k: f[k] for k in f.files}
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  return results['records'], params, curves, [(r['step'], r['models_training']) for r in rows if 'depth' in r]
+
+
+def assert_same_run(together, alone, config):
+  """What docs/reproducibility.md promises of a run trained with others: parameters, accuracies, stopping
+  epochs, metrics rows and claims identical; the losses within LOSS_RTOL_TOGETHER."""
+  (rec_t, params_t, curves_t, rows_t), (rec_a, params_a, curves_a, rows_a) = map(records_and_arrays,
+                                                                                  (together, alone))
+  assert params_t.keys() == params_a.keys() and curves_t.keys() == curves_a.keys()
+  for k in params_a:
+    np.testing.assert_array_equal(params_t[k], params_a[k], err_msg=k)
+  for k in curves_a:
+    if 'loss' in k:
+      np.testing.assert_allclose(curves_t[k], curves_a[k], rtol=hidden_units.LOSS_RTOL_TOGETHER, atol=0)
+    else:
+      np.testing.assert_array_equal(curves_t[k], curves_a[k], err_msg=k)
+  assert len(rec_t) == len(rec_a) and rows_t == rows_a
+  for t, a in zip(rec_t, rec_a):
+    assert {k: v for k, v in t.items() if 'loss' not in k} == {k: v for k, v in a.items() if 'loss' not in k}
+    for k in ('train_loss', 'test_loss'):
+      assert t[k] == pytest.approx(a[k], rel=hidden_units.LOSS_RTOL_TOGETHER, abs=0), (k, t, a)
+  verdicts = lambda records: claims_lib.verdicts(hidden_units_claims.CLAIMS, records, config)
+  assert verdicts(rec_t) == verdicts(rec_a)
+
+
+def test_runs_trained_together_equal_each_run_alone(tmp_path):
+  cs = configs(SETTINGS)
+  hidden_units.train_and_evaluate_many([(c, tmp_path / f'together{i}') for i, c in enumerate(cs)])
+  for i, c in enumerate(cs):
+    hidden_units.train_and_evaluate(c, tmp_path / f'alone{i}')
+    assert_same_run(tmp_path / f'together{i}', tmp_path / f'alone{i}', c)
+
+
+def test_a_diverging_run_is_reported_and_the_others_are_written(tmp_path):
+  ok, bad = configs([{}, {'train.learning_rate': 1e37}], **{'claims.zero_init': False})
+  with pytest.raises(TrainingDiverged, match=r'1 of 2 runs trained together diverged \(.*bad: .*nets diverged'):
+    hidden_units.train_and_evaluate_many([(ok, tmp_path / 'ok'), (bad, tmp_path / 'bad')])
+  assert (tmp_path / 'ok' / 'results.json').exists() and not (tmp_path / 'bad' / 'results.json').exists()
+
+
+def test_runs_together_refuse_a_shared_workdir(tmp_path):
+  a, b = configs([{}, {'train.learning_rate': 3.0}])
+  with pytest.raises(hidden_units.ConfigError, match='same workdir'):
+    hidden_units.train_and_evaluate_many([(a, tmp_path / 'w'), (b, tmp_path / 'w' / '.')])
+  assert not (tmp_path / 'w').exists(), 'nothing written'
+
+
+def test_the_sweep_trains_shareable_runs_in_one_process_per_slot(tmp_path):
+  spec = sweep.load_sweep('experiments/hidden_units_ablations.py:quick')
+  table = sweep.plan(spec['config'], spec['runs'], spec['seeds'], {}, str(tmp_path))
+  (one,) = sweep.batches(spec['config'], table, 1, str(tmp_path))
+  assert len(one['runs']) == 12 and one['command'][-1] == f'--runs={tmp_path}/batch-0.json'
+  two = sweep.batches(spec['config'], table, 2, str(tmp_path))
+  assert [len(j['runs']) for j in two] == [6, 6]
+  assert [{r['config'].model.activation for r in j['runs']} for j in two] == [{'tanh'}, {'relu'}]
+  assert one['spec']['runs'][1] == {'workdir': table[1]['workdir'], 'overrides': table[1]['every']}
+  fashion = sweep.plan('experiments/fashion_mnist.py:mlp,quick', sweep.grid_runs(['train.learning_rate=0.1,0.2']),
+                       [0], {}, str(tmp_path / 'f'))
+  assert [j['command'] for j in sweep.batches('experiments/fashion_mnist.py:mlp,quick', fashion, 1, '')] == [
+      r['command'] for r in fashion], 'a trainer without train_and_evaluate_many: a process per run'
+
+
+def train_py(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=cwd, capture_output=True,
+                        text=True, timeout=600)
+
+
+@pytest.mark.parametrize('args,fragment', [
+    (['--config=hidden_units:quick'], 'pass it without --config'),
+    ([], 'cannot be read'),
+])
+def test_bad_runs_flags_get_one_line(tmp_path, args, fragment):
+  proc = train_py(f'--runs={tmp_path}/missing.json', *args)
+  assert_one_line_error(proc, fragment)
+
+
+@pytest.mark.parametrize('spec,fragment', [
+    ({'config': QUICK, 'runs': []}, 'at least one run'),
+    ({'config': 'fashion_mnist:mlp', 'runs': [{'workdir': 'w'}]}, 'trains one run per process'),
+    ({'config': QUICK, 'runs': [{'workdir': 'w', 'overrides': {'train.epochz': 1}}]}, 'epochz'),
+])
+def test_bad_runs_files_get_one_line(tmp_path, spec, fragment):
+  (tmp_path / 'runs.json').write_text(json.dumps(spec))
+  assert_one_line_error(train_py(f'--runs={tmp_path}/runs.json', cwd=tmp_path), fragment)
+  assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow
+def test_train_py_runs_file_trains_and_reports_every_run(tmp_path):
+  runs = [{'workdir': str(tmp_path / name), 'overrides': {**SHORT, **s}}
+          for name, s in (('a', {}), ('b', {'model.weight_init': 'he'}))]
+  (tmp_path / 'runs.json').write_text(json.dumps({'config': QUICK, 'runs': runs}))
+  proc = train_py(f'--runs={tmp_path}/runs.json')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert '2 runs of' in proc.stdout and 'trained together' in proc.stdout
+  for name in 'ab':
+    assert (tmp_path / name / 'results.md').stat().st_size > 0 and (tmp_path / name / 'claims.json').exists()
+  config = json.loads((tmp_path / 'b' / 'config.json').read_text())
+  assert config['model']['weight_init'] == 'he' and config['train']['epochs'] == 4
