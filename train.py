@@ -3,7 +3,8 @@
 The config names its trainer (config.trainer: a module of trainnets/training/) and so its report (experiments/reports/);
 the trainer writes config.json, metrics.jsonl and results.json into the workdir, then the report renders results.md
 and figures/ from them (experiments/report.py, which redraws a finished workdir alone).
-See README.md for every experiment's command.
+See README.md for every experiment's command. `python train.py --runs=FILE` trains several runs in one process
+where the trainer can (hidden units: docs/sweeps.md).
 """
 from trainnets import tf_host
 

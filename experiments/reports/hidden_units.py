@@ -3,6 +3,7 @@
 Nothing here trains: `render` reads a finished workdir (results.json's records, and the parameters, snapshots
 and curves trainnets/training/hidden_units.py saved) and derives everything else from them and the config.
 """
+import functools
 import os
 
 import jax
@@ -30,6 +31,7 @@ def _median(recs, key):
   return float(np.median([r[key] for r in recs]))
 
 
+@functools.cache
 def counted_params(depth, width):
   """Parameters of a real (unpadded) net, counted from the arrays its init makes."""
   return nets.num_params(jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))))

@@ -10,6 +10,8 @@
   5. results   one record per model (results.json), the curves (curves.npz), the final parameters and the
                snapshots the figures show (params.npz). experiments/report.py reads them back (load_runs) for the
                claims, results.md and the figures.
+`train_and_evaluate_many([(config, workdir), ...])` runs several sweeps in one process (train.py --runs, the sweep
+launcher), their nets that differ only in PER_NET_KEYS in shared programs; train_and_evaluate is it for one run.
 `evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
 """
 import contextlib
@@ -164,6 +166,13 @@ def save_params(path, runs):
   workdir_lib.write_npz(path, compressed=True, **arrays)
 
 
+@functools.cache
+def _params_structure(padded):
+  """(leaf count, tree structure) of the parameters of an MLP of hidden widths `padded` (traced once per shape)."""
+  template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
+  return len(jax.tree.leaves(template)), jax.tree.structure(template)
+
+
 def load_params(path, snapshots=False):
   """[(models, padded widths, stacked params)] as save_params wrote them; with `snapshots`, a fourth item
   {epoch: stacked params} of the snapshots."""
@@ -172,8 +181,7 @@ def load_params(path, snapshots=False):
     while f'{k}/models' in f:
       models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
       padded = tuple(int(p) for p in f[f'{k}/padded'])
-      template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
-      n, tree = len(jax.tree.leaves(template)), jax.tree.structure(template)
+      n, tree = _params_structure(padded)
       run = (models, padded, jax.tree.unflatten(tree, [f[f'{k}/{i}'] for i in range(n)]))
       if snapshots:
         epochs = sorted({int(name.split('/')[1][5:]) for name in f.files if name.startswith(f'{k}/epoch')})
@@ -313,13 +321,9 @@ def records(runs, config):
   return out
 
 
-# Runs trained together: each run's training and test losses equal its own run alone's to this relative tolerance
-# (XLA's summation order of a mean depends on how many models a program holds), everything else exactly.
-LOSS_RTOL_TOGETHER = 1e-6
-
 # Keys each net carries as its own data (its step size, initial parameters, seeds, data set) or that only choose
-# which nets a run has: runs that differ in nothing else train their nets in shared programs
-# (train_and_evaluate_many). Every other key shapes the compiled programs and must be equal.
+# which nets a run has: runs that differ in nothing else run their groups through the same compiled programs
+# (train_and_evaluate_many). Every other key shapes the programs.
 PER_NET_KEYS = ('experiment', 'seed', 'num_seeds', 'data.tasks', 'data.margin', 'data.seed', 'data.seed_per_model',
                 'model.hidden_units', 'model.depths', 'model.include_linear', 'model.weight_init', 'model.weight_std',
                 'model.offset_init', 'model.offset_std', 'train.learning_rate', 'train.deep_learning_rate',
@@ -335,8 +339,7 @@ def program_key(c):
 
 @dataclasses.dataclass(frozen=True)
 class _Net:
-  """One net to train: its model, its data (the arguments of toy2d.train_test) and its eta_0. Runs that hold the
-  same _Net in the same program train it once."""
+  """One net to train: its model, its data (the arguments of toy2d.train_test) and its eta_0."""
   model: vmap_sweep.Model
   draw: tuple
   eta0: float
@@ -347,33 +350,22 @@ def _draw_key(c, m):
           c.data.margin)
 
 
-def _programs(configs):
-  """The compiled programs of the runs of `configs`, in training order: a list of dicts with the program's config
-  (its first run's), depth, padded width label, initial-parameter settings, distinct nets, and `users`: per run
-  that trains nets in it (run index, its group key (depth, pad), its models, their rows among the nets). Groups of
-  several runs share a program when their depth, padded widths, initial-parameter settings and program_key agree."""
-  programs = {}
+def _groups(configs):
+  """The groups of nets the runs of `configs` train, in training order (by depth and padded width, then run), each
+  once: a dict of the group's config (its first run's), depth, pad, initial-parameter settings, nets and `users`,
+  the (run index, models) of every run that holds exactly this group. A group is trained as it is alone (the same
+  models in the same order: XLA's results for a model can depend on how many a program holds), so a run's records
+  are its own; runs that hold the same group (a step-size sweep's deeper nets) share it."""
+  groups = {}
   for j, c in enumerate(configs):
     init = (c.model.weight_std, c.model.offset_init, c.model.offset_std)
     for (depth, pad), models in models_for(c).items():
-      padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
-      p = programs.setdefault((depth, pad, padded, init, program_key(c)), {
-          'config': c, 'depth': depth, 'pad': pad, 'init': init, 'nets': {}, 'users': []})
       eta0 = train_config_for_depth(c, depth).learning_rate
-      rows = [p['nets'].setdefault(_Net(m, _draw_key(c, m), eta0), len(p['nets'])) for m in models]
-      p['users'].append((j, (depth, pad), models, np.asarray(rows)))
-  for p in programs.values():
-    p['nets'] = list(p['nets'])
-  return [p for _, p in sorted(programs.items(), key=lambda kv: kv[0][:2])]  # stable: ties keep run order
-
-
-def _run_of(result, rows, models, depth, snapshot_epochs):
-  """One run's share of a program's result (vmap_sweep.train's), as if its nets had been trained alone."""
-  take = lambda tree: jax.tree.map(lambda a: a[rows], tree)
-  return {'curves': take(result['curves']), 'test': take(result['test']), 'epochs': result['epochs'][rows],
-          'params': take(result['params']), 'params0': take(result['params0']),
-          'snapshots': {e: take(result['snapshots'][e]) for e in snapshot_epochs}, 'padded': result['padded'],
-          'models': models, 'depth': depth}
+      nets = tuple(_Net(m, _draw_key(c, m), eta0) for m in models)
+      g = groups.setdefault((depth, pad, init, program_key(c), nets), {
+          'config': c, 'depth': depth, 'pad': pad, 'init': init, 'nets': nets, 'users': []})
+      g['users'].append((j, models))
+  return [g for _, g in sorted(groups.items(), key=lambda kv: kv[0][:2])]  # stable: ties keep run order
 
 
 def train_and_evaluate(config, workdir, extend=False):
@@ -385,11 +377,10 @@ def train_and_evaluate(config, workdir, extend=False):
 
 def train_and_evaluate_many(runs, extend=False):
   """Trains several runs [(config, workdir)] in this process and writes each workdir exactly as
-  train_and_evaluate alone would: the runs' nets of one depth and padded width that differ only in PER_NET_KEYS
-  train in one compiled program, each distinct net once (runs that differ in a step size share their deeper
-  nets, say). Per-model records equal a run's own, but for the last bits of the training loss (docs/
-  reproducibility.md). Returns each run's results. A run whose nets diverge is reported (TrainingDiverged, after
-  the other runs are written); every run checks its config and workdir before any is written."""
+  train_and_evaluate alone would, bit for bit. Runs that differ only in PER_NET_KEYS run their groups through the
+  same compiled programs (a step size is each net's runtime value), and a group of nets that several runs hold is
+  trained once (_groups). Returns each run's results. A run whose nets diverge is reported (TrainingDiverged,
+  after the other runs are written); every run's config and workdir are checked before any is written."""
   configs = [c for c, _ in runs]
   for c in configs:
     validate(c)
@@ -404,21 +395,20 @@ def train_and_evaluate_many(runs, extend=False):
   for c, w in runs:
     workdir_lib.prepare(w, c, extend)
   start = time.time()
-  programs = _programs(configs)
-  draws = {n.draw for p in programs for n in p['nets']}
+  groups = _groups(configs)
+  draws = {n.draw for g in groups for n in g['nets']}
   datasets = {k: toy2d.train_test(*k) for k in sorted(draws, key=repr)}
-  # every program's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s)
+  # every group's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s)
   by_init = {}
-  for p in programs:
-    by_init.setdefault(p['init'], []).extend(n.model for n in p['nets'])
+  for g in groups:
+    by_init.setdefault(g['init'], []).extend(n.model for n in g['nets'])
   initial = {k: vmap_sweep.InitialParams(models, *k) for k, models in by_init.items()}
   snapshots = [(0, c.claims.at_epoch) for c in configs]
-  epochs = configs[0].train.epochs  # in program_key: every run's
-  steps = steps_per_epoch(configs[0])
-  groups = [list(models_for(c)) for c in configs]  # each run's groups (depth, pad), in its own order
+  order = [list(models_for(c)) for c in configs]  # each run's groups (depth, pad), in its own order
+  compiled = {}  # (program_key, depth) -> vmap_sweep.Programs: groups of the same shapes reuse its compilations
   results = [[] for _ in runs]
   failed = {}
-  progress = metrics_lib.Progress(len(programs) * epochs, 'hidden units', unit='model-updates',
+  progress = metrics_lib.Progress(sum(g['config'].train.epochs for g in groups), 'hidden units', unit='model-updates',
                                   every_s=configs[0].train.progress_every_s)
   done_epochs = 0
   # SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the epoch under way, as one Interrupted line: the
@@ -428,58 +418,79 @@ def train_and_evaluate_many(runs, extend=False):
                for c, w in runs]
     stop = stack.enter_context(loop.StopRequests())
     stack.enter_context(progress)
-    for p in programs:
-      c, depth, pad, nets = p['config'], p['depth'], p['pad'], p['nets']
-      shared = f' for {len(p["users"])} runs' if len(p['users']) > 1 else ''
-      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(nets)} models{shared}' if depth
-                               else f'hidden units: linear, {len(nets)} models{shared}')
-      clock = {'t': time.time(), 'active': np.ones(len(nets), bool)}
+    for g in groups:
+      c, depth, pad, users = g['config'], g['depth'], g['pad'], g['users']
+      live = [(j, models) for j, models in users if j not in failed]
+      if not live:  # every run holding this group has failed
+        continue
+      steps, epochs = steps_per_epoch(c), c.train.epochs
+      runs_note = f' of {len(users)} runs' if len(users) > 1 else ''
+      progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(g["nets"])} models{runs_note}'
+                               if depth else f'hidden units: linear, {len(g["nets"])} models{runs_note}')
+      train_cfg = train_config_for_depth(c, depth)
+      key = (program_key(c), depth)
+      if key not in compiled:
+        compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_cfg, steps)
+      sched = optim.schedule(train_cfg, epochs * steps, SCHEDULES)
+      clock = {'t': time.time()}
 
-      def on_epoch(epoch, m, active, p=p, depth=depth, pad=pad, clock=clock):
+      def on_epoch(epoch, m, active, depth=depth, pad=pad, live=live, sched=sched, clock=clock, steps=steps,
+                   epochs=epochs):
         if stop.signal is not None:
           raise Interrupted(f'{stop.name}: stopped at epoch {epoch} of the nets of depth {depth}; this trainer keeps '
                             'no checkpoints (the whole sweep takes about a minute): run the same command to train '
                             'it again')
-        now = time.time()
-        for j, key, models, rows in p['users']:
-          if j in failed or not clock['active'][rows].any():  # this run's nets had all stopped: it would have too
+        for j, models in live:
+          if j in failed:
             continue
           try:
-            check_finite(m['train_loss'][rows], models, epoch)
+            check_finite(m['train_loss'], models, epoch)
           except TrainingDiverged as diverged:
             failed[j] = diverged
             if len(failed) == len(runs):
               raise
-            continue
-          c_j, training = configs[j], int(active[rows].sum())
-          lr = float(optim.schedule(train_config_for_depth(c_j, depth), epochs * steps, SCHEDULES)(epoch * steps - 1))
-          writers[j].write(groups[j].index(key) * epochs + epoch, depth=depth, padded_width=pad, epoch=epoch,
-                           models_training=training, train_loss_mean=float(m['train_loss'][rows].mean()),
-                           train_accuracy_mean=float(m['train_accuracy'][rows].mean()), learning_rate=lr,
-                           model_updates_per_s=round(training * steps / max(now - clock['t'], 1e-9)))
-        clock['t'], clock['active'] = now, active.copy()
-        progress.update(1, work=int(active.sum()) * steps, epoch=f'{epoch}/{epochs}',
-                        loss=float(m['train_loss'].mean()))
+        if all(j in failed for j, _ in live):
+          raise _GroupFailed
+        now, updates = time.time(), int(active.sum()) * steps
+        lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
+        for j, _ in live:
+          if j not in failed:
+            writers[j].write(order[j].index((depth, pad)) * epochs + epoch, depth=depth, padded_width=pad,
+                             epoch=epoch, models_training=int(active.sum()),
+                             train_loss_mean=float(m['train_loss'].mean()),
+                             train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
+                             model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+        clock['t'] = now
+        progress.update(1, work=updates, epoch=f'{epoch}/{epochs}', loss=float(m['train_loss'].mean()), lr=lr)
 
-      result = vmap_sweep.train(
-          [n.model for n in nets], datasets, c.model, train_config_for_depth(c, depth),
-          functools.partial(tx, c, depth), snapshot_epochs=sorted({e for s in snapshots for e in s}),
-          on_epoch=on_epoch, initial=initial[p['init']], learning_rates=[n.eta0 for n in nets],
-          dataset_keys=[n.draw for n in nets])
-      for j, _, models, rows in p['users']:
-        results[j].append(_run_of(result, rows, models, depth, snapshots[j]))
+      try:
+        result = vmap_sweep.train(
+            [n.model for n in g['nets']], datasets, c.model, train_cfg, functools.partial(tx, c, depth),
+            snapshot_epochs=sorted({e for j, _ in live for e in snapshots[j]}), on_epoch=on_epoch,
+            initial=initial[g['init']], learning_rates=[n.eta0 for n in g['nets']],
+            dataset_keys=[n.draw for n in g['nets']], programs=compiled[key])
+      except _GroupFailed:
+        result = None
+      for j, models in live:
+        if result is not None and j not in failed:
+          results[j].append({**result, 'snapshots': {e: result['snapshots'][e] for e in snapshots[j]},
+                             'models': models, 'depth': depth})
       progress.update(epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
       done_epochs += epochs
   train_time = time.time() - start
   out = []
   for j, (c, w) in enumerate(runs):
-    if j not in failed:  # results[j] holds the run's groups in its own order: programs go by (depth, pad) too
+    if j not in failed:  # results[j] holds the run's groups in its own order: groups go by (depth, pad) too
       out.append(_write(c, w, results[j], start, train_time))
   if failed:
     named = '; '.join(f'{runs[j][1]}: {e}' for j, e in sorted(failed.items()))
     raise TrainingDiverged(f'{len(failed)} of {len(runs)} runs trained together diverged ({named}); the other runs '
                            'are written')
   return out
+
+
+class _GroupFailed(Exception):
+  """Every run holding the group under training has diverged: its remaining epochs are skipped."""
 
 
 def _write(config, workdir, runs, start, train_time):

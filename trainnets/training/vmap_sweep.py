@@ -110,6 +110,19 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
   return epoch_fn, jax.jit(evaluate_split, static_argnums=2)
 
 
+class Programs:
+  """The jitted functions of one training set-up (tx, the model and training configs, steps per epoch): `epoch`
+  and `measure` as make_epoch_fn makes them, and `init_opt`, the vmapped optimiser init. Passed to several train
+  calls, their compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
+
+  def __init__(self, tx, model_cfg, train_cfg, steps):
+    self.epoch, self.measure = make_epoch_fn(
+        tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
+        sampling=train_cfg.sampling, unroll=train_cfg.unroll)
+    init = (lambda p, eta0: tx(eta0).init(p)) if callable(tx) else (lambda p, eta0: tx.init(p))
+    self.init_opt = jax.jit(jax.vmap(init))
+
+
 def _seed_keys(models, stream):
   """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] (one vmapped call, not M)."""
   seeds = jnp.asarray([m.seed for m in models], jnp.uint32)
@@ -167,7 +180,7 @@ class InitialParams:
 
 
 def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None,
-          initial=None, learning_rates=None, dataset_keys=None):
+          initial=None, learning_rates=None, dataset_keys=None, programs=None):
   """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
 
   Returns a dict of numpy arrays with leading axis M:
@@ -184,7 +197,8 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   InitialParams holding these models (a sweep draws every group's at once); default: drawn here.
   `learning_rates`: each model's eta_0, with `tx` a function eta_0 -> transformation (make_epoch_fn), so that
   models of several step sizes train in one program; `dataset_keys`: each model's key in `datasets` (default
-  Model.dataset), so that models of several data settings (a margin, say) train together.
+  Model.dataset), so that models of several data settings (a margin, say) train together. `programs`: the
+  Programs of this set-up, to reuse its compilations across calls; default: made here.
   """
   depths = {m.depth for m in models}
   if len(depths) != 1:
@@ -215,12 +229,10 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
   # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
   data = sharding.shard_models(data, mesh)
-  init = (lambda p, eta0: tx(eta0).init(p)) if callable(tx) else (lambda p, eta0: tx.init(p))
-  opt_state = sharding.shard_models(jax.jit(jax.vmap(init))(params, data.get('learning_rate')), mesh)
+  programs = programs or Programs(tx, model_cfg, train_cfg, steps)
+  epoch_fn, measure = programs.epoch, programs.measure
+  opt_state = sharding.shard_models(programs.init_opt(params, data.get('learning_rate')), mesh)
   keys = sharding.shard_models(_seed_keys(models, 1), mesh)
-  epoch_fn, measure = make_epoch_fn(
-      tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
-      sampling=train_cfg.sampling, unroll=train_cfg.unroll)
 
   history = [jax.tree.map(np.asarray, measure(params, data, 'train'))]
   test = {}
