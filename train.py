@@ -65,10 +65,10 @@ def run_many(path):
   print(f'{len(workdirs)} runs of {spec["config"]} trained together: {", ".join(workdirs)}', flush=True)
   try:
     trainer.train_and_evaluate_many(list(zip(configs, workdirs)))
-  finally:  # runs that finished are reported even when another failed
-    for config, workdir in zip(configs, workdirs):
-      if os.path.exists(os.path.join(workdir, 'results.json')):
-        print(f'{workdir}:\n' + textwrap.indent(report.render(config, workdir), '  '), flush=True)
+  finally:  # runs that finished are reported even when another failed; their reports drawn on every core
+    done = [(c, w) for c, w in zip(configs, workdirs) if os.path.exists(os.path.join(w, 'results.json'))]
+    for (_, workdir), lines in zip(done, report.render_many(done)):
+      print(f'{workdir}:\n' + textwrap.indent(lines, '  '), flush=True)
 
 
 def run(argv):

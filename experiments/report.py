@@ -7,7 +7,10 @@ report (a table, a figure, a claim's wording): the numbers come from the workdir
 eval.json, saved parameters), the config from its config.json, and the report module from the config's trainer
 (experiments/reports/<trainer>.py).
 """
+import concurrent.futures
+import multiprocessing
 import os
+import signal
 import sys
 
 import ml_collections
@@ -34,6 +37,30 @@ def render(config, workdir):
                        'to finish it')
   module = experiments.report_module(config)
   return module.summary(module.render(config, workdir))
+
+
+def _start_worker():
+  """A render_many worker: JAX's CPU set up as train.py's is; Ctrl-C is the parent's to handle."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  from trainnets.training import process  # noqa: PLC0415 (before JAX starts in this process)
+
+  process.prepare_cpu()
+
+
+def _render_workdir(workdir):
+  return render(config_of(workdir), workdir)
+
+
+def render_many(pairs, workers=None):
+  """render() of several finished workdirs [(config, workdir)], up to `workers` at once (default: one per core) in
+  fresh processes, each drawing what render() alone draws; returns each one's lines, in order. One workdir, or
+  one core, renders here."""
+  workers = min(workers or os.cpu_count() or 1, len(pairs))
+  if workers <= 1:
+    return [render(c, w) for c, w in pairs]
+  context = multiprocessing.get_context('spawn')  # not fork: this process's JAX threads do not survive a fork
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
+    return list(pool.map(_render_workdir, [w for _, w in pairs]))
 
 
 def main(argv):

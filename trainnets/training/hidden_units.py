@@ -384,14 +384,14 @@ def train_and_evaluate_many(runs, extend=False):
   configs = [c for c, _ in runs]
   for c in configs:
     validate(c)
-  paths = [os.path.realpath(w) for _, w in runs]
-  if len(set(paths)) < len(paths):
-    raise ConfigError('two of the runs to train together have the same workdir; give each its own')
   need, have = sum(map(memory_needed, configs)), os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
   require(len(runs) == 1 or need < have / 2, f'these {len(runs)} runs need about {need / 2**30:,.1f} GiB together, '
           f'more than half of this machine\'s {have / 2**30:,.1f} GiB; train them in smaller batches')
   for c, w in runs:  # every workdir checked before any is written
     workdir_lib.check_usable(w, c, extend)
+  paths = [os.path.realpath(w) for _, w in runs]
+  if len(set(paths)) < len(paths):
+    raise ConfigError('two of the runs to train together have the same workdir; give each its own')
   for c, w in runs:
     workdir_lib.prepare(w, c, extend)
   start = time.time()
