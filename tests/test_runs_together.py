@@ -1,6 +1,6 @@
 """Several hidden-units runs trained in one process (hidden_units.train_and_evaluate_many, train.py --runs, the
-sweep launcher's batches): shared programs, each distinct net trained once, and each run's workdir as it would be
-alone."""
+sweep launcher's batches): shared compiled programs, a group of nets several runs hold trained once, and each run's
+workdir bit for bit what it is alone."""
 import json
 import os
 import subprocess
