@@ -8,10 +8,19 @@ per depth and padded width) its first epoch (compilation included) and its other
 per-epoch rates), writing the arrays and results, and the report (claims, tables, figures: the rest of the wall
 time). Every program is compiled (COMPILATION_CACHE=0), as on a first run; --cached lets the run load what the
 persistent compilation cache holds instead. The last line is one JSON object.
+
+  python benchmarks/hidden_units_time.py --sweep=experiments/hidden_units_ablations.py[:quick] [--repeats=3]
+
+times a sweep two ways, alternately, in fresh workdirs: as the launcher runs it (the runs trained together in one
+process) and with --separate (one process per run, as before runs could share a process); it reports the medians,
+their ratio, and whether every run's records and saved parameters came out identical both ways.
 """
 import argparse
 import json
 import os
+import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,11 +29,55 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _same_runs(a, b):
+  """Whether two sweep directories hold the same runs with identical records and saved parameters."""
+  runs = sorted(os.path.relpath(d, a) for d, _, files in os.walk(a) if 'results.json' in files)
+  if not runs or runs != sorted(os.path.relpath(d, b) for d, _, files in os.walk(b) if 'results.json' in files):
+    return False
+  for r in runs:
+    records = [json.load(open(os.path.join(root, r, 'results.json')))['records'] for root in (a, b)]
+    params = [open(os.path.join(root, r, 'params.npz'), 'rb').read() for root in (a, b)]
+    if records[0] != records[1] or params[0] != params[1]:
+      return False
+  return True
+
+
+def time_sweep(args):
+  env = {**os.environ, 'COMPILATION_CACHE': '1' if args.cached else '0'}
+  times = {'one_process': [], 'one_process_per_run': []}
+  identical = True
+  with tempfile.TemporaryDirectory() as tmp:
+    for k in range(args.repeats):
+      dirs = {}
+      for way, extra in (('one_process_per_run', ['--separate']), ('one_process', [])):
+        dirs[way] = os.path.join(tmp, f'{way}_{k}')
+        start = time.perf_counter()
+        subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--sweep={args.sweep}', f'--workdir={dirs[way]}',
+                        *extra], cwd=ROOT, check=True, capture_output=True, env=env)
+        times[way].append(round(time.perf_counter() - start, 2))
+        print(f'{way}: {times[way][-1]} s', flush=True)
+      identical = identical and _same_runs(dirs['one_process'], dirs['one_process_per_run'])
+      for d in dirs.values():
+        shutil.rmtree(d)
+  med = {way: statistics.median(t) for way, t in times.items()}
+  out = {'sweep': args.sweep, 'one_process_s': med['one_process'], 'one_process_per_run_s': med['one_process_per_run'],
+         'x': round(med['one_process_per_run'] / med['one_process'], 2), 'times_s': times,
+         'identical_records_and_params': identical, 'repeats': args.repeats, 'compilation_cache': args.cached,
+         'cpu_count': os.cpu_count(), 'python': platform.python_version()}
+  print(f'{args.sweep}: one process {out["one_process_s"]} s, one process per run {out["one_process_per_run_s"]} s '
+        f'({out["x"]}x); records and parameters identical: {identical}')
+  print(json.dumps(out))
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default='experiments/hidden_units.py')
   p.add_argument('--cached', action='store_true', help='load compiled programs from the compilation cache')
+  p.add_argument('--sweep', help='time this sweep file (PATH[:ARG]) in one process and in one process per run')
+  p.add_argument('--repeats', type=int, default=3, help='with --sweep: timings of each way (medians reported)')
   args = p.parse_args()
+  if args.sweep:
+    return time_sweep(args)
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, 'run')
     start = time.perf_counter()

@@ -55,6 +55,8 @@ _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once (local processes, 
 _SLURM_ARRAY = flags.DEFINE_string('slurm_array', None, 'Write a SLURM array job of the unfinished runs here.')
 _SLURM_OPTION = flags.DEFINE_multi_string('slurm_option', [], 'An #SBATCH option for each array task, e.g. '
                                           '--gres=gpu:1 or --time=4:00:00.')
+_SEPARATE = flags.DEFINE_bool('separate', False, 'One process per run, even where the trainer can train several '
+                              'runs in one process (hidden units): the way to time or debug a run on its own.')
 _MOVE_CHANGED = flags.DEFINE_bool('move_changed', False, 'Move run workdirs that hold another config aside '
                                   '(NAME/seed_S.replaced-N) and run them again, instead of stopping.')
 
@@ -126,15 +128,15 @@ def plan(config, runs, seeds, common, workdir):
   return table
 
 
-def batches(config, pending, parallel, workdir):
+def batches(config, pending, parallel, workdir, separate=False):
   """The pending runs as jobs for run_local: where the experiment's trainer trains several runs in one process
   (train_and_evaluate_many), runs whose programs can be shared (its program_key) go to the same process, in at
-  most `parallel` processes; otherwise one process per run. A job is {'command', 'log', 'runs'}; a batch's runs
-  file is DIR/batch-K.json."""
+  most `parallel` processes; otherwise, or with `separate`, one process per run. A job is {'command', 'log',
+  'runs'}; a batch's runs file is DIR/batch-K.json."""
   from trainnets import training  # noqa: PLC0415 (imports JAX, only once the sweep's flags are sound)
 
   trainer = training.trainer(pending[0]['config'].trainer) if pending else None
-  if len(pending) < 2 or not hasattr(trainer, 'train_and_evaluate_many'):
+  if separate or len(pending) < 2 or not hasattr(trainer, 'train_and_evaluate_many'):
     return [{'command': r['command'], 'log': os.path.join(r['workdir'], 'train.log'), 'runs': [r]} for r in pending]
   shared = {}
   for r in pending:
@@ -307,7 +309,7 @@ def main(argv):
                      f'{changed[0]["why"]}; pass --move_changed to move them aside and run them again, or a new '
                      '--workdir')
   pending = [r for r in table if r['state'] != 'done']
-  jobs = batches(config, pending, _PARALLEL.value, _WORKDIR.value)
+  jobs = batches(config, pending, _PARALLEL.value, _WORKDIR.value, _SEPARATE.value)
   if _DRY_RUN.value:
     for job in jobs:
       if 'path' in job:

@@ -99,6 +99,8 @@ def test_the_sweep_trains_shareable_runs_in_one_process_per_slot(tmp_path):
   assert [len(j['runs']) for j in two] == [6, 6]
   assert [{r['config'].model.activation for r in j['runs']} for j in two] == [{'tanh'}, {'relu'}]
   assert one['spec']['runs'][1] == {'workdir': table[1]['workdir'], 'overrides': table[1]['every']}
+  separate = sweep.batches(spec['config'], table, 1, str(tmp_path), separate=True)
+  assert [j['command'] for j in separate] == [r['command'] for r in table], '--separate: a process per run'
   fashion = sweep.plan('experiments/fashion_mnist.py:mlp,quick', sweep.grid_runs(['train.learning_rate=0.1,0.2']),
                        [0], {}, str(tmp_path / 'f'))
   assert [j['command'] for j in sweep.batches('experiments/fashion_mnist.py:mlp,quick', fashion, 1, '')] == [
