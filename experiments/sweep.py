@@ -6,16 +6,16 @@
   python -m experiments.sweep ... --slurm_array=sweep.sbatch [--slurm_option=--gres=gpu:1]   # then: sbatch it
 
 A grid is the product of its --grid axes (`key=v1,v2,...`; a tuple value is written with ':' between items) and
---seeds. A sweep file instead lists named runs: its `get_sweep(arg)` returns {'config': ..., 'runs': [(name,
-{key: value}), ...], 'seeds': [...], 'common': {key: value}}. Each run is `train.py` in its own process and
-workdir DIR/NAME/seed_S, so a finished run is skipped and an interrupted one resumes from its checkpoint when the
-sweep is started again; where the trainer can train several runs in one process (hidden units), the unfinished
-runs go to `train.py --runs=DIR/batch-K.json` instead, one process per --parallel slot, sharing compiled programs
-(docs/sweeps.md). Runs go one after another, or --parallel=N at a time (each logging to its workdir's
-train.log), or into a SLURM array job (--slurm_array=PATH writes it; one array task per unfinished run, at most
---parallel at once). When every run is done, DIR/sweep.csv, DIR/sweep.md and DIR/sweep.png hold each run's
-results.json figures and the mean and spread over seeds of each setting; a grid with one numeric axis is also
-plotted as the metric against that value (DIR/sweep_<key>.png).
+--seeds. A sweep file instead lists named runs: its `get_sweep(arg)` returns {'config': ..., 'runs': [(name, {key:
+value}), ...], 'seeds': [...], 'common': {key: value}}. Each run is `train.py` in its own process and workdir
+DIR/NAME/seed_S, so a finished run is skipped and an interrupted one resumes from its checkpoint when the sweep is
+started again; where the trainer can train several runs in one process (hidden units), the unfinished runs go to
+`train.py --runs=DIR/batch-K.json` instead, one process per --parallel slot, sharing compiled programs
+(docs/sweeps.md; --separate keeps one process per run). Runs go one after another, or --parallel=N at a time (each
+logging to its workdir's train.log), or into a SLURM array job (--slurm_array=PATH writes it; one array task per
+unfinished run, at most --parallel at once). When every run is done, DIR/sweep.csv, DIR/sweep.md and DIR/sweep.png
+hold each run's results.json figures and the mean and spread over seeds of each setting; a grid with one numeric
+axis is also plotted as the metric against that value (DIR/sweep_<key>.png).
 
 Before any run starts, every run's config is resolved exactly as train.py would resolve it (a misspelled key or a
 bad value stops the sweep in one line), and --metric is checked against what the experiment's results offer. A
