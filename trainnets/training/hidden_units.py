@@ -218,9 +218,7 @@ def load_runs(config, workdir):
 def _datasets(config, models):
   """{dataset key: (train, test)} of every model's task and data seed, each drawn once."""
   keys = {m.dataset: m for m in models}
-  return {key: toy2d.train_test(config.data.seed if m.data_seed is None else m.data_seed, m.task,
-                                config.data.num_train, config.data.num_test, config.data.margin)
-          for key, m in keys.items()}
+  return {key: toy2d.train_test(*_draw_key(config, m)) for key, m in keys.items()}
 
 
 def evaluate_workdir(config, workdir, step=None, fresh_points=0):
@@ -352,18 +350,19 @@ def _draw_key(c, m):
 
 def _groups(configs):
   """The groups of nets the runs of `configs` train, in training order (by depth and padded width, then run), each
-  once: a dict of the group's config (its first run's), depth, pad, initial-parameter settings, nets and `users`,
+  once: a dict of the group's config (its first run's), program_key, depth, pad, initial-parameter settings, nets
+  and `users`,
   the (run index, models) of every run that holds exactly this group. A group is trained as it is alone (the same
   models in the same order: XLA's results for a model can depend on how many a program holds), so a run's records
   are its own; runs that hold the same group (a step-size sweep's deeper nets) share it."""
   groups = {}
   for j, c in enumerate(configs):
-    init = (c.model.weight_std, c.model.offset_init, c.model.offset_std)
+    init, program = (c.model.weight_std, c.model.offset_init, c.model.offset_std), program_key(c)
     for (depth, pad), models in models_for(c).items():
       eta0 = train_config_for_depth(c, depth).learning_rate
       nets = tuple(_Net(m, _draw_key(c, m), eta0) for m in models)
-      g = groups.setdefault((depth, pad, init, program_key(c), nets), {
-          'config': c, 'depth': depth, 'pad': pad, 'init': init, 'nets': nets, 'users': []})
+      g = groups.setdefault((depth, pad, init, program, nets), {
+          'config': c, 'program': program, 'depth': depth, 'pad': pad, 'init': init, 'nets': nets, 'users': []})
       g['users'].append((j, models))
   return [g for _, g in sorted(groups.items(), key=lambda kv: kv[0][:2])]  # stable: ties keep run order
 
@@ -428,7 +427,7 @@ def train_and_evaluate_many(runs, extend=False):
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(g["nets"])} models{runs_note}'
                                if depth else f'hidden units: linear, {len(g["nets"])} models{runs_note}')
       train_cfg = train_config_for_depth(c, depth)
-      key = (program_key(c), depth)
+      key = (g['program'], depth)
       if key not in compiled:
         compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_cfg, steps)
       sched = optim.schedule(train_cfg, epochs * steps, SCHEDULES)
@@ -440,26 +439,21 @@ def train_and_evaluate_many(runs, extend=False):
           raise Interrupted(f'{stop.name}: stopped at epoch {epoch} of the nets of depth {depth}; this trainer keeps '
                             'no checkpoints (the whole sweep takes about a minute): run the same command to train '
                             'it again')
-        for j, models in live:
-          if j in failed:
-            continue
-          try:
-            check_finite(m['train_loss'], models, epoch)
-          except TrainingDiverged as diverged:
-            failed[j] = diverged
-            if len(failed) == len(runs):
-              raise
-        if all(j in failed for j, _ in live):
-          raise _GroupFailed
+        try:  # every run in `live` holds these very nets: they diverge for all of them or none
+          check_finite(m['train_loss'], live[0][1], epoch)
+        except TrainingDiverged as diverged:
+          failed.update({j: diverged for j, _ in live})
+          if len(failed) == len(runs):
+            raise
+          raise _GroupFailed from None
         now, updates = time.time(), int(active.sum()) * steps
         lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
         for j, _ in live:
-          if j not in failed:
-            writers[j].write(order[j].index((depth, pad)) * epochs + epoch, depth=depth, padded_width=pad,
-                             epoch=epoch, models_training=int(active.sum()),
-                             train_loss_mean=float(m['train_loss'].mean()),
-                             train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
-                             model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+          writers[j].write(order[j].index((depth, pad)) * epochs + epoch, depth=depth, padded_width=pad,
+                           epoch=epoch, models_training=int(active.sum()),
+                           train_loss_mean=float(m['train_loss'].mean()),
+                           train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
+                           model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
         clock['t'] = now
         progress.update(1, work=updates, epoch=f'{epoch}/{epochs}', loss=float(m['train_loss'].mean()), lr=lr)
 
@@ -470,9 +464,9 @@ def train_and_evaluate_many(runs, extend=False):
             initial=initial[g['init']], learning_rates=[n.eta0 for n in g['nets']],
             dataset_keys=[n.draw for n in g['nets']], programs=compiled[key])
       except _GroupFailed:
-        result = None
-      for j, models in live:
-        if result is not None and j not in failed:
+        pass  # every run holding it has failed: nothing of this group is kept
+      else:
+        for j, models in live:
           results[j].append({**result, 'snapshots': {e: result['snapshots'][e] for e in snapshots[j]},
                              'models': models, 'depth': depth})
       progress.update(epochs - (progress.done - done_epochs))  # epochs skipped by an early stop

@@ -119,8 +119,8 @@ class Programs:
     self.epoch, self.measure = make_epoch_fn(
         tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
         sampling=train_cfg.sampling, unroll=train_cfg.unroll)
-    init = (lambda p, eta0: tx(eta0).init(p)) if callable(tx) else (lambda p, eta0: tx.init(p))
-    self.init_opt = jax.jit(jax.vmap(init))
+    tx_for = tx if callable(tx) else lambda eta0: tx
+    self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
 
 
 def _seed_keys(models, stream):
