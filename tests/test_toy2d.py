@@ -56,3 +56,18 @@ def test_two_tanh_units_can_represent_stripes(seed):
   # the other way round: the same two units with one output weight flipped no longer separate the bands
   params['V'] = params['V'].at[0, 0].set(scale)
   assert float((jnp.sign(mlp.apply(params, x, activation='tanh')[:, 0]) == y).mean()) < 0.9
+
+
+def test_many_draws_in_one_program_are_bit_for_bit_each_draw_alone():
+  """train_test_many draws each set of tasks and sizes in one compiled program; every array must equal what
+  train_test gives alone, whatever else is drawn with it (other tasks, seeds, margins, sizes)."""
+  draws = [(seed, task, 60, 90, margin) for seed in (0, 5) for task in toy2d.TASKS for margin in (0.05, 0.1)]
+  draws += [(1, 'corner', 30, 40, 0.05), (2**31, 'xor', 20, 20, 0.05)]  # another size; a seed past int32
+  many = toy2d.train_test_many(draws)
+  assert sorted(many, key=repr) == sorted(draws, key=repr)
+  for draw in draws:
+    for got, want in zip(jax.tree.leaves(many[draw]), jax.tree.leaves(toy2d.train_test(*draw))):
+      assert got.dtype == want.dtype
+      np.testing.assert_array_equal(got, want, err_msg=repr(draw))
+  with pytest.raises(ValueError, match='unknown task'):
+    toy2d.train_test_many([(0, 'moons', 10, 10, 0.05)])

@@ -120,6 +120,16 @@ def test_each_model_can_train_on_its_own_draw_of_the_task():
       (s, 5 + s) for s in range(4)}
 
 
+def test_seed_keys_are_each_seeds_own_key():
+  """Keys computed once per distinct seed, in one padded program, are fold_in(PRNGKey(seed), stream) of each model."""
+  models = [Model('corner', (2,), 'lecture', s) for s in [3, 0, 3, *range(100, 170), 2**32 - 1]]
+  for stream in (0, 1):
+    got = vmap_sweep._seed_keys(models, stream)
+    want = np.stack([jax.random.fold_in(jax.random.PRNGKey(np.uint32(m.seed)), stream) for m in models])
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize('scheme,offsets', [('lecture', 'zeros'), ('glorot', 'normal'), ('zeros', 'zeros')])
 def test_initial_params_drawn_at_once_are_each_models_own(scheme, offsets):
   """One draw at the deepest, widest shape gives every model, of every depth and width, bitwise the parameters

@@ -217,8 +217,9 @@ def load_runs(config, workdir):
 
 def _datasets(config, models):
   """{dataset key: (train, test)} of every model's task and data seed, each drawn once."""
-  keys = {m.dataset: m for m in models}
-  return {key: toy2d.train_test(*_draw_key(config, m)) for key, m in keys.items()}
+  keys = {m.dataset: _draw_key(config, m) for m in models}
+  drawn = toy2d.train_test_many(keys.values())
+  return {key: drawn[draw] for key, draw in keys.items()}
 
 
 def evaluate_workdir(config, workdir, step=None, fresh_points=0):
@@ -396,7 +397,7 @@ def train_and_evaluate_many(runs, extend=False):
   start = time.time()
   groups = _groups(configs)
   draws = {n.draw for g in groups for n in g['nets']}
-  datasets = {k: toy2d.train_test(*k) for k in sorted(draws, key=repr)}
+  datasets = toy2d.train_test_many(sorted(draws, key=repr))
   # every group's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s)
   by_init = {}
   for g in groups:

@@ -57,12 +57,13 @@ def loss_and_accuracy(params, x_NxD, y_N, masks, *, activation, loss):
 def masks_for(models, padded):
   """Per hidden layer, the [M, padded width] 0/1 masks of the models' real units."""
   widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), len(padded))
-  return [np.asarray(m) for m in mlp.unit_masks_for(widths_MxL.T, padded)]
+  return [(np.arange(p) < widths_MxL[:, l:l + 1]).astype(np.float32) for l, p in enumerate(padded)]
 
 
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
   """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
-  metrics) and evaluate_split(params_M, data, split) -> metrics of split 'train' or 'test'.
+  metrics) and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one
+  program.
 
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
@@ -107,7 +108,10 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
     opt_M = jax.tree.map(keep_if_stopped, new_opt, opt_M)
     return params_M, opt_M, evaluate_split(params_M, data, 'train')
 
-  return epoch_fn, jax.jit(evaluate_split, static_argnums=2)
+  def measure(params_M, data, splits):
+    return {k: v for split in splits for k, v in evaluate_split(params_M, data, split).items()}
+
+  return epoch_fn, jax.jit(measure, static_argnums=2)
 
 
 class Programs:
@@ -123,10 +127,19 @@ class Programs:
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
 
 
-def _seed_keys(models, stream):
-  """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] (one vmapped call, not M)."""
-  seeds = jnp.asarray([m.seed for m in models], jnp.uint32)
+@jax.jit
+def _keys_of_seeds(seeds, stream):
   return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
+
+
+def _seed_keys(models, stream):
+  """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] uint32, numpy. Each distinct seed's key is
+  computed once, by one compiled program (the seeds padded to a multiple of 64, the stream an input; integer
+  arithmetic: the same bits however many are computed together)."""
+  seeds, row_of = np.unique(np.asarray([m.seed for m in models], np.uint32), return_inverse=True)
+  padded = np.zeros(-(-len(seeds) // 64) * 64, np.uint32)
+  padded[:len(seeds)] = seeds
+  return np.asarray(_keys_of_seeds(padded, np.uint32(stream)))[row_of.reshape(-1)]
 
 
 class InitialParams:
@@ -231,17 +244,21 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   data = sharding.shard_models(data, mesh)
   programs = programs or Programs(tx, model_cfg, train_cfg, steps)
   epoch_fn, measure = programs.epoch, programs.measure
-  opt_state = sharding.shard_models(programs.init_opt(params, data.get('learning_rate')), mesh)
+  opt_state = sharding.shard_models(jax.device_get(programs.init_opt(params, data.get('learning_rate'))), mesh)
   keys = sharding.shard_models(_seed_keys(models, 1), mesh)
 
-  history = [jax.tree.map(np.asarray, measure(params, data, 'train'))]
+  # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
+  # beside it: one compiled program for both, instead of one per split.
   test = {}
+  first = jax.tree.map(np.asarray, measure(params, data, ('train', 'test') if 0 in snapshot_epochs else ('train',)))
+  history = [{k: first[k] for k in ('train_loss', 'train_accuracy')}]
 
-  def evaluate_test(epoch):  # the test split is evaluated only where it is reported: it costs 5x an epoch
-    test[epoch] = jax.tree.map(np.asarray, measure(params, data, 'test'))
+  def evaluate_test(epoch):
+    test[epoch] = {k: v for k, v in jax.tree.map(np.asarray, measure(params, data, ('train', 'test'))).items()
+                   if k.startswith('test_')}
 
   if 0 in snapshot_epochs:
-    evaluate_test(0)
+    test[0] = {k: first[k] for k in ('test_loss', 'test_accuracy')}
   active = np.ones(len(models), bool)
   active[num_models:] = False  # padding copies: computed alongside, never reported
   stopped_at = np.full(len(models), train_cfg.epochs)
