@@ -230,10 +230,12 @@ def evaluation_summary(out):
 
 # ---------------------------------------------------------------------------------------------------- figures
 
+_apply = jax.jit(mlp.apply, static_argnames='activation')  # one program per net shape, not one per operation
+
+
 def _decision(params, width, activation, grid_GxG2):
-  masks = None if width == 0 else [np.asarray(m) for m in mlp.unit_masks_for(
-      (width,) * len(params['layers']), [l['W'].shape[1] for l in params['layers']])]
-  return np.asarray(mlp.apply(params, grid_GxG2, activation=activation, unit_masks=masks)[:, 0])
+  masks = [(np.arange(l['W'].shape[1]) < width).astype(np.float32) for l in params['layers']]
+  return np.asarray(_apply(params, grid_GxG2, activation=activation, unit_masks=masks or None)[:, 0])
 
 
 def _panel(ax, params, width, activation, x, y, title, hidden_lines=True):
