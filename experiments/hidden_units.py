@@ -79,10 +79,10 @@ def get_config(arg=None):
   keys.how(c, 'train.unroll')
   c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
   keys.how(c, 'train.progress_every_s')
-  # Speed only: each width is padded to the smallest of these that holds it, one compiled program per (depth,
-  # padded width); a 1-unit net then costs a 10-wide one, not a 32-wide one. Results do not depend on it.
+  # Each width is padded to the smallest of these that holds it, one compiled program per (depth, padded width); a
+  # 1-unit net then costs a 10-wide one, not a 32-wide one. It defines the run: another padding computes other last
+  # bits (XLA vectorises over the padded units), and SGD carries them into the records (docs/hidden_units.md).
   c.train.pad_widths = (10, 32)
-  keys.how(c, 'train.pad_widths')
 
   c.claims = ml_collections.ConfigDict()
   # Which runs the claims of experiments/hidden_units_claims.py read.

@@ -14,9 +14,11 @@ from experiments import hidden_units_claims
 from experiments import sweep
 from tests.helpers import assert_one_line_error
 from tests.helpers import ROOT
+from trainnets import config_keys
 from trainnets.errors import TrainingDiverged
 from trainnets.training import cli
 from trainnets.training import hidden_units
+from trainnets.training import workdir as workdir_lib
 
 QUICK = 'experiments/hidden_units.py:quick'
 SHORT = {'train.epochs': 4, 'claims.at_epoch': 2}
@@ -74,6 +76,24 @@ def test_runs_trained_together_equal_each_run_alone(tmp_path):
   for i, c in enumerate(cs):
     hidden_units.train_and_evaluate(c, tmp_path / f'alone{i}')
     assert_same_run(tmp_path / f'together{i}', tmp_path / f'alone{i}', c)
+
+
+def test_keys_that_say_how_leave_the_run_bit_for_bit_and_the_padding_defines_it(tmp_path):
+  """A key marked keys.how only says how a run runs: another value of each gives the same workdir, bit for bit (a
+  new how key needs a value here). The padding of widths changes the records (other last bits, carried on by
+  SGD), so it defines the run."""
+  other = {'train.unroll': 2, 'train.progress_every_s': 1.0}
+  base = cli.load_config(QUICK, SHORT)
+  assert {k for k in workdir_lib.flatten(workdir_lib.config_to_dict(base)) if config_keys.is_how(k)} == set(other)
+  hidden_units.train_and_evaluate(base, tmp_path / 'base')
+  for key, value in other.items():
+    c = cli.load_config(QUICK, {**SHORT, key: value})
+    hidden_units.train_and_evaluate(c, tmp_path / key)
+    assert_same_run(tmp_path / key, tmp_path / 'base', c)
+  padded = cli.load_config(QUICK, {**SHORT, 'train.pad_widths': '2,10'})
+  assert not config_keys.is_how('train.pad_widths')
+  hidden_units.train_and_evaluate(padded, tmp_path / 'padded')
+  assert records_and_arrays(tmp_path / 'padded')[0] != records_and_arrays(tmp_path / 'base')[0]
 
 
 def test_a_diverging_run_is_reported_and_the_others_are_written(tmp_path):
