@@ -11,6 +11,7 @@ import pytest
 
 from experiments import claims as claims_lib
 from experiments import hidden_units_claims
+from experiments import report
 from experiments import sweep
 from tests.helpers import assert_one_line_error
 from tests.helpers import ROOT
@@ -164,3 +165,23 @@ def test_train_py_runs_file_trains_and_reports_every_run(tmp_path):
     assert (tmp_path / name / 'results.md').stat().st_size > 0 and (tmp_path / name / 'claims.json').exists()
   config = json.loads((tmp_path / 'b' / 'config.json').read_text())
   assert config['model']['weight_init'] == 'he' and config['train']['epochs'] == 4
+
+
+def drawn_files(workdir):
+  names = ['results.md', 'claims.json'] + [f'figures/{f}' for f in sorted(os.listdir(os.path.join(workdir, 'figures')))]
+  return {name: open(os.path.join(workdir, name), 'rb').read() for name in names}
+
+
+@pytest.mark.slow
+def test_reports_drawn_on_every_core_equal_each_drawn_alone(tmp_path):
+  """render_many draws in spawned processes, one per core: each workdir's lines, results.md, claims and
+  figures are byte for byte what render() alone draws."""
+  pairs = [(c, str(tmp_path / f'run{i}')) for i, c in enumerate(configs([{}, {'model.weight_init': 'he'},
+                                                                           {'train.learning_rate': 3.0}]))]
+  hidden_units.train_and_evaluate_many(pairs)
+  many = report.render_many(pairs, workers=2)
+  drawn = {w: drawn_files(w) for _, w in pairs}
+  assert len(drawn[pairs[0][1]]) == 7, 'results.md, claims.json and five figures'
+  for (c, w), lines in zip(pairs, many):
+    assert lines == report.render(c, w)
+    assert drawn_files(w) == drawn[w], w
