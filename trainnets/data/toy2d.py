@@ -122,16 +122,16 @@ def _train_tests(seed, margin, tasks, num_train, num_test):
 
 def train_test_many(draws):
   """{draw: train_test(*draw)} for many draws (seed, task, num_train, num_test, margin), each set of tasks and
-  sizes drawn by one compiled program (seed and margin are its inputs) instead of a program per task and size: on
-  a first run the default hidden_units experiment's 10 draws compiled in 3.2 s, as one program in 1.9 s. The data
-  are bit for bit those of train_test (tests/test_toy2d.py)."""
+  sizes drawn by one compiled program whose inputs are the seed and margin, instead of a program per task and size
+  (a first run compiles less: docs/performance.md). The data are bit for bit those of train_test
+  (tests/test_toy2d.py)."""
   by_setting = {}
   for seed, task, num_train, num_test, margin in draws:
     by_setting.setdefault((seed, num_train, num_test, margin), set()).add(task)
   out = {}
   for (seed, num_train, num_test, margin), tasks in by_setting.items():
-    for task in tasks - set(TASKS):
-      raise ValueError(f'unknown task {task!r}; choose from {TASKS}')
+    if unknown := sorted(tasks - set(TASKS)):
+      raise ValueError(f'unknown task {unknown[0]!r}; choose from {TASKS}')
     tasks = tuple(t for t in TASKS if t in tasks)
     if -2**31 <= seed < 2**31:  # an input of the program: int32
       drawn = _train_tests(seed, margin, tasks, num_train, num_test)
