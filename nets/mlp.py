@@ -14,6 +14,7 @@ receives zero gradient, and the padded net computes exactly what the narrow net 
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nets import activations
 from nets import init as init_lib
@@ -62,9 +63,6 @@ def num_params(sizes):
 
 def unit_masks_for(hidden, padded):
   """0/1 masks switching on the first hidden[l] of padded[l] units in each hidden layer: [padded[l]] each, or
-  [M, padded[l]] for M models when each hidden[l] is an array of M widths."""
-  masks = []
-  for h, p in zip(hidden, padded):
-    h = jnp.asarray(h)
-    masks.append((jnp.arange(p).reshape((1,) * h.ndim + (p,)) < h[..., None]).astype(jnp.float32))
-  return masks
+  [M, padded[l]] for M models when each hidden[l] is an array of M widths. Built with numpy on the host (widths are
+  known before anything is compiled): no program is compiled for them."""
+  return [(np.arange(p) < np.asarray(h)[..., None]).astype(np.float32) for h, p in zip(hidden, padded)]

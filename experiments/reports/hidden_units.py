@@ -234,7 +234,7 @@ _apply = jax.jit(mlp.apply, static_argnames='activation')  # one program per net
 
 
 def _decision(params, width, activation, grid_GxG2):
-  masks = [(np.arange(l['W'].shape[1]) < width).astype(np.float32) for l in params['layers']]
+  masks = mlp.unit_masks_for([width] * len(params['layers']), [l['W'].shape[1] for l in params['layers']])
   return np.asarray(_apply(params, grid_GxG2, activation=activation, unit_masks=masks or None)[:, 0])
 
 

@@ -447,11 +447,12 @@ def train_and_evaluate_many(runs, extend=False):
           if len(failed) == len(runs):
             raise
           raise _GroupFailed from None
-        now, updates = time.time(), int(active.sum()) * steps
+        now, training = time.time(), int(active.sum())
+        updates = training * steps
         lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
         for j, _ in live:
           writers[j].write(order[j].index((depth, pad)) * epochs + epoch, depth=depth, padded_width=pad,
-                           epoch=epoch, models_training=int(active.sum()),
+                           epoch=epoch, models_training=training,
                            train_loss_mean=float(m['train_loss'].mean()),
                            train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
                            model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))

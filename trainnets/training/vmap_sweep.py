@@ -57,7 +57,12 @@ def loss_and_accuracy(params, x_NxD, y_N, masks, *, activation, loss):
 def masks_for(models, padded):
   """Per hidden layer, the [M, padded width] 0/1 masks of the models' real units."""
   widths_MxL = np.asarray([m.hidden for m in models]).reshape(len(models), len(padded))
-  return [(np.arange(p) < widths_MxL[:, l:l + 1]).astype(np.float32) for l, p in enumerate(padded)]
+  return mlp.unit_masks_for(widths_MxL.T, padded)
+
+
+def _per_model(tx):
+  """`tx` as a function of a model's eta_0: itself if it is one, else the same transformation for every model."""
+  return tx if callable(tx) else lambda eta0: tx
 
 
 def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
@@ -68,7 +73,7 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
   loss_fn = losses.get_binary(loss)
-  tx_for = tx if callable(tx) else lambda eta0: tx
+  tx_for = _per_model(tx)
 
   def objective(params, x_BxD, y_B, masks):
     return loss_fn(_scores(params, x_BxD, masks, activation), y_B).mean()
@@ -123,7 +128,7 @@ class Programs:
     self.epoch, self.measure = make_epoch_fn(
         tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
         sampling=train_cfg.sampling, unroll=train_cfg.unroll)
-    tx_for = tx if callable(tx) else lambda eta0: tx
+    tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
 
 
@@ -249,16 +254,19 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
 
   # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
   # beside it: one compiled program for both, instead of one per split.
-  test = {}
-  first = jax.tree.map(np.asarray, measure(params, data, ('train', 'test') if 0 in snapshot_epochs else ('train',)))
-  history = [{k: first[k] for k in ('train_loss', 'train_accuracy')}]
+  def measured(params, splits):
+    return jax.tree.map(np.asarray, measure(params, data, splits))
+
+  def split(metrics, name):
+    return {k: v for k, v in metrics.items() if k.startswith(name + '_')}
+
+  first = measured(params, ('train', 'test') if 0 in snapshot_epochs else ('train',))
+  history = [split(first, 'train')]
+  test = {0: split(first, 'test')} if 0 in snapshot_epochs else {}
 
   def evaluate_test(epoch):
-    test[epoch] = {k: v for k, v in jax.tree.map(np.asarray, measure(params, data, ('train', 'test'))).items()
-                   if k.startswith('test_')}
+    test[epoch] = split(measured(params, ('train', 'test')), 'test')
 
-  if 0 in snapshot_epochs:
-    test[0] = {k: first[k] for k in ('test_loss', 'test_accuracy')}
   active = np.ones(len(models), bool)
   active[num_models:] = False  # padding copies: computed alongside, never reported
   stopped_at = np.full(len(models), train_cfg.epochs)
