@@ -58,24 +58,27 @@ N, WIDTH, ETA = 200, 10, 0.1
 
 def jax_updates_per_s(x, y, num_models, epochs, repeats):
   tx = optax.sgd(ETA)
-  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', batch_size=1, steps=N,
-                                         sampling='uniform')
+  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge')
   mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
-  keys = jax.random.split(jax.random.PRNGKey(0), num_models)
-  params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(keys)
+  models = [vmap_sweep.Model('corner', (WIDTH,), 'lecture', s) for s in range(num_models)]
+  examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', mesh)  # the examples of each step, drawn each epoch
+  params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
   data = {'x_train': jnp.broadcast_to(x, (num_models, N, 2)), 'y_train': jnp.broadcast_to(y, (num_models, N)),
-          'masks': None}
-  params, keys, data = sharding.shard_models((params, keys, data), mesh)
+          'masks': None, 'example_row': examples.rows.astype(np.int32)}
+  params, data = sharding.shard_models((params, data), mesh)
   opt = jax.jit(jax.vmap(tx.init))(params)
   active = sharding.shard_models(jnp.ones(num_models, bool), mesh)
   state = {'params': params, 'opt': opt}
 
+  def epoch(params, opt, e):
+    return epoch_fn(params, opt, examples(e), active, data)
+
   def run():
     for e in range(epochs):
-      state['params'], state['opt'], m = epoch_fn(state['params'], state['opt'], keys, active, e, data)
+      state['params'], state['opt'], m = epoch(state['params'], state['opt'], e)
     jax.block_until_ready(m)
 
-  state['params'], state['opt'], m = epoch_fn(params, opt, keys, active, 0, data)  # compile
+  state['params'], state['opt'], m = epoch(params, opt, 0)  # compile
   jax.block_until_ready(m)
   return num_models * N * epochs / timing.median_seconds(run, repeats)
 

@@ -6,6 +6,7 @@ import pytest
 
 from trainnets.data import toy2d
 from trainnets.training import optim
+from trainnets.training import sharding
 from trainnets.training import vmap_sweep
 from trainnets.training.vmap_sweep import Model
 
@@ -128,6 +129,23 @@ def test_seed_keys_are_each_seeds_own_key():
     want = np.stack([jax.random.fold_in(jax.random.PRNGKey(np.uint32(m.seed)), stream) for m in models])
     assert got.dtype == np.uint32
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('sampling', vmap_sweep.SAMPLINGS)
+def test_examples_drawn_apart_are_each_models_own_sequence(sampling):
+  """The examples drawn once per distinct seed, apart from the epoch program, are each model's own: epoch e of seed
+  s from fold_in(fold_in(PRNGKey(s), 1), e), as the trainer defines them (a random example each step, or one pass
+  over a permutation), for seeds past the 64 one program pads to."""
+  models = [Model('corner', (2,), 'lecture', s) for s in [7, 3, 7, *range(100, 166), 0]]
+  examples = vmap_sweep.Examples(models, 50, 20, 2, sampling, sharding.model_mesh())
+  for epoch in (1, 9):
+    drawn = np.asarray(examples(epoch))
+    assert drawn.shape == (128, 20, 2)
+    for m, row in zip(models, examples.rows):
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(m.seed), 1), epoch)
+      want = (jax.random.randint(key, (20, 2), 0, 50) if sampling == 'uniform' else
+              jax.random.permutation(key, 50)[:40].reshape(20, 2))
+      np.testing.assert_array_equal(drawn[row], want)
 
 
 @pytest.mark.parametrize('scheme,offsets', [('lecture', 'zeros'), ('glorot', 'normal'), ('zeros', 'zeros')])

@@ -430,7 +430,7 @@ def train_and_evaluate_many(runs, extend=False):
       train_cfg = train_config_for_depth(c, depth)
       key = (g['program'], depth)
       if key not in compiled:
-        compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_cfg, steps)
+        compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_cfg)
       sched = optim.schedule(train_cfg, epochs * steps, SCHEDULES)
       clock = {'t': time.time()}
 

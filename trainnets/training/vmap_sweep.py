@@ -9,7 +9,9 @@ bar and stop early once every model has reached zero training loss.
 Randomness: model seed s gives init key fold_in(PRNGKey(s), 0) and sampling key fold_in(PRNGKey(s), 1); epoch e
 samples with fold_in(sampling key, e). The same seed therefore gives the same initial weights (for the same
 width) and the same sequence of examples across tasks and widths, so a comparison between widths differs only in
-the width.
+the width. The sequence of examples is drawn apart from the epoch program (Examples), once per distinct seed: the
+random generator is integer arithmetic, so its draws are the same bits wherever they are computed, and an epoch
+program without it compiles in half the time.
 """
 import dataclasses
 import functools
@@ -65,11 +67,12 @@ def _per_model(tx):
   return tx if callable(tx) else lambda eta0: tx
 
 
-def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1):
-  """Jitted functions epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data) -> (params_M, opt_M, train
-  metrics) and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one
-  program.
+def make_epoch_fn(tx, *, activation, loss, unroll=1):
+  """Jitted functions epoch_fn(params_M, opt_M, examples, active_M, data) -> (params_M, opt_M, train metrics)
+  and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
+  examples [S, steps, batch]: the epoch's training example indices, step by step, of each of S seeds (Examples);
+  model m steps through row data['example_row'][m].
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
   loss_fn = losses.get_binary(loss)
@@ -78,13 +81,8 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
   def objective(params, x_BxD, y_B, masks):
     return loss_fn(_scores(params, x_BxD, masks, activation), y_B).mean()
 
-  def model_epoch(params, opt_state, key, x_NxD, y_N, masks, eta0):
+  def model_epoch(params, opt_state, idx_SxB, x_NxD, y_N, masks, eta0):
     tx = tx_for(eta0)
-    n = x_NxD.shape[0]
-    if sampling == 'uniform':  # the lecture: a random example each step, with replacement
-      idx_SxB = jax.random.randint(key, (steps, batch_size), 0, n)
-    else:  # one pass over a fresh permutation
-      idx_SxB = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)
 
     def step(carry, idx_B):
       params, opt_state = carry
@@ -101,9 +99,9 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def epoch_fn(params_M, opt_M, keys_M, active_M, epoch, data):
-    epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_M, epoch)
-    new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, epoch_keys, data['x_train'], data['y_train'],
+  def epoch_fn(params_M, opt_M, examples, active_M, data):
+    examples_M = examples[data['example_row']]
+    new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
                                                 data['masks'], data.get('learning_rate'))
 
     def keep_if_stopped(new, old):  # a stopped model keeps its parameters and optimiser state
@@ -120,14 +118,13 @@ def make_epoch_fn(tx, *, activation, loss, batch_size, steps, sampling, unroll=1
 
 
 class Programs:
-  """The jitted functions of one training set-up (tx, the model and training configs, steps per epoch): `epoch`
+  """The jitted functions of one training set-up (tx, the model and training configs): `epoch`
   and `measure` as make_epoch_fn makes them, and `init_opt`, the vmapped optimiser init. Passed to several train
   calls, their compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
 
-  def __init__(self, tx, model_cfg, train_cfg, steps):
-    self.epoch, self.measure = make_epoch_fn(
-        tx, activation=model_cfg.activation, loss=train_cfg.loss, batch_size=train_cfg.batch_size, steps=steps,
-        sampling=train_cfg.sampling, unroll=train_cfg.unroll)
+  def __init__(self, tx, model_cfg, train_cfg):
+    self.epoch, self.measure = make_epoch_fn(tx, activation=model_cfg.activation, loss=train_cfg.loss,
+                                             unroll=train_cfg.unroll)
     tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
 
@@ -137,14 +134,49 @@ def _keys_of_seeds(seeds, stream):
   return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
 
 
-def _seed_keys(models, stream):
-  """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] uint32, numpy. Each distinct seed's key is
-  computed once, by one compiled program (the seeds padded to a multiple of 64, the stream an input; integer
-  arithmetic: the same bits however many are computed together)."""
+def _distinct_seed_keys(models, stream):
+  """The keys fold_in(PRNGKey(seed), stream) of the models' distinct seeds, [S, 2] uint32 numpy (S padded to a
+  multiple of 64 with seed 0's), and each model's row in it. One compiled program computes them (the stream an
+  input; integer arithmetic: the same bits however many are computed together)."""
   seeds, row_of = np.unique(np.asarray([m.seed for m in models], np.uint32), return_inverse=True)
   padded = np.zeros(-(-len(seeds) // 64) * 64, np.uint32)
   padded[:len(seeds)] = seeds
-  return np.asarray(_keys_of_seeds(padded, np.uint32(stream)))[row_of.reshape(-1)]
+  return np.asarray(_keys_of_seeds(padded, np.uint32(stream))), row_of.reshape(-1)
+
+
+def _seed_keys(models, stream):
+  """Key fold_in(PRNGKey(seed), stream) of every model, stacked: [M, 2] uint32, numpy; each distinct seed's
+  computed once."""
+  keys, row_of = _distinct_seed_keys(models, stream)
+  return keys[row_of]
+
+
+@functools.partial(jax.jit, static_argnames=('n', 'steps', 'batch_size', 'sampling'))
+def _draw_examples(keys_Sx2, epoch, *, n, steps, batch_size, sampling):
+  def one(key):
+    key = jax.random.fold_in(key, epoch)
+    if sampling == 'uniform':  # the lecture: a random example each step, with replacement
+      return jax.random.randint(key, (steps, batch_size), 0, n)
+    return jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)  # one pass, shuffled
+
+  return jax.vmap(one)(keys_Sx2)
+
+
+class Examples:
+  """Which training examples the models step through: examples(epoch) is [S, steps, batch_size] int32, the example
+  indices of each step of the epoch for each of the models' S distinct seeds (padded to a multiple of 64), placed
+  whole on every device of `mesh`; `rows` [M] is each model's row in it. Seed s draws epoch e's from fold_in(sampling
+  key, e), sampling key fold_in(PRNGKey(s), 1) ('uniform': a random example each step; 'permutation': one pass over
+  a fresh permutation of the n examples), so models of one seed step through the same examples whatever their task
+  or width. One compiled program draws them for every group of up to 64 seeds and the same n and steps."""
+
+  def __init__(self, models, n, steps, batch_size, sampling, mesh):
+    keys, self.rows = _distinct_seed_keys(models, 1)
+    self._keys = jax.device_put(keys, sharding.replicated(mesh))  # the draw runs, and its result lies, on every device
+    self._static = {'n': n, 'steps': steps, 'batch_size': batch_size, 'sampling': sampling}
+
+  def __call__(self, epoch):
+    return _draw_examples(self._keys, epoch, **self._static)
 
 
 class InitialParams:
@@ -237,7 +269,8 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   task_of = np.asarray([keys.index(k) for k in dataset_keys])
   splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
-  data = {**splits, 'masks': masks_for(models, padded)}
+  examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, mesh)
+  data = {**splits, 'masks': masks_for(models, padded), 'example_row': examples.rows.astype(np.int32)}
   if learning_rates is not None:
     data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
   if initial is None:
@@ -247,10 +280,9 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
   # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
   data = sharding.shard_models(data, mesh)
-  programs = programs or Programs(tx, model_cfg, train_cfg, steps)
+  programs = programs or Programs(tx, model_cfg, train_cfg)
   epoch_fn, measure = programs.epoch, programs.measure
   opt_state = sharding.shard_models(jax.device_get(programs.init_opt(params, data.get('learning_rate'))), mesh)
-  keys = sharding.shard_models(_seed_keys(models, 1), mesh)
 
   # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
   # beside it: one compiled program for both, instead of one per split.
@@ -272,7 +304,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   stopped_at = np.full(len(models), train_cfg.epochs)
   snapshots = {0: params0} if 0 in snapshot_epochs else {}
   for epoch in range(1, train_cfg.epochs + 1):
-    params, opt_state, metrics = epoch_fn(params, opt_state, keys, sharding.shard_models(active, mesh), epoch,
+    params, opt_state, metrics = epoch_fn(params, opt_state, examples(epoch), sharding.shard_models(active, mesh),
                                           data)
     metrics = jax.tree.map(np.asarray, metrics)
     history.append(metrics)
