@@ -61,25 +61,22 @@ def jax_updates_per_s(x, y, num_models, epochs, repeats):
   epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge')
   mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
   models = [vmap_sweep.Model('corner', (WIDTH,), 'lecture', s) for s in range(num_models)]
-  examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', mesh)  # the examples of each step, drawn each epoch
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
+  rows = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh).rows
   data = {'x_train': jnp.broadcast_to(x, (num_models, N, 2)), 'y_train': jnp.broadcast_to(y, (num_models, N)),
-          'masks': None, 'example_row': examples.rows.astype(np.int32)}
+          'masks': None, 'example_row': rows.astype(np.int32)}
   params, data = sharding.shard_models((params, data), mesh)
   opt = jax.jit(jax.vmap(tx.init))(params)
   active = sharding.shard_models(jnp.ones(num_models, bool), mesh)
   state = {'params': params, 'opt': opt}
 
-  def epoch(params, opt, e):
-    return epoch_fn(params, opt, examples(e), active, data)
-
-  def run():
-    for e in range(epochs):
-      state['params'], state['opt'], m = epoch(state['params'], state['opt'], e)
+  def run():  # as the trainer does for a group of models: the examples of each step drawn, then the epochs
+    examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)
+    for e in range(1, epochs + 1):
+      state['params'], state['opt'], m = epoch_fn(state['params'], state['opt'], examples(e), active, data)
     jax.block_until_ready(m)
 
-  state['params'], state['opt'], m = epoch(params, opt, 0)  # compile
-  jax.block_until_ready(m)
+  run()  # compile
   return num_models * N * epochs / timing.median_seconds(run, repeats)
 
 

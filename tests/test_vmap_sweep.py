@@ -131,15 +131,18 @@ def test_seed_keys_are_each_seeds_own_key():
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize('sampling', vmap_sweep.SAMPLINGS)
-def test_examples_drawn_apart_are_each_models_own_sequence(sampling):
+@pytest.mark.parametrize('sampling,epochs_per_draw', [('uniform', 12), ('permutation', 12), ('uniform', 5)])
+def test_examples_drawn_apart_are_each_models_own_sequence(sampling, epochs_per_draw, monkeypatch):
   """The examples drawn once per distinct seed, apart from the epoch program, are each model's own: epoch e of seed
   s from fold_in(fold_in(PRNGKey(s), 1), e), as the trainer defines them (a random example each step, or one pass
-  over a permutation), for seeds past the 64 one program pads to."""
+  over a permutation), for seeds past the 64 one program pads to, and across draws of a few epochs each."""
+  monkeypatch.setattr(vmap_sweep, 'EXAMPLES_PER_DRAW', 128 * 20 * 2 * epochs_per_draw)
   models = [Model('corner', (2,), 'lecture', s) for s in [7, 3, 7, *range(100, 166), 0]]
-  examples = vmap_sweep.Examples(models, 50, 20, 2, sampling, sharding.model_mesh())
-  for epoch in (1, 9):
-    drawn = np.asarray(examples(epoch))
+  examples = vmap_sweep.Examples(models, 50, 20, 2, sampling, 12, sharding.model_mesh())
+  for epoch in (1, 5, 6, 9, 12):
+    drawn, k = examples(epoch)
+    assert drawn.shape[0] == epochs_per_draw and k == (epoch - 1) % epochs_per_draw
+    drawn = np.asarray(drawn)[k]
     assert drawn.shape == (128, 20, 2)
     for m, row in zip(models, examples.rows):
       key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(m.seed), 1), epoch)

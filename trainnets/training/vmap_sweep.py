@@ -26,6 +26,7 @@ from nets import mlp
 from trainnets.training import sharding
 
 SAMPLINGS = ('uniform', 'permutation')
+EXAMPLES_PER_DRAW = 2**22  # example indices Examples draws at once (16 MiB): every epoch's, for a toy sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +69,11 @@ def _per_model(tx):
 
 
 def make_epoch_fn(tx, *, activation, loss, unroll=1):
-  """Jitted functions epoch_fn(params_M, opt_M, examples, active_M, data) -> (params_M, opt_M, train metrics)
+  """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
   and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
-  examples [S, steps, batch]: the epoch's training example indices, step by step, of each of S seeds (Examples);
-  model m steps through row data['example_row'][m].
+  examples [K, S, steps, batch]: training example indices, step by step, of K epochs and S seeds (Examples); the
+  epoch trains on examples[k], model m on its row data['example_row'][m].
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
   loss_fn = losses.get_binary(loss)
@@ -100,7 +101,8 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1):
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def epoch_fn(params_M, opt_M, examples, active_M, data):
-    examples_M = examples[data['example_row']]
+    drawn, k = examples
+    examples_M = drawn[k][data['example_row']]
     new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
                                                 data['masks'], data.get('learning_rate'))
 
@@ -151,32 +153,42 @@ def _seed_keys(models, stream):
   return keys[row_of]
 
 
-@functools.partial(jax.jit, static_argnames=('n', 'steps', 'batch_size', 'sampling'))
-def _draw_examples(keys_Sx2, epoch, *, n, steps, batch_size, sampling):
-  def one(key):
+@functools.partial(jax.jit, static_argnames=('epochs', 'n', 'steps', 'batch_size', 'sampling'))
+def _draw_examples(keys_Sx2, first, *, epochs, n, steps, batch_size, sampling):
+  def one(key, epoch):
     key = jax.random.fold_in(key, epoch)
     if sampling == 'uniform':  # the lecture: a random example each step, with replacement
       return jax.random.randint(key, (steps, batch_size), 0, n)
     return jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)  # one pass, shuffled
 
-  return jax.vmap(one)(keys_Sx2)
+  return jax.vmap(lambda e: jax.vmap(one, in_axes=(0, None))(keys_Sx2, e))(first + jnp.arange(epochs))
 
 
 class Examples:
-  """Which training examples the models step through: examples(epoch) is [S, steps, batch_size] int32, the example
-  indices of each step of the epoch for each of the models' S distinct seeds (padded to a multiple of 64), placed
-  whole on every device of `mesh`; `rows` [M] is each model's row in it. Seed s draws epoch e's from fold_in(sampling
-  key, e), sampling key fold_in(PRNGKey(s), 1) ('uniform': a random example each step; 'permutation': one pass over
-  a fresh permutation of the n examples), so models of one seed step through the same examples whatever their task
-  or width. One compiled program draws them for every group of up to 64 seeds and the same n and steps."""
+  """Which training examples the models step through. examples(epoch) is (drawn, k): drawn [K, S, steps,
+  batch_size] int32 holds the example indices of every step of K epochs, epoch's the k-th, for each of the models'
+  S distinct seeds (padded to a multiple of 64), placed whole on every device of `mesh`; `rows` [M] is each model's
+  row in it. Seed s draws epoch e's from fold_in(sampling key, e), sampling key fold_in(PRNGKey(s), 1) ('uniform': a
+  random example each step; 'permutation': one pass over a fresh permutation of the n examples), so models of one
+  seed step through the same examples whatever their task or width. One compiled program draws K epochs at once
+  (every epoch, or as many as EXAMPLES_PER_DRAW indices hold) for every group of up to 64 seeds and the same n and
+  steps."""
 
-  def __init__(self, models, n, steps, batch_size, sampling, mesh):
+  def __init__(self, models, n, steps, batch_size, sampling, epochs, mesh):
     keys, self.rows = _distinct_seed_keys(models, 1)
     self._keys = jax.device_put(keys, sharding.replicated(mesh))  # the draw runs, and its result lies, on every device
-    self._static = {'n': n, 'steps': steps, 'batch_size': batch_size, 'sampling': sampling}
+    per_epoch = len(keys) * steps * batch_size
+    self._static = {'epochs': min(epochs, max(1, EXAMPLES_PER_DRAW // per_epoch)), 'n': n, 'steps': steps,
+                    'batch_size': batch_size, 'sampling': sampling}
+    self._first, self._drawn = None, None
 
   def __call__(self, epoch):
-    return _draw_examples(self._keys, epoch, **self._static)
+    if epoch < 1:
+      raise ValueError(f'epochs count from 1, got {epoch}')
+    first = epoch - (epoch - 1) % self._static['epochs']
+    if first != self._first:
+      self._first, self._drawn = first, _draw_examples(self._keys, first, **self._static)
+    return self._drawn, epoch - first
 
 
 class InitialParams:
@@ -269,7 +281,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   task_of = np.asarray([keys.index(k) for k in dataset_keys])
   splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
-  examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, mesh)
+  examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, train_cfg.epochs, mesh)
   data = {**splits, 'masks': masks_for(models, padded), 'example_row': examples.rows.astype(np.int32)}
   if learning_rates is not None:
     data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
