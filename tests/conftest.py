@@ -4,7 +4,7 @@
   counts and bitwise comparisons are the CPU's, and the CLI tests' subprocesses inherit it. GPU-only checks, if
   any, belong in benchmarks/ or are marked and skipped here.
 - 8 simulated CPU devices (unless XLA_FLAGS already sets a count), so every test runs the sharded code paths
-  that GPUs and TPUs run; the subprocesses inherit it too.
+  that GPUs and TPUs run, and the entry points' other XLA flag (process.xla_flags); the subprocesses inherit it.
 - Implicit rank promotion is an error, so a shape bug cannot hide behind broadcasting.
 - Compiled programs are cached in a directory of the system's temporary one, not the user's ~/.cache; the
   subprocesses share it (runs of the same shapes load what an earlier test compiled).
@@ -15,7 +15,7 @@ import tempfile
 from trainnets.training import process
 
 os.environ['JAX_PLATFORMS'] = 'cpu'
-os.environ['XLA_FLAGS'] = process.cpu_devices_flag(cores=8)
+os.environ['XLA_FLAGS'] = process.xla_flags(cores=8)
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(),
                                                                 f'jax-training-tests-{os.getuid()}'))
 

@@ -296,3 +296,13 @@ def test_keep_freed_memory_leaves_user_choices_and_accelerators_alone(environ):
 
 def test_keep_freed_memory_skips_machines_with_accelerator_plugins():
   assert not process.keep_freed_memory({}, find_spec=lambda name: object() if name == 'jax_cuda12_plugin' else None)
+
+
+@pytest.mark.parametrize('user,want', [
+    ('', f'{process.COUNT_FLAG}=3 {process.COPY_FLAG}=true'),
+    ('--xla_dump_to=/d', f'--xla_dump_to=/d {process.COUNT_FLAG}=3 {process.COPY_FLAG}=true'),
+    (f'{process.COUNT_FLAG}=8', f'{process.COUNT_FLAG}=8 {process.COPY_FLAG}=true'),
+    (f'{process.COPY_FLAG}=false', f'{process.COPY_FLAG}=false {process.COUNT_FLAG}=3')])
+def test_xla_flags_add_what_the_user_did_not_set(user, want):
+  assert process.xla_flags({'XLA_FLAGS': user}, cores=3) == want
+

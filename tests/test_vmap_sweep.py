@@ -1,11 +1,15 @@
 """Behaviour of the vmapped sweep trainer: what the lecture says training does, and what the code promises."""
+import re
+
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from trainnets.data import toy2d
 from trainnets.training import optim
+from trainnets.training import process
 from trainnets.training import sharding
 from trainnets.training import vmap_sweep
 from trainnets.training.vmap_sweep import Model
@@ -141,8 +145,8 @@ def test_examples_drawn_apart_are_each_models_own_sequence(sampling, epochs_per_
   examples = vmap_sweep.Examples(models, 50, 20, 2, sampling, 12, sharding.model_mesh())
   for epoch in (1, 5, 6, 9, 12):
     drawn, k = examples(epoch)
-    assert drawn.shape[0] == epochs_per_draw and k == (epoch - 1) % epochs_per_draw
-    drawn = np.asarray(drawn)[k]
+    assert drawn.shape[1] == epochs_per_draw and k == (epoch - 1) % epochs_per_draw
+    drawn = np.asarray(drawn)[:, k]
     assert drawn.shape == (128, 20, 2)
     for m, row in zip(models, examples.rows):
       key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(m.seed), 1), epoch)
@@ -172,3 +176,26 @@ def test_initial_params_drawn_at_once_are_each_models_own(scheme, offsets):
     assert jax.tree.structure(got) == jax.tree.structure(want), m
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(g[0], np.asarray(w), err_msg=str(m))
+
+
+def test_copy_insertion_by_region_stops_copying_the_weights_at_every_step():
+  """What the entry points' XLA flag (process.COPY_FLAG) is for: under XLA:CPU's default copy insertion the epoch
+  program copies its loop state, the hidden layers' weights among it, at every step; with the region analysis it
+  does not, and the trained parameters are the same bits."""
+  models = [Model('corner', (8, 8), 'lecture', s) for s in range(4)]
+  tx = optax.sgd(0.1)
+  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge')
+  examples = vmap_sweep.Examples(models, 30, 30, 1, 'uniform', 1, sharding.model_mesh(jax.devices()[:1]))
+  params = vmap_sweep.InitialParams(models, 0.1, 'zeros', 0.1).of(models, (8, 8))
+  x = np.random.default_rng(0).normal(size=(4, 30, 2)).astype(np.float32)
+  data = {'x_train': x, 'y_train': np.sign(x[..., 0]), 'masks': None, 'example_row': examples.rows.astype(np.int32)}
+  args = (params, jax.vmap(tx.init)(params), examples(1), np.ones(4, bool), data)
+  lowered = epoch_fn.lower(*args)
+  state_copies, trained = {}, {}
+  for region in (False, True):
+    compiled = lowered.compile({process.COPY_FLAG.lstrip('-'): region})
+    state_copies[region] = re.findall(r'= (\S+) copy\(%get-tuple-element', compiled.as_text())
+    trained[region] = jax.tree.map(np.asarray, compiled(*args)[0])
+  assert 'f32[4,8,8]{2,1,0}' in state_copies[False], state_copies
+  assert 'f32[4,8,8]{2,1,0}' not in state_copies[True] and len(state_copies[True]) < len(state_copies[False])
+  jax.tree.map(np.testing.assert_array_equal, trained[True], trained[False])

@@ -14,20 +14,26 @@ from trainnets.errors import ConfigError
 from trainnets.errors import UserError
 
 COUNT_FLAG = '--xla_force_host_platform_device_count'
+# XLA:CPU's copy insertion, told to analyse a loop's live ranges by region, stops copying a loop's state (a sweep's
+# weights) at every step: the same values, with fewer copies (docs/performance.md).
+COPY_FLAG = '--xla_cpu_copy_insertion_use_region_analysis'
 
 
-def cpu_devices_flag(environ=os.environ, cores=None):
-  """XLA_FLAGS that split the CPU into one JAX device per core, unless the user already chose a count.
+def xla_flags(environ=os.environ, cores=None):
+  """XLA_FLAGS that split the CPU into one JAX device per core and let copy insertion analyse loops by region, each
+  unless the user's XLA_FLAGS already sets it.
 
   XLA's CPU backend runs a program's small loops on one core, so a sweep of models sharded over two CPU devices
   on a 2-core machine runs twice as fast (benchmarks/toy_sgd.py). It must be set before JAX starts, which is why
-  it lives here, in a module that does not import JAX; on GPUs and TPUs, which JAX uses when present, it changes
-  nothing.
+  it lives here, in a module that does not import JAX; on GPUs and TPUs, which JAX uses when present, neither flag
+  changes anything.
   """
-  flags_now = environ.get('XLA_FLAGS', '')
-  if COUNT_FLAG in flags_now:
-    return flags_now
-  return f'{flags_now} {COUNT_FLAG}={cores or os.cpu_count() or 1}'.strip()
+  flags = environ.get('XLA_FLAGS', '')
+  if COUNT_FLAG not in flags:
+    flags += f' {COUNT_FLAG}={cores or os.cpu_count() or 1}'
+  if COPY_FLAG not in flags:
+    flags += f' {COPY_FLAG}=true'
+  return flags.strip()
 
 
 # glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets.
@@ -97,7 +103,7 @@ def compilation_cache(environ=os.environ):
 
 def prepare_cpu(cores=None, environ=os.environ):
   """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
-  XLA_FLAGS split the CPU into `cores` JAX devices (cpu_devices_flag; default one per core), and compiled
+  XLA_FLAGS split the CPU into `cores` JAX devices (xla_flags; default one per core), and compiled
   programs are cached (compilation_cache; on any platform). Returns whether freed memory is kept. CPU_CONV,
   which once chose the CPU's convolutions, is refused: model.kernels does."""
   if 'CPU_CONV' in environ:
@@ -105,7 +111,7 @@ def prepare_cpu(cores=None, environ=os.environ):
                       '--config.model.kernels (auto, none or names such as onednn_conv; see '
                       'trainnets/kernels/__init__.py) and unset CPU_CONV')
   kept = keep_freed_memory(environ)
-  environ['XLA_FLAGS'] = cpu_devices_flag(environ, cores)
+  environ['XLA_FLAGS'] = xla_flags(environ, cores)
   compilation_cache(environ)
   return kept
 

@@ -6,7 +6,7 @@ optionally the large dense layers' weights (and their optimiser state) are split
 
 A sweep of independent models shards its leading model axis over a 1-D mesh ('models',) of every device: each
 device trains its share of the models, with no communication. The same code runs on one CPU, on N CPU devices
-(one per core, see `training.process.cpu_devices_flag`), on GPUs and on TPUs.
+(one per core, see `training.process.xla_flags`), on GPUs and on TPUs.
 """
 import jax
 from jax.sharding import Mesh

@@ -72,8 +72,8 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1):
   """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
   and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
-  examples [K, S, steps, batch]: training example indices, step by step, of K epochs and S seeds (Examples); the
-  epoch trains on examples[k], model m on its row data['example_row'][m].
+  examples [S, K, steps, batch]: training example indices, step by step, of S seeds and K epochs (Examples); the
+  epoch is the k-th, model m steps through row data['example_row'][m].
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
   loss_fn = losses.get_binary(loss)
@@ -102,7 +102,7 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1):
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def epoch_fn(params_M, opt_M, examples, active_M, data):
     drawn, k = examples
-    examples_M = drawn[k][data['example_row']]
+    examples_M = drawn[data['example_row'], k]
     new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
                                                 data['masks'], data.get('learning_rate'))
 
@@ -161,26 +161,29 @@ def _draw_examples(keys_Sx2, first, *, epochs, n, steps, batch_size, sampling):
       return jax.random.randint(key, (steps, batch_size), 0, n)
     return jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)  # one pass, shuffled
 
-  # one vmap over every (epoch, seed) pair: it compiles in two thirds of the time a vmap in a vmap takes
+  # one vmap over every (seed, epoch) pair, seed-major: it compiles in two thirds of the time a vmap in a vmap
+  # takes, and the seeds' split over the devices carries over to the result
   num_seeds = keys_Sx2.shape[0]
-  epoch_P = jnp.repeat(first + jnp.arange(epochs), num_seeds)
-  drawn_P = jax.vmap(one)(jnp.tile(keys_Sx2, (epochs, 1)), epoch_P)
-  return drawn_P.reshape(epochs, num_seeds, steps, batch_size)
+  epoch_P = jnp.tile(first + jnp.arange(epochs), num_seeds)
+  drawn_P = jax.vmap(one)(jnp.repeat(keys_Sx2, epochs, axis=0), epoch_P)
+  return drawn_P.reshape(num_seeds, epochs, steps, batch_size)
 
 
 class Examples:
-  """Which training examples the models step through. examples(epoch) is (drawn, k): drawn [K, S, steps,
+  """Which training examples the models step through. examples(epoch) is (drawn, k): drawn [S, K, steps,
   batch_size] int32 holds the example indices of every step of K epochs, epoch's the k-th, for each of the models'
-  S distinct seeds (padded to a multiple of 64), placed whole on every device of `mesh`; `rows` [M] is each model's
-  row in it. Seed s draws epoch e's from fold_in(sampling key, e), sampling key fold_in(PRNGKey(s), 1) ('uniform': a
-  random example each step; 'permutation': one pass over a fresh permutation of the n examples), so models of one
-  seed step through the same examples whatever their task or width. One compiled program draws K epochs at once
-  (every epoch, or as many as EXAMPLES_PER_DRAW indices hold) for every group of up to 64 seeds and the same n and
-  steps."""
+  S distinct seeds (padded to a multiple of 64 and of the device count), placed whole on every device of `mesh`;
+  `rows` [M] is each model's row in it. Seed s draws epoch e's from fold_in(sampling key, e), sampling key
+  fold_in(PRNGKey(s), 1) ('uniform': a random example each step; 'permutation': one pass over a fresh permutation
+  of the n examples), so models of one seed step through the same examples whatever their task or width. One
+  compiled program draws K epochs at once (every epoch, or as many as EXAMPLES_PER_DRAW indices hold), each device
+  its share of the seeds, for every group of models of as many seeds (up to 64, say) and the same n and steps."""
 
   def __init__(self, models, n, steps, batch_size, sampling, epochs, mesh):
     keys, self.rows = _distinct_seed_keys(models, 1)
-    self._keys = jax.device_put(keys, sharding.replicated(mesh))  # the draw runs, and its result lies, on every device
+    keys = np.pad(keys, [(0, sharding.padded_count(len(keys), mesh) - len(keys)), (0, 0)])
+    self._keys = sharding.shard_models(keys, mesh)
+    self._everywhere = sharding.replicated(mesh)
     per_epoch = len(keys) * steps * batch_size
     self._static = {'epochs': min(epochs, max(1, EXAMPLES_PER_DRAW // per_epoch)), 'n': n, 'steps': steps,
                     'batch_size': batch_size, 'sampling': sampling}
@@ -190,8 +193,9 @@ class Examples:
     if epoch < 1:
       raise ValueError(f'epochs count from 1, got {epoch}')
     first = epoch - (epoch - 1) % self._static['epochs']
-    if first != self._first:
-      self._first, self._drawn = first, _draw_examples(self._keys, first, **self._static)
+    if first != self._first:  # drawn split over the devices, then copied whole to each
+      drawn = _draw_examples(self._keys, first, **self._static)
+      self._first, self._drawn = first, jax.device_put(drawn, self._everywhere)
     return self._drawn, epoch - first
 
 
