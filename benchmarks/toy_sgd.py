@@ -58,22 +58,23 @@ N, WIDTH, ETA = 200, 10, 0.1
 
 def jax_updates_per_s(x, y, num_models, epochs, repeats):
   tx = optax.sgd(ETA)
-  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge')
+  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=False)  # as the trainer
   mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
   models = [vmap_sweep.Model('corner', (WIDTH,), 'lecture', s) for s in range(num_models)]
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
-  rows = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh).rows
+  examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)  # draws `epochs` epochs at a time
   data = {'x_train': jnp.broadcast_to(x, (num_models, N, 2)), 'y_train': jnp.broadcast_to(y, (num_models, N)),
-          'masks': None, 'example_row': rows.astype(np.int32)}
+          'masks': None, 'example_row': examples.rows.astype(np.int32)}
   params, data = sharding.shard_models((params, data), mesh)
   opt = jax.jit(jax.vmap(tx.init))(params)
   active = sharding.shard_models(jnp.ones(num_models, bool), mesh)
-  state = {'params': params, 'opt': opt}
+  state = {'params': params, 'opt': opt, 'epoch': 0}
 
-  def run():  # as the trainer does for a group of models: the examples of each step drawn, then the epochs
-    examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)
-    for e in range(1, epochs + 1):
-      state['params'], state['opt'], m = epoch_fn(state['params'], state['opt'], examples(e), active, data)
+  def run():  # epochs not run before: each timing draws its epochs' examples, as the trainer does, then trains
+    for _ in range(epochs):
+      state['epoch'] += 1
+      state['params'], state['opt'], m = epoch_fn(state['params'], state['opt'], examples(state['epoch']), active,
+                                                  data)
     jax.block_until_ready(m)
 
   run()  # compile

@@ -18,9 +18,8 @@ from trainnets.training.vmap_sweep import Model
 def cfgs(**train):
   model = ml_collections.ConfigDict(dict(activation='tanh', weight_std=0.1, offset_init='zeros', offset_std=0.1))
   t = dict(loss='hinge', batch_size=1, sampling='uniform', epochs=10, stop_at_zero_loss=True, unroll=1,
-           optimizer='sgd', learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000, momentum=0.0,
-           momentum_form='trace',
-           weight_decay=0.0)
+           parallel_tasks=False, optimizer='sgd', learning_rate=1.0, lr_schedule='inverse_time', lr_decay_steps=1000,
+           momentum=0.0, momentum_form='trace', weight_decay=0.0)
   t.update(train)
   t = ml_collections.ConfigDict(t)
   return model, t, optim.optimizer(t, total_steps=t.epochs * 100 // t.batch_size)
@@ -199,3 +198,23 @@ def test_copy_insertion_by_region_stops_copying_the_weights_at_every_step():
   assert 'f32[4,8,8]{2,1,0}' in state_copies[False], state_copies
   assert 'f32[4,8,8]{2,1,0}' not in state_copies[True] and len(state_copies[True]) < len(state_copies[False])
   jax.tree.map(np.testing.assert_array_equal, trained[True], trained[False])
+
+
+def test_epoch_programs_without_parallel_tasks_split_no_loop_and_train_the_same():
+  """train.parallel_tasks=False compiles the epoch program without XLA:CPU's parallel task assigner: no loop of it
+  is split over threads, where the default compilation splits one, and the trained parameters are the same bits."""
+  models = [Model('corner', (16,), 'lecture', s) for s in range(64)]
+  tx = optax.sgd(0.1)
+  examples = vmap_sweep.Examples(models, 100, 100, 1, 'uniform', 1, sharding.model_mesh(jax.devices()[:1]))
+  params = vmap_sweep.InitialParams(models, 0.1, 'zeros', 0.1).of(models, (16,))
+  x = np.random.default_rng(0).normal(size=(64, 100, 2)).astype(np.float32)
+  data = {'x_train': x, 'y_train': np.sign(x[..., 0]), 'masks': None, 'example_row': examples.rows.astype(np.int32)}
+  args = (params, jax.vmap(tx.init)(params), examples(1), np.ones(64, bool), data)
+  split, trained = {}, {}
+  for parallel in (True, False):
+    epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=parallel)
+    compiled = epoch_fn.lower(*args).compile()
+    split[parallel] = len(re.findall(r'outer_dimension_partitions":\["', compiled.as_text()))
+    trained[parallel] = jax.tree.map(np.asarray, compiled(*args)[0])
+  assert split[True] >= 1 and split[False] == 0, split
+  jax.tree.map(np.testing.assert_array_equal, trained[False], trained[True])

@@ -76,6 +76,8 @@ def validate(c):
   require(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
   require(c.train.progress_every_s >= 0, f'train.progress_every_s must be >= 0, got {c.train.progress_every_s}')
   require(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
+  require(isinstance(c.train.parallel_tasks, bool), f'train.parallel_tasks must be True or False, got '
+          f'{c.train.parallel_tasks!r}')
   require(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')
   require(c.train.deep_learning_rate > 0, f'train.deep_learning_rate must be > 0, got {c.train.deep_learning_rate}')
   for depth in sorted({1, *c.model.depths}):  # checks the optimiser, learning rates and schedule

@@ -26,6 +26,7 @@ from nets import mlp
 from trainnets.training import sharding
 
 SAMPLINGS = ('uniform', 'permutation')
+NO_PARALLEL_TASKS = {'xla_disable_hlo_passes': 'cpu-parallel-task-assigner'}  # XLA:CPU's compile options
 EXAMPLES_PER_DRAW = 2**22  # example indices Examples draws at once (16 MiB): every epoch's, for a toy sweep
 
 
@@ -68,14 +69,16 @@ def _per_model(tx):
   return tx if callable(tx) else lambda eta0: tx
 
 
-def make_epoch_fn(tx, *, activation, loss, unroll=1):
+def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True):
   """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
   and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
   examples [S, K, steps, batch]: training example indices, step by step, of S seeds and K epochs (Examples); the
   epoch is the k-th, model m steps through row data['example_row'][m].
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
-  own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program)."""
+  own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program).
+  `parallel_tasks=False`: on the CPU, both programs compiled without XLA's parallel task assigner (the same values;
+  faster with one JAX device per core, experiments/hidden_units.py's train.parallel_tasks)."""
   loss_fn = losses.get_binary(loss)
   tx_for = _per_model(tx)
 
@@ -99,7 +102,9 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1):
     loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  options = None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1), compiler_options=options)
   def epoch_fn(params_M, opt_M, examples, active_M, data):
     drawn, k = examples
     examples_M = drawn[data['example_row'], k]
@@ -116,7 +121,7 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1):
   def measure(params_M, data, splits):
     return {k: v for split in splits for k, v in evaluate_split(params_M, data, split).items()}
 
-  return epoch_fn, jax.jit(measure, static_argnums=2)
+  return epoch_fn, jax.jit(measure, static_argnums=2, compiler_options=options)
 
 
 class Programs:
@@ -126,7 +131,7 @@ class Programs:
 
   def __init__(self, tx, model_cfg, train_cfg):
     self.epoch, self.measure = make_epoch_fn(tx, activation=model_cfg.activation, loss=train_cfg.loss,
-                                             unroll=train_cfg.unroll)
+                                             unroll=train_cfg.unroll, parallel_tasks=train_cfg.parallel_tasks)
     tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
 
