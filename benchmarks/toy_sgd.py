@@ -50,7 +50,8 @@ from trainnets.training import vmap_sweep
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timings per figure; the median is reported.')
 _MODELS = flags.DEFINE_list('models', ['1', '64', '256', '2048'], 'Numbers of models trained at once.')
-_EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs per timing of this codebase.')
+_EPOCHS = flags.DEFINE_integer('epochs', 100, 'Epochs per timing of this codebase: by default a group of the default '
+                                'run, whose examples the trainer draws once for all its epochs.')
 _SKIP_FULL = flags.DEFINE_bool('skip_full_run', False, 'Do not time the default hidden_units experiment.')
 
 N, WIDTH, ETA = 200, 10, 0.1
