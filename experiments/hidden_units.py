@@ -79,7 +79,7 @@ def get_config(arg=None):
   keys.how(c, 'train.unroll')
   # XLA:CPU's parallel task assigner, which splits a program's large loops over the shared intra-op threads (speed
   # only). With one JAX device per core each device's program has a core already, and the split makes them wait on
-  # each other: off, the default run's later epochs take 6.2 s instead of 6.6 s (docs/performance.md).
+  # each other, so it is off (docs/performance.md).
   c.train.parallel_tasks = False
   keys.how(c, 'train.parallel_tasks')
   c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)

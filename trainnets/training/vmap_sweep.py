@@ -10,8 +10,8 @@ Randomness: model seed s gives init key fold_in(PRNGKey(s), 0) and sampling key 
 samples with fold_in(sampling key, e). The same seed therefore gives the same initial weights (for the same
 width) and the same sequence of examples across tasks and widths, so a comparison between widths differs only in
 the width. The sequence of examples is drawn apart from the epoch program (Examples), once per distinct seed: the
-random generator is integer arithmetic, so its draws are the same bits wherever they are computed, and an epoch
-program without it compiles in half the time.
+random generator is integer arithmetic, so its draws are the same bits wherever they are computed, and the epoch
+programs need not compile it.
 """
 import dataclasses
 import functools
@@ -166,8 +166,8 @@ def _draw_examples(keys_Sx2, first, *, epochs, n, steps, batch_size, sampling):
       return jax.random.randint(key, (steps, batch_size), 0, n)
     return jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)  # one pass, shuffled
 
-  # one vmap over every (seed, epoch) pair, seed-major: it compiles in two thirds of the time a vmap in a vmap
-  # takes, and the seeds' split over the devices carries over to the result
+  # one vmap over every (seed, epoch) pair (a vmap in a vmap compiles slower), seed-major, so that the seeds'
+  # split over the devices carries over to the result
   num_seeds = keys_Sx2.shape[0]
   epoch_P = jnp.tile(first + jnp.arange(epochs), num_seeds)
   drawn_P = jax.vmap(one)(jnp.repeat(keys_Sx2, epochs, axis=0), epoch_P)
@@ -182,7 +182,7 @@ class Examples:
   fold_in(PRNGKey(s), 1) ('uniform': a random example each step; 'permutation': one pass over a fresh permutation
   of the n examples), so models of one seed step through the same examples whatever their task or width. One
   compiled program draws K epochs at once (every epoch, or as many as EXAMPLES_PER_DRAW indices hold), each device
-  its share of the seeds, for every group of models of as many seeds (up to 64, say) and the same n and steps."""
+  its share of the seeds, for every group of models whose seeds pad to the same count, of the same n and steps."""
 
   def __init__(self, models, n, steps, batch_size, sampling, epochs, mesh):
     keys, self.rows = _distinct_seed_keys(models, 1)
