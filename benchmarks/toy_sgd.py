@@ -65,7 +65,7 @@ def jax_updates_per_s(x, y, num_models, epochs, repeats):
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
   examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)  # draws `epochs` epochs at a time
   data = {'x_train': jnp.broadcast_to(x, (num_models, N, 2)), 'y_train': jnp.broadcast_to(y, (num_models, N)),
-          'masks': None, 'example_row': examples.rows.astype(np.int32)}
+          'masks': None, 'example_row': examples.rows}
   params, data = sharding.shard_models((params, data), mesh)
   opt = jax.jit(jax.vmap(tx.init))(params)
   active = sharding.shard_models(jnp.ones(num_models, bool), mesh)

@@ -177,18 +177,24 @@ def test_initial_params_drawn_at_once_are_each_models_own(scheme, offsets):
       np.testing.assert_array_equal(g[0], np.asarray(w), err_msg=str(m))
 
 
+def one_epoch_args(num_models, hidden, n):
+  """(tx, the arguments of one epoch_fn call) for num_models nets of widths `hidden` on n random points, on one
+  device: what a test compiles the epoch program with."""
+  models = [Model('corner', hidden, 'lecture', s) for s in range(num_models)]
+  tx = optax.sgd(0.1)
+  examples = vmap_sweep.Examples(models, n, n, 1, 'uniform', 1, sharding.model_mesh(jax.devices()[:1]))
+  params = vmap_sweep.InitialParams(models, 0.1, 'zeros', 0.1).of(models, hidden)
+  x = np.random.default_rng(0).normal(size=(num_models, n, 2)).astype(np.float32)
+  data = {'x_train': x, 'y_train': np.sign(x[..., 0]), 'masks': None, 'example_row': examples.rows}
+  return tx, (params, jax.vmap(tx.init)(params), examples(1), np.ones(num_models, bool), data)
+
+
 def test_copy_insertion_by_region_stops_copying_the_weights_at_every_step():
   """What the entry points' XLA flag (process.COPY_FLAG) is for: under XLA:CPU's default copy insertion the epoch
   program copies its loop state, the hidden layers' weights among it, at every step; with the region analysis it
   does not, and the trained parameters are the same bits."""
-  models = [Model('corner', (8, 8), 'lecture', s) for s in range(4)]
-  tx = optax.sgd(0.1)
+  tx, args = one_epoch_args(4, (8, 8), 30)
   epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge')
-  examples = vmap_sweep.Examples(models, 30, 30, 1, 'uniform', 1, sharding.model_mesh(jax.devices()[:1]))
-  params = vmap_sweep.InitialParams(models, 0.1, 'zeros', 0.1).of(models, (8, 8))
-  x = np.random.default_rng(0).normal(size=(4, 30, 2)).astype(np.float32)
-  data = {'x_train': x, 'y_train': np.sign(x[..., 0]), 'masks': None, 'example_row': examples.rows.astype(np.int32)}
-  args = (params, jax.vmap(tx.init)(params), examples(1), np.ones(4, bool), data)
   lowered = epoch_fn.lower(*args)
   state_copies, trained = {}, {}
   for region in (False, True):
@@ -203,13 +209,7 @@ def test_copy_insertion_by_region_stops_copying_the_weights_at_every_step():
 def test_epoch_programs_without_parallel_tasks_split_no_loop_and_train_the_same():
   """train.parallel_tasks=False compiles the epoch program without XLA:CPU's parallel task assigner: no loop of it
   is split over threads, where the default compilation splits one, and the trained parameters are the same bits."""
-  models = [Model('corner', (16,), 'lecture', s) for s in range(64)]
-  tx = optax.sgd(0.1)
-  examples = vmap_sweep.Examples(models, 100, 100, 1, 'uniform', 1, sharding.model_mesh(jax.devices()[:1]))
-  params = vmap_sweep.InitialParams(models, 0.1, 'zeros', 0.1).of(models, (16,))
-  x = np.random.default_rng(0).normal(size=(64, 100, 2)).astype(np.float32)
-  data = {'x_train': x, 'y_train': np.sign(x[..., 0]), 'masks': None, 'example_row': examples.rows.astype(np.int32)}
-  args = (params, jax.vmap(tx.init)(params), examples(1), np.ones(64, bool), data)
+  tx, args = one_epoch_args(64, (16,), 100)
   split, trained = {}, {}
   for parallel in (True, False):
     epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=parallel)

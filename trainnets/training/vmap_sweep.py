@@ -178,14 +178,16 @@ class Examples:
   """Which training examples the models step through. examples(epoch) is (drawn, k): drawn [S, K, steps,
   batch_size] int32 holds the example indices of every step of K epochs, epoch's the k-th, for each of the models'
   S distinct seeds (padded to a multiple of 64 and of the device count), placed whole on every device of `mesh`;
-  `rows` [M] is each model's row in it. Seed s draws epoch e's from fold_in(sampling key, e), sampling key
-  fold_in(PRNGKey(s), 1) ('uniform': a random example each step; 'permutation': one pass over a fresh permutation
-  of the n examples), so models of one seed step through the same examples whatever their task or width. One
-  compiled program draws K epochs at once (every epoch, or as many as EXAMPLES_PER_DRAW indices hold), each device
-  its share of the seeds, for every group of models whose seeds pad to the same count, of the same n and steps."""
+  `rows` [M] int32 is each model's row in it (the epoch program's data['example_row']). Seed s draws epoch e's
+  from fold_in(sampling key, e), sampling key fold_in(PRNGKey(s), 1) ('uniform': a random example each step;
+  'permutation': one pass over a fresh permutation of the n examples), so models of one seed step through the same
+  examples whatever their task or width. One compiled program draws K epochs at once (every epoch, or as many as
+  EXAMPLES_PER_DRAW indices hold), each device its share of the seeds, for every group of models whose seeds pad to
+  the same count, of the same n and steps."""
 
   def __init__(self, models, n, steps, batch_size, sampling, epochs, mesh):
-    keys, self.rows = _distinct_seed_keys(models, 1)
+    keys, rows = _distinct_seed_keys(models, 1)
+    self.rows = rows.astype(np.int32)
     keys = np.pad(keys, [(0, sharding.padded_count(len(keys), mesh) - len(keys)), (0, 0)])
     self._keys = sharding.shard_models(keys, mesh)
     self._everywhere = sharding.replicated(mesh)
@@ -295,7 +297,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
             for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
   examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, train_cfg.epochs, mesh)
-  data = {**splits, 'masks': masks_for(models, padded), 'example_row': examples.rows.astype(np.int32)}
+  data = {**splits, 'masks': masks_for(models, padded), 'example_row': examples.rows}
   if learning_rates is not None:
     data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
   if initial is None:
