@@ -63,12 +63,19 @@ def run_many(path):
   cli.check_backend()
   workdirs = [r['workdir'] for r in spec['runs']]
   print(f'{len(workdirs)} runs of {spec["config"]} trained together: {", ".join(workdirs)}', flush=True)
-  try:
-    trainer.train_and_evaluate_many(list(zip(configs, workdirs)))
-  finally:  # runs that finished are reported even when another failed; their reports drawn on every core
-    done = [(c, w) for c, w in zip(configs, workdirs) if os.path.exists(os.path.join(w, 'results.json'))]
-    for (_, workdir), lines in zip(done, report.render_many(done)):
-      print(f'{workdir}:\n' + textwrap.indent(lines, '  '), flush=True)
+  with report.drawing(configs[0]) as draw:  # figures drawn on every core, by processes started now
+    started = {}  # each run's report starts as its files are written, while the next run's are
+
+    def written(config, workdir):
+      started[workdir] = report.start(config, workdir, draw)
+
+    try:
+      trainer.train_and_evaluate_many(list(zip(configs, workdirs)), written=written)
+    finally:  # runs that finished are reported even when another failed
+      for c, workdir in zip(configs, workdirs):
+        if os.path.exists(os.path.join(workdir, 'results.json')):
+          lines = (started.get(workdir) or report.start(c, workdir, draw))()
+          print(f'{workdir}:\n' + textwrap.indent(lines, '  '), flush=True)
 
 
 def run(argv):
@@ -86,9 +93,10 @@ def run(argv):
   cli.start_distributed(_DISTRIBUTED, config)
   if distributed.is_main():  # the log says what ran (config.json in the workdir holds the same)
     print('config (resolved):\n' + textwrap.indent(str(config), '  '), end='', flush=True)
-  results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
-  if results is not None:  # process 0, and the run finished
-    print(report.render(config, _WORKDIR.value))
+  with report.drawing(config) as draw:  # where the report hands its figures over, started now
+    results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
+    if results is not None:  # process 0, and the run finished
+      print(report.render(config, _WORKDIR.value, draw))
 
 
 if __name__ == '__main__':

@@ -7,15 +7,14 @@ report (a table, a figure, a claim's wording): the numbers come from the workdir
 eval.json, saved parameters), the config from its config.json, and the report module from the config's trainer
 (experiments/reports/<trainer>.py).
 """
-import concurrent.futures
-import multiprocessing
+import functools
 import os
-import signal
 import sys
 
 import ml_collections
 
 import experiments
+from experiments.reports import drawing as drawing_lib
 from trainnets.errors import UserError
 from trainnets.errors import WorkdirError
 from trainnets.training import workdir as workdir_lib
@@ -30,37 +29,34 @@ def config_of(workdir):
   return ml_collections.ConfigDict(workdir_lib.read_json(path))
 
 
-def render(config, workdir):
-  """Writes the workdir's results.md and figures; returns the lines to print."""
+def start(config, workdir, draw=None):
+  """render() up to the figures that `draw` (see drawing()) may still be drawing elsewhere; returns the function
+  that waits for them, writes the rest of the report and returns the lines to print. A report that does not hand
+  its figures over draws them in that function."""
   if not os.path.exists(os.path.join(workdir, 'results.json')):
     raise WorkdirError(f'{workdir} has no results.json: its run has not finished; run the same train.py command '
                        'to finish it')
   module = experiments.report_module(config)
-  return module.summary(module.render(config, workdir))
+  if hasattr(module, 'start_render'):
+    finish = module.start_render(config, workdir, draw)
+  else:
+    finish = functools.partial(module.render, config, workdir)
+  return lambda: module.summary(finish())
 
 
-def _start_worker():
-  """A render_many worker: JAX's CPU set up as train.py's is; Ctrl-C is the parent's to handle."""
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  from trainnets.training import process  # noqa: PLC0415 (before JAX starts in this process)
-
-  process.prepare_cpu()
+def render(config, workdir, draw=None):
+  """Writes the workdir's results.md and figures; returns the lines to print."""
+  return start(config, workdir, draw)()
 
 
-def _render_workdir(workdir):
-  return render(config_of(workdir), workdir)
-
-
-def render_many(pairs, workers=None):
-  """render() of several finished workdirs [(config, workdir)], up to `workers` at once (default: one per core) in
-  fresh processes, each drawing what render() alone draws; returns each one's lines, in order. One workdir, or
-  one core, renders here."""
-  workers = min(workers or os.cpu_count() or 1, len(pairs))
-  if workers <= 1:
-    return [render(c, w) for c, w in pairs]
-  context = multiprocessing.get_context('spawn')  # not fork: this process's JAX threads do not survive a fork
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-    return list(pool.map(_render_workdir, [w for _, w in pairs]))
+def drawing(config):
+  """Where the figures of runs of `config` are drawn: a drawing.Pool of one process per core, started now, where
+  its report hands them over (its module's FIGURES names the module that draws them) and there is more than one
+  core; else drawing.Here(). Start it before training, so its imports overlap the work."""
+  figures = getattr(experiments.report_module(config), 'FIGURES', None)
+  if figures is None or (os.cpu_count() or 1) < 2:
+    return drawing_lib.Here()
+  return drawing_lib.Pool([figures])
 
 
 def main(argv):
@@ -68,7 +64,9 @@ def main(argv):
     print('usage: python -m experiments.report WORKDIR (a workdir that train.py finished)', file=sys.stderr)
     return 2
   try:
-    print(render(config_of(argv[1]), argv[1]))
+    config = config_of(argv[1])
+    with drawing(config) as draw:
+      print(render(config, argv[1], draw))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -13,6 +13,8 @@ from experiments import claims as claims_lib
 from experiments import hidden_units_claims
 from experiments import report
 from experiments import sweep
+from experiments.reports import drawing
+from experiments.reports import hidden_units as hidden_units_report
 from tests.helpers import assert_one_line_error
 from tests.helpers import ROOT
 from trainnets import config_keys
@@ -173,13 +175,17 @@ def drawn_files(workdir):
 
 
 @pytest.mark.slow
-def test_reports_drawn_on_every_core_equal_each_drawn_alone(tmp_path):
-  """render_many draws in spawned processes, one per core: each workdir's lines, results.md, claims and
-  figures are byte for byte what render() alone draws."""
+def test_reports_started_as_runs_are_written_and_drawn_by_workers_equal_each_drawn_alone(tmp_path):
+  """As train.py --runs reports: each run's report starts as its files are written, its figures drawn by worker
+  processes while the next run's files are written; each workdir's lines, results.md, claims and figures are byte
+  for byte what render() alone draws, here."""
   pairs = [(c, str(tmp_path / f'run{i}')) for i, c in enumerate(configs([{}, {'model.weight_init': 'he'},
                                                                            {'train.learning_rate': 3.0}]))]
-  hidden_units.train_and_evaluate_many(pairs)
-  many = report.render_many(pairs, workers=2)
+  started = {}
+  with drawing.Pool([hidden_units_report.FIGURES], workers=2) as pool:
+    hidden_units.train_and_evaluate_many(pairs, written=lambda c, w: started.setdefault(w, report.start(c, w, pool)))
+    assert list(started) == [w for _, w in pairs], 'each run started as it was written, in order'
+    many = [started[w]() for _, w in pairs]
   drawn = {w: drawn_files(w) for _, w in pairs}
   assert len(drawn[pairs[0][1]]) == 7, 'results.md, claims.json and five figures'
   for (c, w), lines in zip(pairs, many):

@@ -3,21 +3,16 @@
 Nothing here trains: `render` reads a finished workdir (results.json's records, and the parameters, snapshots
 and curves trainnets/training/hidden_units.py saved) and derives everything else from them and the config.
 """
-import functools
 import os
 
 import jax
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import claims as claims_lib
 from experiments import hidden_units_claims
-import nets
+from experiments.reports import drawing
+from experiments.reports import hidden_units_figures
 from nets import mlp
-from trainnets import files
 from trainnets.training import hidden_units as trainer
 from trainnets.training import workdir as workdir_lib
 
@@ -31,21 +26,38 @@ def _median(recs, key):
   return float(np.median([r[key] for r in recs]))
 
 
-@functools.cache
+FIGURES = hidden_units_figures.__name__  # what draws the figures: numpy and matplotlib only
+
+
 def counted_params(depth, width):
-  """Parameters of a real (unpadded) net, counted from the arrays its init makes."""
-  return nets.num_params(jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), (2,) + (width,) * depth + (1,))))
+  """Parameters of a real (unpadded) net: the count of the arrays its init makes (tests/test_nets.py)."""
+  return mlp.num_params((2,) + (width,) * depth + (1,))
 
 
-def render(config, workdir):
-  """Writes claims.json (the lecture's claims, judged), the figures and results.md of a finished workdir;
-  returns results.json with the claims and figure names added."""
+def render(config, workdir, draw=None):
+  """Writes the figures, claims.json (the lecture's claims, judged) and results.md of a finished workdir; returns
+  results.json with the claims and figure names added. `draw` draws the figures (drawing.Here() if None)."""
+  return start_render(config, workdir, draw)()
+
+
+def start_render(config, workdir, draw=None):
+  """render up to its figures, which `draw` may still be drawing elsewhere (a drawing.Pool); returns the function
+  that waits for them, then writes claims.json and results.md and returns the results."""
+  draw = draw or drawing.Here()
   results = current(workdir_lib.read_json(os.path.join(workdir, 'results.json')), config)
   runs, datasets = trainer.load_runs(config, workdir)
-  results['figures'] = figures(runs, datasets, config, os.path.join(workdir, 'figures'))
-  workdir_lib.write_json(os.path.join(workdir, 'claims.json'), {'claims': results['claims']})
-  workdir_lib.write_text(os.path.join(workdir, 'results.md'), markdown(config, results))
-  return results
+  jobs = figures(runs, datasets, config)
+  drawn = [draw.draw(function, os.path.join(workdir, 'figures', name), **numbers) for name, function, numbers in jobs]
+  results['figures'] = [name for name, _, _ in jobs]
+
+  def finish():
+    for figure in drawn:
+      figure.result()
+    workdir_lib.write_json(os.path.join(workdir, 'claims.json'), {'claims': results['claims']})
+    workdir_lib.write_text(os.path.join(workdir, 'results.md'), markdown(config, results))
+    return results
+
+  return finish
 
 
 def current(results, config):
@@ -233,31 +245,17 @@ def evaluation_summary(out):
 _apply = jax.jit(mlp.apply, static_argnames='activation')  # one program per net shape, not one per operation
 
 
-def _decision(params, width, activation, grid_GxG2):
+def _panel(params, width, activation, x, y, title, hidden_lines=True):
+  """hidden_units_figures._panel's numbers for one net: its scores on the figure's grid, the points, and its first
+  hidden layer's lines."""
   masks = mlp.unit_masks_for([width] * len(params['layers']), [l['W'].shape[1] for l in params['layers']])
-  return np.asarray(_apply(params, grid_GxG2, activation=activation, unit_masks=masks or None)[:, 0])
-
-
-def _panel(ax, params, width, activation, x, y, title, hidden_lines=True):
-  g = np.linspace(-1.1, 1.1, 161)
-  gx, gy = np.meshgrid(g, g)
-  z = _decision(params, width, activation, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))
-  z = z.reshape(gx.shape)
-  ax.contourf(gx, gy, z > 0, levels=[-0.5, 0.5, 1.5], colors=['#f4c7c3', '#c6dbef'], alpha=0.8)
-  if z.min() < 0 < z.max():
-    ax.contour(gx, gy, z, levels=[0.0], colors='k', linewidths=1.5)
+  z = np.asarray(_apply(params, hidden_units_figures.grid_points(), activation=activation,
+                        unit_masks=masks or None)[:, 0])
+  lines = None
   if hidden_lines and params['layers']:
-    W, W0 = params['layers'][0]['W'], params['layers'][0]['W0']
-    for j in range(width):  # hidden unit j's line z_j = W[0, j] x1 + W[1, j] x2 + W0[j] = 0
-      w1, w2, b = W[0, j], W[1, j], W0[j]
-      if abs(w2) > abs(w1):
-        ax.plot(g, -(w1 * g + b) / w2, '--', color='0.35', lw=0.8)
-      elif abs(w1) > 0:
-        ax.plot(-(w2 * g + b) / w1, g, '--', color='0.35', lw=0.8)
-  ax.scatter(x[y > 0, 0], x[y > 0, 1], s=9, c='#08519c', marker='+', lw=0.8)
-  ax.scatter(x[y < 0, 0], x[y < 0, 1], s=7, c='#a50f15', marker='_', lw=0.8)
-  ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xticks=[], yticks=[], aspect='equal')
-  ax.set_title(title, fontsize=9)
+    first = params['layers'][0]
+    lines = (first['W'][:, :width], first['W0'][:width])
+  return {'z': z.reshape(len(hidden_units_figures.GRID), -1), 'x': x, 'y': y, 'title': title, 'lines': lines}
 
 
 class _Models:
@@ -284,38 +282,29 @@ class _Models:
     return run['curves']['train_accuracy'][i, -1]
 
 
-def _band(ax, x, values_SxX, label, **style):
-  med = np.median(values_SxX, axis=0)
-  lo, hi = np.percentile(values_SxX, [25, 75], axis=0)
-  (line,) = ax.plot(x, med, label=label, **style)
-  ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
-
-
-def figures(runs, datasets, config, outdir):
-  """Writes the PNG figures into outdir; returns their file names."""
-  names, models = [], _Models(runs)
+def figures(runs, datasets, config):
+  """The figures as [(file name, a function of hidden_units_figures, its numbers)]: everything each shows is
+  computed here, and the function draws it."""
+  jobs, models = [], _Models(runs)
   cl, act, seed, init = config.claims, config.model.activation, config.seed, config.model.weight_init
   at = cl.at_epoch
   seeds = range(config.seed, config.seed + config.num_seeds)
 
-  def save(fig, name):
-    files.write_figure(os.path.join(outdir, name), fig, dpi=110, bbox_inches='tight')
-    plt.close(fig)
-    names.append(name)
-
   # 1. The lecture's pictures: points, boundary and each hidden unit's line, before and after ~10 epochs.
   for task in (cl.easy_task, cl.hard_task):
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.2))
-    for row, w in enumerate((cl.few_units, cl.many_units)):
+    rows = []
+    for w in (cl.few_units, cl.many_units):
       run1, i = models.find(task=task, hidden=(w,), init=init, seed=seed)
       x, y = _train_of(datasets, task, run1['models'][i].data_seed)
-      for col, (e, label) in enumerate(((0, 'before training'), (at, f'after {at} epochs'),
-                                        (config.train.epochs, 'final'))):
+      row = []
+      for e, label in ((0, 'before training'), (at, f'after {at} epochs'), (config.train.epochs, 'final')):
         p = _model_params(run1['snapshots'][e] if e in run1['snapshots'] else run1['params'], i)
         acc = run1['curves']['train_accuracy'][i, e]
-        _panel(axes[row, col], p, w, act, x, y, f'{w} units, {label}: training acc {acc:.2f}')
-    fig.suptitle(f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}')
-    save(fig, f'boundaries_{task}.png')
+        row.append(_panel(p, w, act, x, y, f'{w} units, {label}: training acc {acc:.2f}'))
+      rows.append(row)
+    jobs.append((f'boundaries_{task}.png', hidden_units_figures.boundaries, {
+        'panels': rows, 'figsize': (9, 6.2),
+        'title': f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}'}))
 
   # 2. Every task: the linear net and growing nets, final boundaries.
   has_linear = any(r['depth'] == 0 for r in runs)
@@ -325,51 +314,44 @@ def figures(runs, datasets, config, outdir):
   dmax, wmax = max(config.model.depths), max(config.model.hidden_units)
   if (dmax, wmax) != (1, cl.many_units):
     cols.append((f'depth {dmax}, {wmax} units', dmax, wmax))
-  fig, axes = plt.subplots(len(config.data.tasks), len(cols), figsize=(2.8 * len(cols), 3.0 * len(config.data.tasks)),
-                           squeeze=False)
-  for r, task in enumerate(config.data.tasks):
-    for c, (label, d, w) in enumerate(cols):
+  rows = []
+  for task in config.data.tasks:
+    row = []
+    for label, d, w in cols:
       run, i = models.find(task=task, hidden=(w,) * d, init=init, seed=seed)
       x, y = _train_of(datasets, task, run['models'][i].data_seed)
-      _panel(axes[r, c], _model_params(run['params'], i), w, act, x, y,
-             f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}', hidden_lines=(d == 1))
-  fig.suptitle(f'Final decision boundaries on the training points, seed {seed}', y=1.0)
-  fig.tight_layout()
-  save(fig, 'boundaries_all_tasks.png')
+      row.append(_panel(_model_params(run['params'], i), w, act, x, y,
+                        f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}',
+                        hidden_lines=(d == 1)))
+    rows.append(row)
+  jobs.append(('boundaries_all_tasks.png', hidden_units_figures.boundaries, {
+      'panels': rows, 'figsize': (2.8 * len(cols), 3.0 * len(config.data.tasks)), 'title_y': 1.0,
+      'title': f'Final decision boundaries on the training points, seed {seed}', 'tight_layout': True}))
 
   # 3. Accuracy against hidden units, spread over seeds, one line per depth.
   widths = sorted(config.model.hidden_units)
-  fig, axes = plt.subplots(1, len(config.data.tasks), figsize=(3.2 * len(config.data.tasks), 3.2), squeeze=False)
-  for ax, task in zip(axes[0], config.data.tasks):
-    for d in config.model.depths:
-      acc = np.array([[models.final_accuracy(task=task, hidden=(w,) * d, init=init, seed=s) for w in widths]
-                      for s in seeds])
-      _band(ax, widths, acc, f'depth {d}', marker='o', ms=3)
-    if has_linear:
-      lin = np.array([models.final_accuracy(task=task, hidden=(), seed=s) for s in seeds])
-      ax.axhline(np.median(lin), color='0.4', ls=':', label='linear')
-    ax.set(xscale='log', xticks=widths, xticklabels=[str(w) for w in widths], xlabel='hidden units per layer',
-           ylim=(0.45, 1.02), title=task)
-    ax.tick_params(axis='x', labelsize=7)
-  axes[0, 0].set_ylabel('final training accuracy')
-  axes[0, -1].legend(fontsize=8, loc='lower right')
-  fig.suptitle(f'Accuracy vs hidden units: median and 25-75% over {config.num_seeds} seeds', y=1.03)
-  save(fig, 'accuracy_vs_units.png')
+  tasks = []
+  for task in config.data.tasks:
+    depths = [(f'depth {d}', np.array([[models.final_accuracy(task=task, hidden=(w,) * d, init=init, seed=s)
+                                        for w in widths] for s in seeds])) for d in config.model.depths]
+    linear = (np.median(np.array([models.final_accuracy(task=task, hidden=(), seed=s) for s in seeds]))
+              if has_linear else None)
+    tasks.append((task, depths, linear))
+  jobs.append(('accuracy_vs_units.png', hidden_units_figures.accuracy_vs_units,
+               {'widths': widths, 'tasks': tasks, 'num_seeds': config.num_seeds}))
 
   # 4. Training curves: few vs many units, random vs zero init.
-  epochs = np.arange(config.train.epochs + 1)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for ax, task in zip(axes, (cl.easy_task, cl.hard_task)):
+  tasks = []
+  for task in (cl.easy_task, cl.hard_task):
+    bands = []
     for w in (cl.few_units, cl.many_units):
       for scheme, ls in ((init, '-'), ('zeros', ':')):
         found = [models.find(task=task, hidden=(w,), init=scheme, seed=s) for s in seeds
                  if any(m.init == scheme for r in runs for m in r['models'])]
         if found:
-          curves = np.stack([run['curves']['train_accuracy'][i] for run, i in found])
-          _band(ax, epochs, curves, f'{w} units, {scheme} init', ls=ls)
-    ax.axvline(at, color='0.6', lw=0.8)
-    ax.set(xlabel='epoch', ylabel='training accuracy', title=task, ylim=(0.45, 1.02))
-    ax.legend(fontsize=8, loc='lower right')
-  fig.suptitle(f'Training curves: median and 25-75% over {config.num_seeds} seeds (zero-init lines coincide)', y=1.02)
-  save(fig, 'training_curves.png')
-  return names
+          bands.append((f'{w} units, {scheme} init', np.stack([run['curves']['train_accuracy'][i] for run, i in found]),
+                        ls))
+    tasks.append((task, bands))
+  jobs.append(('training_curves.png', hidden_units_figures.training_curves,
+               {'epochs': config.train.epochs, 'at': at, 'tasks': tasks, 'num_seeds': config.num_seeds}))
+  return jobs

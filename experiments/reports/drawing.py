@@ -1,0 +1,55 @@
+"""Where a report's figures are drawn: here, one after another, or in worker processes while the report goes on.
+
+A report that computes everything its figures show before drawing them (experiments/reports/hidden_units.py, whose
+figure functions import only numpy and matplotlib) hands each figure over as `draw(function, path, **numbers)`
+and waits for the returned future once it has computed everything else. `Here()` draws at once; `Pool(modules)`
+draws in one worker process per core, forked from a server process that imported `modules` once, so a worker
+starts in milliseconds and none of them imports JAX or the trainer. The server starts importing when the pool is
+made, without the caller waiting: train.py makes it before training, so those imports overlap the work.
+"""
+import concurrent.futures
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+
+
+class Here:
+  """Draws each figure at once, in this process; an error is raised where the figure is handed over."""
+
+  def draw(self, function, path, **numbers):
+    function(path, **numbers)
+    done = concurrent.futures.Future()
+    done.set_result(None)
+    return done
+
+  def close(self):
+    pass
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def _start_worker():
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+class Pool(Here):
+  """Draws figures in `workers` processes (default: one per core), forked from a server that has imported
+  `modules`; a figure's error is raised by its future's result(), in the process that waits for it."""
+
+  def __init__(self, modules, workers=None):
+    context = multiprocessing.get_context('forkserver')  # not fork: a JAX process's threads do not survive a fork
+    context.set_forkserver_preload(list(modules))  # and not this process's __main__, which imports JAX
+    multiprocessing.forkserver.ensure_running()  # the server starts importing now, without waiting for it
+    self._pool = concurrent.futures.ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context,
+                                                        initializer=_start_worker)
+
+  def draw(self, function, path, **numbers):
+    return self._pool.submit(function, path, **numbers)
+
+  def close(self):
+    self._pool.shutdown()
