@@ -1,13 +1,15 @@
 """Where a report's figures are drawn: here, one after another, or in worker processes while the report goes on.
 
 A report that computes everything its figures show before drawing them (experiments/reports/hidden_units.py, whose
-figure functions import only numpy and matplotlib) hands each figure over as `draw(function, path, **numbers)`
-and waits for the returned future once it has computed everything else. `Here()` draws at once; `Pool(modules)`
+figure functions import only numpy and matplotlib) hands each figure over as `draw(module, function, path,
+**numbers)`, naming the function that draws it, and waits for the returned future once it has computed everything
+else: the process handing figures over never imports what draws them. `Here()` draws at once; `Pool(modules)`
 draws in one worker process per core, forked from a server process that imported `modules` once, so a worker
 starts in milliseconds and none of them imports JAX or the trainer. The server starts importing when the pool is
 made, without the caller waiting: train.py makes it before training, so those imports overlap the work.
 """
 import concurrent.futures
+import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -17,8 +19,8 @@ import signal
 class Here:
   """Draws each figure at once, in this process; an error is raised where the figure is handed over."""
 
-  def draw(self, function, path, **numbers):
-    function(path, **numbers)
+  def draw(self, module, function, path, **numbers):
+    _draw(module, function, path, numbers)
     done = concurrent.futures.Future()
     done.set_result(None)
     return done
@@ -31,6 +33,10 @@ class Here:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _draw(module, function, path, numbers):
+  getattr(importlib.import_module(module), function)(path, **numbers)
 
 
 def _start_worker():
@@ -48,8 +54,8 @@ class Pool(Here):
     self._pool = concurrent.futures.ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context,
                                                         initializer=_start_worker)
 
-  def draw(self, function, path, **numbers):
-    return self._pool.submit(function, path, **numbers)
+  def draw(self, module, function, path, **numbers):
+    return self._pool.submit(_draw, module, function, path, numbers)
 
   def close(self):
     self._pool.shutdown()

@@ -11,7 +11,6 @@ import numpy as np
 from experiments import claims as claims_lib
 from experiments import hidden_units_claims
 from experiments.reports import drawing
-from experiments.reports import hidden_units_figures
 from nets import mlp
 from trainnets.training import hidden_units as trainer
 from trainnets.training import workdir as workdir_lib
@@ -26,7 +25,8 @@ def _median(recs, key):
   return float(np.median([r[key] for r in recs]))
 
 
-FIGURES = hidden_units_figures.__name__  # what draws the figures: numpy and matplotlib only
+FIGURES = 'experiments.reports.hidden_units_figures'  # what draws the figures: numpy and matplotlib only
+GRID = np.linspace(-1.1, 1.1, 161)  # the decision maps' axes
 
 
 def counted_params(depth, width):
@@ -47,7 +47,8 @@ def start_render(config, workdir, draw=None):
   results = current(workdir_lib.read_json(os.path.join(workdir, 'results.json')), config)
   runs, datasets = trainer.load_runs(config, workdir)
   jobs = figures(runs, datasets, config)
-  drawn = [draw.draw(function, os.path.join(workdir, 'figures', name), **numbers) for name, function, numbers in jobs]
+  drawn = [draw.draw(FIGURES, function, os.path.join(workdir, 'figures', name), **numbers)
+           for name, function, numbers in jobs]
   results['figures'] = [name for name, _, _ in jobs]
 
   def finish():
@@ -249,13 +250,14 @@ def _panel(params, width, activation, x, y, title, hidden_lines=True):
   """hidden_units_figures._panel's numbers for one net: its scores on the figure's grid, the points, and its first
   hidden layer's lines."""
   masks = mlp.unit_masks_for([width] * len(params['layers']), [l['W'].shape[1] for l in params['layers']])
-  z = np.asarray(_apply(params, hidden_units_figures.grid_points(), activation=activation,
-                        unit_masks=masks or None)[:, 0])
+  gx, gy = np.meshgrid(GRID, GRID)
+  z = _apply(params, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32), activation=activation,
+             unit_masks=masks or None)[:, 0]
   lines = None
   if hidden_lines and params['layers']:
     first = params['layers'][0]
     lines = (first['W'][:, :width], first['W0'][:width])
-  return {'z': z.reshape(len(hidden_units_figures.GRID), -1), 'x': x, 'y': y, 'title': title, 'lines': lines}
+  return {'z': np.asarray(z).reshape(gx.shape), 'x': x, 'y': y, 'title': title, 'lines': lines}
 
 
 class _Models:
@@ -283,8 +285,8 @@ class _Models:
 
 
 def figures(runs, datasets, config):
-  """The figures as [(file name, a function of hidden_units_figures, its numbers)]: everything each shows is
-  computed here, and the function draws it."""
+  """The figures as [(file name, the function of FIGURES that draws it, its numbers)]: everything each shows is
+  computed here."""
   jobs, models = [], _Models(runs)
   cl, act, seed, init = config.claims, config.model.activation, config.seed, config.model.weight_init
   at = cl.at_epoch
@@ -302,8 +304,8 @@ def figures(runs, datasets, config):
         acc = run1['curves']['train_accuracy'][i, e]
         row.append(_panel(p, w, act, x, y, f'{w} units, {label}: training acc {acc:.2f}'))
       rows.append(row)
-    jobs.append((f'boundaries_{task}.png', hidden_units_figures.boundaries, {
-        'panels': rows, 'figsize': (9, 6.2),
+    jobs.append((f'boundaries_{task}.png', 'boundaries', {
+        'grid': GRID, 'panels': rows, 'figsize': (9, 6.2),
         'title': f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}'}))
 
   # 2. Every task: the linear net and growing nets, final boundaries.
@@ -324,8 +326,8 @@ def figures(runs, datasets, config):
                         f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}',
                         hidden_lines=(d == 1)))
     rows.append(row)
-  jobs.append(('boundaries_all_tasks.png', hidden_units_figures.boundaries, {
-      'panels': rows, 'figsize': (2.8 * len(cols), 3.0 * len(config.data.tasks)), 'title_y': 1.0,
+  jobs.append(('boundaries_all_tasks.png', 'boundaries', {
+      'grid': GRID, 'panels': rows, 'figsize': (2.8 * len(cols), 3.0 * len(config.data.tasks)), 'title_y': 1.0,
       'title': f'Final decision boundaries on the training points, seed {seed}', 'tight_layout': True}))
 
   # 3. Accuracy against hidden units, spread over seeds, one line per depth.
@@ -337,7 +339,7 @@ def figures(runs, datasets, config):
     linear = (np.median(np.array([models.final_accuracy(task=task, hidden=(), seed=s) for s in seeds]))
               if has_linear else None)
     tasks.append((task, depths, linear))
-  jobs.append(('accuracy_vs_units.png', hidden_units_figures.accuracy_vs_units,
+  jobs.append(('accuracy_vs_units.png', 'accuracy_vs_units',
                {'widths': widths, 'tasks': tasks, 'num_seeds': config.num_seeds}))
 
   # 4. Training curves: few vs many units, random vs zero init.
@@ -352,6 +354,6 @@ def figures(runs, datasets, config):
           bands.append((f'{w} units, {scheme} init', np.stack([run['curves']['train_accuracy'][i] for run, i in found]),
                         ls))
     tasks.append((task, bands))
-  jobs.append(('training_curves.png', hidden_units_figures.training_curves,
+  jobs.append(('training_curves.png', 'training_curves',
                {'epochs': config.train.epochs, 'at': at, 'tasks': tasks, 'num_seeds': config.num_seeds}))
   return jobs

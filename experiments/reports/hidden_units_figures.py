@@ -1,7 +1,7 @@
 """The hidden-units report's figures, drawn from numbers alone: numpy and matplotlib, no JAX.
 
-experiments/reports/hidden_units.py computes everything a figure shows (each net's decision map on GRID, the
-training points, the hidden units' lines, accuracies and curves) and hands it to one function here per figure,
+experiments/reports/hidden_units.py computes everything a figure shows (each net's decision map on a grid, the
+training points, the hidden units' lines, accuracies and curves) and names one function here per figure,
 `function(path, **numbers)`, which draws it and writes the PNG. The numbers are plain arrays, so the figures can be
 drawn in worker processes that import nothing but this (experiments/reports/drawing.py) while the report goes on.
 """
@@ -13,24 +13,15 @@ import numpy as np
 
 from trainnets import files
 
-GRID = np.linspace(-1.1, 1.1, 161)  # each decision map's axes
-
-
-def grid_points():
-  """GRID x GRID as the [161 * 161, 2] float32 points a net's decision map is its scores on."""
-  gx, gy = np.meshgrid(GRID, GRID)
-  return np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
-
 
 def _save(fig, path):
   files.write_figure(path, fig, dpi=110, bbox_inches='tight')
   plt.close(fig)
 
 
-def _panel(ax, z, x, y, title, lines=None):
-  """One net on the square: its decision regions (scores z on GRID x GRID) and boundary, its first hidden layer's
+def _panel(ax, g, z, x, y, title, lines=None):
+  """One net on the square: its decision regions (scores z on the grid g x g) and boundary, its first hidden layer's
   lines (W [2, units], W0 [units]) dashed, and the training points (x, y)."""
-  g = GRID
   gx, gy = np.meshgrid(g, g)
   ax.contourf(gx, gy, z > 0, levels=[-0.5, 0.5, 1.5], colors=['#f4c7c3', '#c6dbef'], alpha=0.8)
   if z.min() < 0 < z.max():
@@ -49,12 +40,12 @@ def _panel(ax, z, x, y, title, lines=None):
   ax.set_title(title, fontsize=9)
 
 
-def boundaries(path, panels, title, figsize, title_y=None, tight_layout=False):
-  """A grid of nets' decision maps: panels[row][col] holds _panel's arguments."""
+def boundaries(path, grid, panels, title, figsize, title_y=None, tight_layout=False):
+  """A grid of nets' decision maps on grid x grid: panels[row][col] holds _panel's other arguments."""
   fig, axes = plt.subplots(len(panels), len(panels[0]), figsize=figsize, squeeze=False)
   for row, cells in enumerate(panels):
     for col, cell in enumerate(cells):
-      _panel(axes[row, col], **cell)
+      _panel(axes[row, col], grid, **cell)
   fig.suptitle(title, **({} if title_y is None else {'y': title_y}))
   if tight_layout:
     fig.tight_layout()
