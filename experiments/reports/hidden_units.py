@@ -1,7 +1,8 @@
 """The hidden-units sweep's report: the lecture's claims with measured numbers, results.md, figures, summaries.
 
 Nothing here trains: `render` reads a finished workdir (results.json's records, and the parameters, snapshots
-and curves trainnets/training/hidden_units.py saved) and derives everything else from them and the config.
+and curves trainnets/training/hidden_units.py saved) and derives everything else from them and the config; the
+figures are drawn from the numbers computed here by FIGURES, here or in worker processes (drawing.py).
 """
 import os
 
@@ -15,18 +16,16 @@ from nets import mlp
 from trainnets.training import hidden_units as trainer
 from trainnets.training import workdir as workdir_lib
 
+FIGURES = 'experiments.reports.hidden_units_figures'  # what draws the figures: numpy and matplotlib only
+GRID = np.linspace(-1.1, 1.1, 161)  # the decision maps' axes
+
 
 def _model_params(tree, i):
   return jax.tree.map(lambda a: a[i], tree)
 
 
-
 def _median(recs, key):
   return float(np.median([r[key] for r in recs]))
-
-
-FIGURES = 'experiments.reports.hidden_units_figures'  # what draws the figures: numpy and matplotlib only
-GRID = np.linspace(-1.1, 1.1, 161)  # the decision maps' axes
 
 
 def counted_params(depth, width):
