@@ -51,12 +51,10 @@ def render(config, workdir, draw=None):
 
 def drawing(config):
   """Where the figures of runs of `config` are drawn: a drawing.Pool of one process per core, started now, where
-  its report hands them over (its module's FIGURES names the module that draws them) and there is more than one
-  core; else drawing.Here(). Start it before training, so its imports overlap the work."""
+  its report hands them over (its module's FIGURES names the module that draws them; drawing.start says when
+  not); else drawing.Here(). Start it before training, so its imports overlap the work."""
   figures = getattr(experiments.report_module(config), 'FIGURES', None)
-  if figures is None or (os.cpu_count() or 1) < 2:
-    return drawing_lib.Here()
-  return drawing_lib.Pool([figures])
+  return drawing_lib.Here() if figures is None else drawing_lib.start([figures])
 
 
 def main(argv):

@@ -1,6 +1,9 @@
 """Figures drawn from numbers, here or by worker processes (experiments/reports/drawing.py): the same bytes either
 way, a worker's error raised where the report waits, and drawing workers that import no JAX."""
+import multiprocessing
+import multiprocessing.forkserver
 import os
+import signal
 import subprocess
 import sys
 
@@ -38,6 +41,61 @@ def test_a_workers_error_is_raised_where_the_report_waits(tmp_path):
       failed.result()
   with pytest.raises(WriteError, match='could not write'):
     drawing.Here().draw(figures.__name__, 'training_curves', str(blocked / 'figures' / 'c.png'), **curves_numbers())
+
+
+def test_a_figure_whose_worker_died_is_drawn_here(tmp_path):
+  """A worker killed (out of memory, by hand) breaks the pool: its figures, and those handed over after it, are
+  drawn here instead of failing the report."""
+  here = tmp_path / 'here.png'
+  drawing.Here().draw(figures.__name__, 'training_curves', str(here), **curves_numbers())
+  with drawing.Pool([figures.__name__], workers=1) as pool:
+    pool.draw(figures.__name__, 'training_curves', str(tmp_path / 'first.png'), **curves_numbers()).result()
+    workers = multiprocessing.active_children()
+    assert workers
+    for worker in workers:
+      os.kill(worker.pid, signal.SIGKILL)
+    for worker in workers:
+      worker.join(10)
+    for name in ('second.png', 'third.png'):
+      assert pool.draw(figures.__name__, 'training_curves', str(tmp_path / name), **curves_numbers()).result() is None
+      assert (tmp_path / name).read_bytes() == here.read_bytes()
+
+
+SCRIPT = """
+import os, sys
+with open(sys.argv[1], 'a') as f:  # every process that runs this file as a module says so
+  f.write(f'{os.getpid()}\\n')
+from experiments.reports import drawing
+from tests.test_report_drawing import curves_numbers
+
+if __name__ == '__main__':
+  with drawing.Pool(['experiments.reports.hidden_units_figures'], workers=2) as pool:
+    drawn = [pool.draw('experiments.reports.hidden_units_figures', 'training_curves', os.path.join(sys.argv[2], f),
+                       **curves_numbers()) for f in ('a.png', 'b.png', 'c.png')]
+    [d.result() for d in drawn]
+"""
+
+
+def test_workers_do_not_run_the_main_module_again(tmp_path):
+  """A worker that ran train.py again would import JAX and the trainer before drawing anything."""
+  (tmp_path / 'main.py').write_text(SCRIPT)
+  out = subprocess.run([sys.executable, str(tmp_path / 'main.py'), str(tmp_path / 'ran'), str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': ROOT})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert len((tmp_path / 'ran').read_text().split()) == 1, 'only the parent ran main.py'
+  assert all((tmp_path / f).stat().st_size > 1000 for f in ('a.png', 'b.png', 'c.png'))
+
+
+def test_where_no_worker_can_start_the_figures_are_drawn_here(monkeypatch, capsys):
+  assert type(drawing.start([figures.__name__], workers=1)) is drawing.Here, 'one core: nothing to gain'
+
+  def no_socket():
+    raise OSError('AF_UNIX path too long')
+
+  monkeypatch.setattr(multiprocessing.forkserver, 'ensure_running', no_socket)
+  assert type(drawing.start([figures.__name__], workers=2)) is drawing.Here
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'no worker process could start (AF_UNIX path too long)' in err
 
 
 def imported(module, names):

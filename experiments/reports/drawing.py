@@ -9,11 +9,14 @@ starts in milliseconds and none of them imports JAX or the trainer. The server s
 made, without the caller waiting: train.py makes it before training, so those imports overlap the work.
 """
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 
 
 class Here:
@@ -45,7 +48,8 @@ def _start_worker():
 
 class Pool(Here):
   """Draws figures in `workers` processes (default: one per core), forked from a server that has imported
-  `modules`; a figure's error is raised by its future's result(), in the process that waits for it."""
+  `modules`; a figure's error is raised by its future's result(), in the process that waits for it. A figure whose
+  worker died (killed, out of memory) is drawn here instead: the pool only ever makes a report sooner."""
 
   def __init__(self, modules, workers=None):
     context = multiprocessing.get_context('forkserver')  # not fork: a JAX process's threads do not survive a fork
@@ -55,7 +59,54 @@ class Pool(Here):
                                                         initializer=_start_worker)
 
   def draw(self, module, function, path, **numbers):
-    return self._pool.submit(_draw, module, function, path, numbers)
+    job = (module, function, path, numbers)
+    try:
+      with _main_left_alone():  # a submission may start a worker
+        return _OrHere(self._pool.submit(_draw, *job), job)
+    except BrokenProcessPool:
+      return Here().draw(module, function, path, **numbers)
 
   def close(self):
     self._pool.shutdown()
+
+
+@contextlib.contextmanager
+def _main_left_alone():
+  """Workers started in here do not run this process's main module again: multiprocessing has each new worker
+  import the parent's __main__ (train.py, and with it JAX and the trainer) unless __main__ names neither a file
+  nor a module."""
+  main = sys.modules['__main__']
+  saved = {k: main.__dict__[k] for k in ('__file__', '__spec__') if k in main.__dict__}
+  main.__dict__.pop('__file__', None)
+  main.__spec__ = None
+  try:
+    yield
+  finally:
+    main.__dict__.pop('__spec__', None)
+    main.__dict__.update(saved)
+
+
+class _OrHere:
+  """A figure's future from the pool, drawn here if the pool broke before it was drawn."""
+
+  def __init__(self, future, job):
+    self._future, self._job = future, job
+
+  def result(self):
+    try:
+      return self._future.result()
+    except BrokenProcessPool:
+      return _draw(*self._job)
+
+
+def start(modules, workers=None):
+  """A Pool drawing with `modules` imported, or Here() where this machine has one core or no worker process can
+  start (a sandbox without Unix sockets, a temporary directory whose path is too long for one): the figures are
+  the same either way."""
+  if (workers or os.cpu_count() or 1) < 2:
+    return Here()
+  try:
+    return Pool(modules, workers)
+  except OSError as e:
+    print(f'drawing the figures in this process: no worker process could start ({e})', file=sys.stderr)
+    return Here()
