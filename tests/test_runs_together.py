@@ -106,6 +106,22 @@ def test_a_diverging_run_is_reported_and_the_others_are_written(tmp_path):
   assert (tmp_path / 'ok' / 'results.json').exists() and not (tmp_path / 'bad' / 'results.json').exists()
 
 
+def test_an_error_after_a_run_is_written_is_raised_once_every_run_is(tmp_path):
+  """What starts as each run is written (its report, under train.py --runs) cannot cost the other runs their
+  files: its first error is raised after the last run is written."""
+  a, b = configs([{}, {'train.learning_rate': 3.0}], **{'train.epochs': 2, 'claims.at_epoch': 1})
+  seen = []
+
+  def written(config, workdir):
+    seen.append(os.path.basename(workdir))
+    raise RuntimeError(f'report of {os.path.basename(workdir)} failed')
+
+  with pytest.raises(RuntimeError, match='report of a failed'):
+    hidden_units.train_and_evaluate_many([(a, tmp_path / 'a'), (b, tmp_path / 'b')], written=written)
+  assert seen == ['a', 'b']
+  assert (tmp_path / 'a' / 'results.json').exists() and (tmp_path / 'b' / 'results.json').exists()
+
+
 def test_runs_together_refuse_a_shared_workdir(tmp_path):
   a, b = configs([{}, {'train.learning_rate': 3.0}])
   with pytest.raises(hidden_units.ConfigError, match='same workdir'):

@@ -382,7 +382,8 @@ def train_and_evaluate_many(runs, extend=False, written=None):
   train_and_evaluate alone would, bit for bit. Runs that differ only in PER_NET_KEYS run their groups through the
   same compiled programs (a step size is each net's runtime value), and a group of nets that several runs hold is
   trained once (_groups). Returns each run's results; `written(config, workdir)` is called as each run's files are
-  written (its report can start while the next run's are). A run whose nets diverge is reported (TrainingDiverged,
+  written (its report can start while the next run's are), and its first error is raised once every run is
+  written. A run whose nets diverge is reported (TrainingDiverged,
   after the other runs are written); every run's config and workdir are checked before any is written."""
   configs = [c for c, _ in runs]
   for c in configs:
@@ -477,16 +478,21 @@ def train_and_evaluate_many(runs, extend=False, written=None):
       progress.update(epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
       done_epochs += epochs
   train_time = time.time() - start
-  out = []
+  out, written_failed = [], None
   for j, (c, w) in enumerate(runs):
     if j not in failed:  # results[j] holds the run's groups in its own order: groups go by (depth, pad) too
       out.append(_write(c, w, results[j], start, train_time))
       if written:
-        written(c, w)
+        try:
+          written(c, w)
+        except Exception as e:  # noqa: BLE001 (what follows a run's writing never stops the next run's)
+          written_failed = written_failed or e
   if failed:
     named = '; '.join(f'{runs[j][1]}: {e}' for j, e in sorted(failed.items()))
     raise TrainingDiverged(f'{len(failed)} of {len(runs)} runs trained together diverged ({named}); the other runs '
                            'are written')
+  if written_failed:
+    raise written_failed
   return out
 
 
