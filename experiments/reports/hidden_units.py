@@ -45,10 +45,10 @@ def start_render(config, workdir, draw=None):
   draw = draw or drawing.Here()
   results = current(workdir_lib.read_json(os.path.join(workdir, 'results.json')), config)
   runs, datasets = trainer.load_runs(config, workdir)
-  jobs = figures(runs, datasets, config)
-  drawn = [draw.draw(FIGURES, function, os.path.join(workdir, 'figures', name), **numbers)
-           for name, function, numbers in jobs]
-  results['figures'] = [name for name, _, _ in jobs]
+  results['figures'], drawn = [], []
+  for name, function, numbers in figures(runs, datasets, config):  # each handed over as soon as it is computed
+    drawn.append(draw.draw(FIGURES, function, os.path.join(workdir, 'figures', name), **numbers))
+    results['figures'].append(name)
 
   def finish():
     for figure in drawn:
@@ -284,9 +284,9 @@ class _Models:
 
 
 def figures(runs, datasets, config):
-  """The figures as [(file name, the function of FIGURES that draws it, its numbers)]: everything each shows is
-  computed here."""
-  jobs, models = [], _Models(runs)
+  """The figures, each (file name, the function of FIGURES that draws it, its numbers) as soon as its numbers are
+  computed (a generator: the first can be drawing while the next is computed)."""
+  models = _Models(runs)
   cl, act, seed, init = config.claims, config.model.activation, config.seed, config.model.weight_init
   at = cl.at_epoch
   seeds = range(config.seed, config.seed + config.num_seeds)
@@ -303,9 +303,9 @@ def figures(runs, datasets, config):
         acc = run1['curves']['train_accuracy'][i, e]
         row.append(_panel(p, w, act, x, y, f'{w} units, {label}: training acc {acc:.2f}'))
       rows.append(row)
-    jobs.append((f'boundaries_{task}.png', 'boundaries', {
+    yield (f'boundaries_{task}.png', 'boundaries', {
         'grid': GRID, 'panels': rows, 'figsize': (9, 6.2),
-        'title': f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}'}))
+        'title': f'{task}: decision boundary (black) and hidden units\' lines z_j = 0 (dashed), seed {seed}'})
 
   # 2. Every task: the linear net and growing nets, final boundaries.
   has_linear = any(r['depth'] == 0 for r in runs)
@@ -325,9 +325,9 @@ def figures(runs, datasets, config):
                         f'{task}, {label}\ntraining accuracy {run["curves"]["train_accuracy"][i, -1]:.2f}',
                         hidden_lines=(d == 1)))
     rows.append(row)
-  jobs.append(('boundaries_all_tasks.png', 'boundaries', {
+  yield ('boundaries_all_tasks.png', 'boundaries', {
       'grid': GRID, 'panels': rows, 'figsize': (2.8 * len(cols), 3.0 * len(config.data.tasks)), 'title_y': 1.0,
-      'title': f'Final decision boundaries on the training points, seed {seed}', 'tight_layout': True}))
+      'title': f'Final decision boundaries on the training points, seed {seed}', 'tight_layout': True})
 
   # 3. Accuracy against hidden units, spread over seeds, one line per depth.
   widths = sorted(config.model.hidden_units)
@@ -338,8 +338,7 @@ def figures(runs, datasets, config):
     linear = (np.median(np.array([models.final_accuracy(task=task, hidden=(), seed=s) for s in seeds]))
               if has_linear else None)
     tasks.append((task, depths, linear))
-  jobs.append(('accuracy_vs_units.png', 'accuracy_vs_units',
-               {'widths': widths, 'tasks': tasks, 'num_seeds': config.num_seeds}))
+  yield 'accuracy_vs_units.png', 'accuracy_vs_units', {'widths': widths, 'tasks': tasks, 'num_seeds': config.num_seeds}
 
   # 4. Training curves: few vs many units, random vs zero init.
   tasks = []
@@ -353,6 +352,5 @@ def figures(runs, datasets, config):
           bands.append((f'{w} units, {scheme} init', np.stack([run['curves']['train_accuracy'][i] for run, i in found]),
                         ls))
     tasks.append((task, bands))
-  jobs.append(('training_curves.png', 'training_curves',
-               {'epochs': config.train.epochs, 'at': at, 'tasks': tasks, 'num_seeds': config.num_seeds}))
-  return jobs
+  yield 'training_curves.png', 'training_curves', {'epochs': config.train.epochs, 'at': at, 'tasks': tasks,
+                                                   'num_seeds': config.num_seeds}
