@@ -103,7 +103,8 @@ def start(modules, workers=None):
   """A Pool drawing with `modules` imported, or Here() where this machine has one core or no worker process can
   start (a sandbox without Unix sockets, a temporary directory whose path is too long for one): the figures are
   the same either way."""
-  if (workers or os.cpu_count() or 1) < 2:
+  workers = workers or os.cpu_count() or 1
+  if workers < 2:
     return Here()
   try:
     return Pool(modules, workers)

@@ -18,6 +18,7 @@ from trainnets.training import workdir as workdir_lib
 
 FIGURES = 'experiments.reports.hidden_units_figures'  # what draws the figures: numpy and matplotlib only
 GRID = np.linspace(-1.1, 1.1, 161)  # the decision maps' axes
+_GRID_POINTS = np.stack([a.ravel() for a in np.meshgrid(GRID, GRID)], 1).astype(np.float32)  # [161 * 161, 2]
 
 
 def _model_params(tree, i):
@@ -249,14 +250,12 @@ def _panel(params, width, activation, x, y, title, hidden_lines=True):
   """hidden_units_figures._panel's numbers for one net: its scores on the figure's grid, the points, and its first
   hidden layer's lines."""
   masks = mlp.unit_masks_for([width] * len(params['layers']), [l['W'].shape[1] for l in params['layers']])
-  gx, gy = np.meshgrid(GRID, GRID)
-  z = _apply(params, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32), activation=activation,
-             unit_masks=masks or None)[:, 0]
+  z = _apply(params, _GRID_POINTS, activation=activation, unit_masks=masks or None)[:, 0]
   lines = None
   if hidden_lines and params['layers']:
     first = params['layers'][0]
     lines = (first['W'][:, :width], first['W0'][:width])
-  return {'z': np.asarray(z).reshape(gx.shape), 'x': x, 'y': y, 'title': title, 'lines': lines}
+  return {'z': np.asarray(z).reshape(len(GRID), len(GRID)), 'x': x, 'y': y, 'title': title, 'lines': lines}
 
 
 class _Models:
