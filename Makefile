@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= workdirs/hidden_units
 
+# The fewest MiB free on the file systems of the paths given (pip fills both the venv's and the temporary one).
+free_mib = df -Pk $(1) 2>/dev/null | awk 'NR > 1 { print int($$4 / 1024) }' | sort -n | head -1
+
 .PHONY: setup data onednn reproduce test test-slow lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -14,7 +17,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@[ -w . ] || { echo "error: $(CURDIR) is not writable: clone the project where you can write (make creates $(VENV) and workdirs/ here)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip could not upgrade itself; going on with $$($(BIN)/python -m pip --version)"
-	@$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt || { echo "error: pip could not install requirements.txt: is a package index reachable (or set PIP_INDEX_URL)?"; exit 1; }
+	@$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt || { \
+	  free=$$($(call free_mib,. "$${TMPDIR:-/tmp}")); \
+	  if [ -n "$$free" ] && [ "$$free" -lt 1024 ]; then echo "error: pip could not install requirements.txt: only $$free MiB are free" \
+	    "here or in $${TMPDIR:-/tmp} ($(VENV) needs about 3 GiB): free some space, or clone elsewhere and set TMPDIR"; \
+	  else echo "error: pip could not install requirements.txt: is a package index reachable (or set PIP_INDEX_URL)?"; fi; \
+	  exit 1; }
 	@# The project itself, editable: nets, experiments and trainnets import from any directory, as the checkout is now.
 	@$(BIN)/python -m pip install --quiet --no-deps -e . || { echo "error: pip install -e . failed (see above)"; exit 1; }
 	touch $@

@@ -228,3 +228,32 @@ def test_a_signal_stops_the_hidden_units_run_at_the_next_epoch(tmp_path, sig):
   assert proc.returncode == 130 and len(lines) == 1, err[-2000:]
   assert lines[0].startswith(f'{sig}: stopped at epoch') and 'run the same command to train it again' in lines[0]
   assert not (tmp_path / 'w' / 'results.json').exists()
+
+
+@pytest.mark.parametrize('free_kib,fragment', [
+    (100 * 1024, 'only 100 MiB are free'),
+    (50 * 1024 * 1024, 'is a package index reachable'),
+])
+def test_make_names_a_full_disk_when_pip_cannot_install(tmp_path, free_kib, fragment):
+  """`make setup` where pip fails: with little space free it says so, instead of blaming the package index."""
+  fake = tmp_path / 'bin'
+  fake.mkdir()
+  python = fake / 'python3'
+  python.write_text('#!/bin/sh\n'
+                    'case "$*" in\n'
+                    '  "-m venv "*) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" ;;\n'
+                    '  *"-r requirements.txt"*) echo "ERROR: [Errno 28] No space left on device" >&2; exit 1 ;;\n'
+                    'esac\n')
+  (fake / 'df').write_text('#!/bin/sh\n'
+                           'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"\n'
+                           f'echo "/dev/vda 1000000000 1 {free_kib} 99% /"\n')
+  for f in (python, fake / 'df'):
+    f.chmod(0o755)
+  venv = tmp_path / 'venv'
+  out = subprocess.run(['make', '--no-print-directory', 'setup', f'PYTHON={python}', f'VENV={venv}'], cwd=ROOT,
+                       capture_output=True, text=True, env={**os.environ, 'PATH': f'{fake}:{os.environ["PATH"]}'},
+                       check=False)
+  assert out.returncode != 0
+  errors = [line for line in out.stdout.splitlines() if line.startswith('error:')]
+  assert len(errors) == 1 and fragment in errors[0], out.stdout + out.stderr
+  assert not (venv / '.installed').exists()
