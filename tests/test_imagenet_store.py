@@ -16,6 +16,7 @@ from tests.helpers import USER_ENV
 from trainnets.data import imagenet
 from trainnets.data import imagenet_store
 from trainnets.data import imagenet_tfds
+from trainnets.data import pipeline
 from trainnets.data import sampler
 from trainnets.data import store as store_lib
 from trainnets.errors import DataError
@@ -273,3 +274,28 @@ def test_every_byte_is_checked_before_it_is_read(store, tmp_path, ext):
   assert list(store_lib.eval_batches(opened, 'train', np.arange(5), decode, batch_size=5)), 'shard 0 is sound'
   with pytest.raises(DataError, match=r'1 image shard\(s\) of the store in .* differ .* \(train-00001\)'):
     list(store_lib.train_batches(opened, 'train', 12, decode, batch_size=4, seed=0, epoch=0))
+
+
+def test_no_input_function_is_converted_by_autograph(source, tmp_path):
+  """Every function the pipelines hand tf.data is traced as written (pipeline.as_written): AutoGraph would write
+  each one it converts to a file in the temporary directory, which a run ending through os._exit (an error, a
+  signal, a dead peer) leaves there. Runs the store's preparation and reads, TFDS's verification and the
+  in-memory pipelines with augmentation and preprocessing."""
+  def generated():
+    return {name for name in sys.modules if name.startswith('__autograph_generated_file')}
+
+  before = generated()
+  imagenet_tfds._decode_every_image(source, 'redo')
+  store = imagenet_store.prepare_store(source, str(tmp_path / 'store'), SHARD, log=lambda line: None)
+  decode = lambda x, y, i: {'label': y, 'position': i}
+  assert len(list(store_lib.train_batches(store, 'train', np.arange(12), decode, batch_size=4, seed=0, epoch=0)))
+  assert len(list(store_lib.eval_batches(store, 'validation', np.arange(12), decode, batch_size=4)))
+  arrays = {'image': np.arange(8 * 4, dtype=np.uint8).reshape(8, 2, 2, 1), 'label': np.arange(8)}
+  rows, positions = sampler.train_rows(8, 4, seed=0, epoch=0)
+  preprocess = lambda x: {'image': x['image'] * 2, 'label': x['label']}
+  flip = lambda x, seed: {**x, 'image': pipeline.tf().image.stateless_random_flip_left_right(x['image'], seed)}
+  assert len(list(pipeline.train_batches(arrays, rows, positions, epoch_seed=3, preprocess=preprocess,
+                                         augment=flip, autotune=False)))
+  rows, mask = sampler.eval_rows(8, 4)
+  assert len(list(pipeline.eval_batches(arrays, rows, mask, preprocess=preprocess, autotune=False)))
+  assert generated() == before

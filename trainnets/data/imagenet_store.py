@@ -90,8 +90,10 @@ def prepare_store(b, directory, shard_images=SHARD_IMAGES, log=lambda line: prin
       if record is None:
         ds = b.as_dataset(split=f'{split}[{lo}:{hi}]', decoders={'image': tfds.decode.SkipDecoding()},
                           shuffle_files=False)
-        ds = ds.map(lambda x: (encode_256(x['image']), x['label']), num_parallel_calls=t.data.AUTOTUNE)
-        ds = ds.map(lambda e, y: (e, y, decode_256(e)), num_parallel_calls=t.data.AUTOTUNE).batch(256)
+        ds = ds.map(pipeline.as_written(lambda x: (encode_256(x['image']), x['label'])),
+                    num_parallel_calls=t.data.AUTOTUNE)
+        ds = ds.map(pipeline.as_written(lambda e, y: (e, y, decode_256(e))), num_parallel_calls=t.data.AUTOTUNE)
+        ds = ds.batch(256)
         encoded, labels = [], []
         shard_sums, shard_moments = np.zeros((RESIZE, RESIZE, 3)), np.zeros((3, 3))
         for e, y, images in pipeline.checked(ds.as_numpy_iterator(), f'{NAME} {split} in {b.data_dir}'):

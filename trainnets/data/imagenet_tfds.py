@@ -94,11 +94,11 @@ def _decode_every_image(b, redo):
   for split in b.info.splits:
     ds = b.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()}, shuffle_files=False)
     try:
-      names = [n.decode() for n in ds.map(lambda x: x['file_name']).as_numpy_iterator()]
+      names = [n.decode() for n in ds.map(pipeline.as_written(lambda x: x['file_name'])).as_numpy_iterator()]
     except t.errors.OpError as e:
       raise DataError(f'the prepared {NAME} split {split} in {b.data_dir} cannot be read ({errors.one_line(e)}); '
                       f'{redo}') from None
-    decoded = ds.map(lambda x: (x['file_name'], t.shape(t.io.decode_jpeg(x['image'], channels=3))),
+    decoded = ds.map(pipeline.as_written(lambda x: (x['file_name'], t.shape(t.io.decode_jpeg(x['image'], channels=3)))),
                      num_parallel_calls=t.data.AUTOTUNE).ignore_errors()
     good = {n.decode() for n, _ in decoded.as_numpy_iterator()}
     bad += [f'{split}/{n}' for n in names if n not in good]

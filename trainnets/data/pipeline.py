@@ -21,6 +21,14 @@ from trainnets.errors import DataError
 tf = tf_host.tf  # the pipelines' TensorFlow, hidden from accelerators
 
 
+def as_written(fn):
+  """`fn` for tf.data's map, traced as written, without AutoGraph's conversion: the pipelines' functions have no
+  Python control flow on tensors to convert, and AutoGraph writes each function it converts to a file in the
+  temporary directory that only a normal interpreter exit removes (a run ended by an error, a signal or a dead peer
+  leaves with os._exit, and would leave them behind)."""
+  return tf().autograph.experimental.do_not_convert(fn)
+
+
 def tfds_builder(name, data_dir):
   """(TFDS's builder of `name` in data_dir, whether it is prepared), without TFDS's warning that an unprepared
   directory has no dataset_info.json: the caller says what to do in one line instead. A data_dir that is not a
@@ -106,14 +114,14 @@ def train_batches(arrays, rows, positions, *, epoch_seed, preprocess=None, augme
   t = tf()
   ds = _examples(arrays, rows, process, position=positions)
   if augment is not None:
-    ds = ds.map(lambda x: augment({k: x[k] for k in arrays},
-                                  t.stack([t.constant(epoch_seed, t.int64), x['position']])),
+    ds = ds.map(as_written(lambda x: augment({k: x[k] for k in arrays},
+                                             t.stack([t.constant(epoch_seed, t.int64), x['position']]))),
                 num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   else:
-    ds = ds.map(lambda x: {k: x[k] for k in arrays})
+    ds = ds.map(as_written(lambda x: {k: x[k] for k in arrays}))
   ds = ds.batch(rows.shape[1] // process[1], drop_remainder=True)
   if preprocess is not None:
-    ds = ds.map(preprocess, num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(as_written(preprocess), num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   return checked(finish(ds, autotune).as_numpy_iterator(), 'the training data')
 
 
@@ -137,7 +145,7 @@ def eval_batches(arrays, rows, mask, *, preprocess=None, process=(0, 1), autotun
   t = tf()
   ds = _examples(arrays, rows, process, mask=mask).batch(rows.shape[1] // process[1])
   if preprocess is not None:
-    ds = ds.map(lambda x: {**preprocess(x), 'mask': x['mask']}, num_parallel_calls=t.data.AUTOTUNE,
+    ds = ds.map(as_written(lambda x: {**preprocess(x), 'mask': x['mask']}), num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
   return checked(finish(ds, autotune).as_numpy_iterator(), 'the evaluation data')
 

@@ -252,12 +252,14 @@ def batches(store, split, rows, decode, *, process=(0, 1), positions=None, mask=
     return (positions, labels, t.strings.substr(blob, t.cumsum(lengths, exclusive=True), lengths)) + extra
 
   # prefetch: the generator's reads in Python overlap the decoding instead of waiting for it
-  ds = t.data.Dataset.from_generator(generate, output_signature=signature).map(split_images).prefetch(2).unbatch()
+  ds = t.data.Dataset.from_generator(generate, output_signature=signature)
+  ds = ds.map(pipeline.as_written(split_images)).prefetch(2).unbatch()
   if mask is None:
-    ds = ds.map(lambda i, y, x: decode(x, y, i), num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-  else:
-    ds = ds.map(lambda i, y, x, m: {**decode(x, y, i), 'mask': m}, num_parallel_calls=t.data.AUTOTUNE,
+    ds = ds.map(pipeline.as_written(lambda i, y, x: decode(x, y, i)), num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
+  else:
+    ds = ds.map(pipeline.as_written(lambda i, y, x, m: {**decode(x, y, i), 'mask': m}),
+                num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
   ds = pipeline.finish(ds.batch(local, drop_remainder=True), autotune)
   return pipeline.checked(ds.as_numpy_iterator(), f'the prepared {split} images in {store.directory}')
 
