@@ -36,7 +36,7 @@ def _panel(ax, g, z, x, y, title, lines=None):
         ax.plot(-(w2 * g + b) / w1, g, '--', color='0.35', lw=0.8)
   ax.scatter(x[y > 0, 0], x[y > 0, 1], s=9, c='#08519c', marker='+', lw=0.8)
   ax.scatter(x[y < 0, 0], x[y < 0, 1], s=7, c='#a50f15', marker='_', lw=0.8)
-  ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xticks=[], yticks=[], aspect='equal')
+  ax.set(xlim=(g[0], g[-1]), ylim=(g[0], g[-1]), xticks=[], yticks=[], aspect='equal')
   ax.set_title(title, fontsize=9)
 
 
