@@ -9,7 +9,11 @@ model.kernels='none' (the plain-JAX definitions; kernels are tested equal to the
 When a value changes: if you changed what is computed on purpose (an initialisation, a default, the data order,
 the optimiser), check that the new values are what you meant, put them in GOLDEN with the reason in the commit
 message; if you did not, it is a bug: the message names which part moved. The tolerance (1e-4 relative) covers
-XLA's rounding across versions and machines; any change of meaning moves these values by far more.
+XLA's rounding across versions and machines; any change of meaning moves these values by far more. Adam's first
+update is the exception (ADAM_UPDATE_ATOL): it divides each gradient by its own size, so a component whose gradient
+is near zero moves by up to the step size (1e-3) when the gradient's last bits do. Between jax 0.10.2 and 0.12.1,
+from initial parameters equal but for last bits, the update's fingerprint moved by 0.0018 and 0.0049; a change of
+meaning (data, augmentation, step size) moves it by far more than 0.01 (the fingerprints are 0.3 to 0.9).
 """
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,8 @@ from trainnets.training import steps
 from trainnets.training import vmap_sweep
 
 RTOL = 1e-4
+ADAM_UPDATE_ATOL = 0.01  # ten of Adam's steps, for the update of the runs whose optimiser is Adam (module docstring)
+ADAM = ('fashion_mnist_cnn', 'fashion_mnist_cnn_2026_12_05')
 GOLDEN = {
     'hidden_units': {'loss': 2.422675609588623, 'init': 0.913495323119853, 'update': -0.5849750817972014},
     'fashion_mnist_cnn': {'loss': 5.0236101150512695, 'init': -14.565116871710678, 'update': -0.8470644089436157},
@@ -60,7 +66,8 @@ def check(name, loss, params0, params1):
           'init': 'the initial parameters (initialisation or seed handling)',
           'update': 'the first update (gradient, optimiser, step size, weight decay or augmentation)'}
   moved = [f'{what[k]}: {want[k]!r} -> {got[k]!r}' for k in want
-           if want[k] is None or not np.isclose(got[k], want[k], rtol=RTOL, atol=0)]
+           if want[k] is None or not np.isclose(got[k], want[k], rtol=RTOL,
+                                                atol=ADAM_UPDATE_ATOL if k == 'update' and name in ADAM else 0)]
   assert not moved, (f'{name}: one training step from the fixed seed no longer gives its golden values; changed '
                      f'{"; ".join(moved)}. If that change was meant, set GOLDEN[{name!r}] = {got!r} in '
                      'tests/test_golden.py and say why in the commit; otherwise it is a bug (module docstring).')
