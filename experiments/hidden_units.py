@@ -82,6 +82,11 @@ def get_config(arg=None):
   # each other, so it is off (docs/performance.md).
   c.train.parallel_tasks = False
   keys.how(c, 'train.parallel_tasks')
+  # The step's layout (speed only; the same bits, tested): 'models_first' vmaps the nets' step over a leading model
+  # axis; 'models_last' lays every array out with the model axis last, which XLA:CPU vectorises over the models
+  # (per-example SGD on the CPU); 'auto' takes models_last where it is faster (docs/performance.md).
+  c.train.layout = 'auto'
+  keys.how(c, 'train.layout')
   c.train.progress_every_s = 30.0  # seconds between progress lines where stderr is not a terminal (a log file)
   keys.how(c, 'train.progress_every_s')
   # Each width is padded to the smallest of these that holds it, one compiled program per (depth, padded width); a

@@ -85,7 +85,8 @@ def test_keys_that_say_how_leave_the_run_bit_for_bit_and_the_padding_defines_it(
   """A key marked keys.how only says how a run runs: another value of each gives the same workdir, bit for bit (a
   new how key needs a value here). The padding of widths changes the records (other last bits, carried on by
   SGD), so it defines the run."""
-  other = {'train.unroll': 2, 'train.progress_every_s': 1.0, 'train.parallel_tasks': True}
+  other = {'train.unroll': 2, 'train.progress_every_s': 1.0, 'train.parallel_tasks': True,
+           'train.layout': 'models_first'}
   base = cli.load_config(QUICK, SHORT)
   assert {k for k in workdir_lib.flatten(workdir_lib.config_to_dict(base)) if config_keys.is_how(k)} == set(other)
   hidden_units.train_and_evaluate(base, tmp_path / 'base')

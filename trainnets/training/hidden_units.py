@@ -39,6 +39,7 @@ from trainnets.errors import TrainingDiverged
 from trainnets.errors import WorkdirError
 from trainnets.training import loop
 from trainnets.training import metrics as metrics_lib
+from trainnets.training import models_last
 from trainnets.training import optim
 from trainnets.training import vmap_sweep
 from trainnets.training import workdir as workdir_lib
@@ -76,6 +77,11 @@ def validate(c):
   require(c.train.epochs >= 1, f'train.epochs must be >= 1, got {c.train.epochs}')
   require(c.train.progress_every_s >= 0, f'train.progress_every_s must be >= 0, got {c.train.progress_every_s}')
   require(c.train.unroll >= 1, f'train.unroll must be >= 1, got {c.train.unroll}')
+  require(c.train.layout in models_last.LAYOUTS,
+          f'train.layout {c.train.layout!r} is unknown; choose one of {models_last.LAYOUTS}')
+  if c.train.layout == 'models_last':  # refused where it would not give the same bits
+    for depth, pad in models_for(c):
+      models_last.layout_for(train_config_for_depth(c, depth), (pad,) * depth)
   require(isinstance(c.train.parallel_tasks, bool), f'train.parallel_tasks must be True or False, got '
           f'{c.train.parallel_tasks!r}')
   require(all(p >= 1 for p in c.train.pad_widths), f'train.pad_widths must be >= 1, got {tuple(c.train.pad_widths)}')

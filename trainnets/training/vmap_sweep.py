@@ -23,6 +23,7 @@ import optax
 
 from nets import losses
 from nets import mlp
+from trainnets.training import models_last
 from trainnets.training import sharding
 
 SAMPLINGS = ('uniform', 'permutation')
@@ -64,12 +65,17 @@ def masks_for(models, padded):
   return mlp.unit_masks_for(widths_MxL.T, padded)
 
 
+def _options(parallel_tasks):
+  """XLA:CPU's compile options of the sweep's programs: without the parallel task assigner unless asked."""
+  return None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
+
+
 def _per_model(tx):
   """`tx` as a function of a model's eta_0: itself if it is one, else the same transformation for every model."""
   return tx if callable(tx) else lambda eta0: tx
 
 
-def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True):
+def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_step=None):
   """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
   and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
@@ -78,7 +84,9 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True):
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program).
   `parallel_tasks=False`: on the CPU, both programs compiled without XLA's parallel task assigner (the same values;
-  faster with one JAX device per core, experiments/hidden_units.py's train.parallel_tasks)."""
+  faster with one JAX device per core, experiments/hidden_units.py's train.parallel_tasks). `train_step`: the
+  epoch's training in place of the vmapped one, train_step(params_M, opt_M, examples, active_M, data) ->
+  (params_M, opt_M) (models_last.make_train_step)."""
   loss_fn = losses.get_binary(loss)
   tx_for = _per_model(tx)
 
@@ -102,10 +110,13 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True):
     loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
-  options = None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
+  options = _options(parallel_tasks)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1), compiler_options=options)
   def epoch_fn(params_M, opt_M, examples, active_M, data):
+    if train_step is not None:
+      params_M, opt_M = train_step(params_M, opt_M, examples, active_M, data)
+      return params_M, opt_M, evaluate_split(params_M, data, 'train')
     drawn, k = examples
     examples_M = drawn[data['example_row'], k]
     new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
@@ -126,14 +137,30 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True):
 
 class Programs:
   """The jitted functions of one training set-up (tx, the model and training configs): `epoch`
-  and `measure` as make_epoch_fn makes them, and `init_opt`, the vmapped optimiser init. Passed to several train
-  calls, their compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
+  and `measure` as make_epoch_fn makes them, `init_opt`, the vmapped optimiser init, and `epoch_for(padded)`, the
+  epoch of a group padded to those hidden widths on that mesh, in the layout train.layout picks for it (layout_for:
+  `epoch` itself, or the same epoch with the model axis last, the same bits). Passed to several train calls, their
+  compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
 
   def __init__(self, tx, model_cfg, train_cfg):
     self.epoch, self.measure = make_epoch_fn(tx, activation=model_cfg.activation, loss=train_cfg.loss,
                                              unroll=train_cfg.unroll, parallel_tasks=train_cfg.parallel_tasks)
     tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
+    self._activation = model_cfg.activation
+    self._train_cfg, self._tx = train_cfg, tx
+    self._epochs_models_last = {}  # mesh -> epoch
+
+  def epoch_for(self, padded, mesh):
+    if models_last.layout_for(self._train_cfg, padded) == 'models_first':
+      return self.epoch
+    if mesh not in self._epochs_models_last:
+      step = models_last.make_train_step(_per_model(self._tx), mesh, activation=self._activation,
+                                         loss=self._train_cfg.loss)
+      self._epochs_models_last[mesh] = make_epoch_fn(
+          self._tx, activation=self._activation, loss=self._train_cfg.loss,
+          parallel_tasks=self._train_cfg.parallel_tasks, train_step=step)[0]
+    return self._epochs_models_last[mesh]
 
 
 @jax.jit
@@ -308,7 +335,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
   data = sharding.shard_models(data, mesh)
   programs = programs or Programs(tx, model_cfg, train_cfg)
-  epoch_fn, measure = programs.epoch, programs.measure
+  epoch_fn, measure = programs.epoch_for(padded, mesh), programs.measure
   opt_state = sharding.shard_models(jax.device_get(programs.init_opt(params, data.get('learning_rate'))), mesh)
 
   # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
