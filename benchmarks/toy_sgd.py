@@ -4,9 +4,11 @@
 
 All three train a 2-10-1 tanh net by per-example SGD (batch size 1, constant step 0.1, no momentum) on the
 `corner` task (200 points) and are timed over whole epochs:
-  - this codebase: trainnets/training/vmap_sweep.py's compiled epoch (lax.scan over examples, vmap over M models, the
-    model axis sharded over one JAX device per core), timed after compilation; an update is one model's step on
-    one example, so M models do M updates per step;
+  - this codebase: trainnets/training/vmap_sweep.py's compiled epoch (lax.scan over examples, the model axis sharded
+    over one JAX device per core), timed after compilation, in both layouts of the step (train.layout): the one
+    the trainer takes for these nets first, then the other (vmap over a leading model axis, or the model axis last:
+    trainnets/training/models_last.py); an update is one model's step on one example, so M models do M updates
+    per step;
   - numpy: a Python loop of the lecture's two-layer update (nets/backprop.py's equations), one model;
   - scikit-learn: MLPClassifier(solver='sgd', batch_size=1), one model (its loss is the logistic loss).
 It also times the whole default hidden_units experiment (compilation and figures included; every program
@@ -39,12 +41,14 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from benchmarks import timing
 from nets import mlp
 from trainnets.data import toy2d
+from trainnets.training import models_last
 from trainnets.training import sharding
 from trainnets.training import vmap_sweep
 
@@ -55,12 +59,16 @@ _EPOCHS = flags.DEFINE_integer('epochs', 100, 'Epochs per timing of this codebas
 _SKIP_FULL = flags.DEFINE_bool('skip_full_run', False, 'Do not time the default hidden_units experiment.')
 
 N, WIDTH, ETA = 200, 10, 0.1
+LAYOUT_SETTINGS = dict(layout='auto', batch_size=1, weight_decay=0.0, momentum=0.0, momentum_form='trace')
 
 
-def jax_updates_per_s(x, y, num_models, epochs, repeats):
+def jax_updates_per_s(x, y, num_models, epochs, repeats, layout):
   tx = optax.sgd(ETA)
-  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=False)  # as the trainer
   mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
+  step = None if layout == 'models_first' else models_last.make_train_step(lambda eta0: tx, mesh, activation='tanh',
+                                                                           loss='hinge')
+  epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=False,  # as the trainer
+                                         train_step=step)
   models = [vmap_sweep.Model('corner', (WIDTH,), 'lecture', s) for s in range(num_models)]
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
   examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)  # draws `epochs` epochs at a time
@@ -174,17 +182,22 @@ def main(argv):
   print(f'numpy loop (1 model):          {numpy_ups:12,.0f} updates/s', flush=True)
   sklearn_ups = sklearn_updates_per_s(xn, yn, 2, repeats)
   print(f'scikit-learn MLPClassifier:    {sklearn_ups:12,.0f} updates/s', flush=True)
-  by_models = {}
+  # the layout the trainer takes for these nets (train.layout=auto), and the other one beside it
+  layout = models_last.layout_for(ml_collections.ConfigDict(LAYOUT_SETTINGS), (WIDTH,))
+  other = 'models_first' if layout == 'models_last' else 'models_last'
+  by_models, by_other = {}, {}
   for m in map(int, _MODELS.value):
-    by_models[m] = jax_updates_per_s(x, y, m, _EPOCHS.value, repeats)
-    print(f'this codebase, {m:5d} models:   {by_models[m]:12,.0f} updates/s  '
-          f'({by_models[m] / numpy_ups:7.1f}x numpy, {by_models[m] / sklearn_ups:8.1f}x scikit-learn)', flush=True)
+    for name, out in ((layout, by_models), (other, by_other)):
+      out[m] = jax_updates_per_s(x, y, m, _EPOCHS.value, repeats, name)
+      print(f'this codebase, {m:5d} models, {name + ":":13s} {out[m]:12,.0f} updates/s  '
+            f'({out[m] / numpy_ups:7.1f}x numpy, {out[m] / sklearn_ups:8.1f}x scikit-learn)', flush=True)
   headline = max(by_models)
   result = {
       'updates_per_s': round(by_models[headline]), 'models': headline,
       'numpy_updates_per_s': round(numpy_ups), 'sklearn_updates_per_s': round(sklearn_ups),
       'x_numpy': round(by_models[headline] / numpy_ups, 1), 'x_sklearn': round(by_models[headline] / sklearn_ups, 1),
-      'updates_per_s_by_models': {str(k): round(v) for k, v in by_models.items()},
+      'updates_per_s_by_models': {str(k): round(v) for k, v in by_models.items()}, 'layout': layout,
+      f'{other}_updates_per_s_by_models': {str(k): round(v) for k, v in by_other.items()},
       'repeats': repeats, 'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
       'cpu_count': os.cpu_count(), 'machine': platform.machine(), 'python': platform.python_version(),
   }
