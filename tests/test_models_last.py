@@ -67,7 +67,7 @@ def test_the_default_step_gives_the_same_bits_both_ways(data, depth, widths):
 @pytest.mark.parametrize('settings', [
     dict(activation='relu'), dict(activation='sigmoid'), dict(activation='identity', learning_rate=0.05),
     dict(loss='logistic'),
-    dict(momentum=0.9, momentum_form='velocity'), dict(optimizer='adam', learning_rate=0.01),
+    dict(momentum=0.9, momentum_form='velocity'),
     dict(lr_schedule='constant'), dict(lr_schedule='cosine'), dict(lr_schedule='step'),
     dict(sampling='permutation'), dict(stop_at_zero_loss=False)])
 @pytest.mark.parametrize('depth,widths', [(1, [2, 10]), (2, [5, 32])])
@@ -85,7 +85,7 @@ def test_zero_and_normal_initialisation_give_the_same_bits_both_ways(data):
 
 @pytest.mark.parametrize('settings,fragment', [
     (dict(weight_decay=1e-3), 'without weight decay'), (dict(momentum=0.9), "momentum in the form 'velocity'"),
-    (dict(batch_size=4), 'per-example SGD')])
+    (dict(batch_size=4), 'per-example SGD'), (dict(optimizer='adam'), 'trains SGD')])
 def test_auto_keeps_models_first_where_the_bits_would_differ_and_models_last_refuses(settings, fragment):
   _, train = cfgs(layout='auto', **settings)
   assert models_last.layout_for(train, (10,)) == 'models_first'

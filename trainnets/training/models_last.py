@@ -57,6 +57,8 @@ def unsupported(train_cfg, padded):
     return f"repeats XLA:CPU's order of summation, and this runs on {jax.default_backend()}"
   if train_cfg.batch_size != 1:
     return f'trains per-example SGD (train.batch_size=1), not batches of {train_cfg.batch_size}'
+  if train_cfg.optimizer != 'sgd':
+    return f"trains SGD (train.optimizer=sgd), not {train_cfg.optimizer!r}"
   if train_cfg.weight_decay:
     return 'trains without weight decay (train.weight_decay=0)'
   if train_cfg.momentum and train_cfg.momentum_form != 'velocity':
