@@ -41,11 +41,11 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from benchmarks import timing
+from experiments import hidden_units as hidden_units_config
 from nets import mlp
 from trainnets.data import toy2d
 from trainnets.training import models_last
@@ -59,7 +59,6 @@ _EPOCHS = flags.DEFINE_integer('epochs', 100, 'Epochs per timing of this codebas
 _SKIP_FULL = flags.DEFINE_bool('skip_full_run', False, 'Do not time the default hidden_units experiment.')
 
 N, WIDTH, ETA = 200, 10, 0.1
-LAYOUT_SETTINGS = dict(layout='auto', batch_size=1, weight_decay=0.0, momentum=0.0, momentum_form='trace')
 
 
 def jax_updates_per_s(x, y, num_models, epochs, repeats, layout):
@@ -88,6 +87,12 @@ def jax_updates_per_s(x, y, num_models, epochs, repeats, layout):
 
   run()  # compile
   return num_models * N * epochs / timing.median_seconds(run, repeats)
+
+
+def trainer_layout():
+  """The layout the hidden-units trainer takes for these nets (its default config: train.layout=auto, per-example
+  SGD); the benchmark times it first, and the other beside it."""
+  return models_last.layout_for(hidden_units_config.get_config().train, (WIDTH,))
 
 
 def numpy_updates_per_s(x, y, epochs, repeats):
@@ -182,8 +187,7 @@ def main(argv):
   print(f'numpy loop (1 model):          {numpy_ups:12,.0f} updates/s', flush=True)
   sklearn_ups = sklearn_updates_per_s(xn, yn, 2, repeats)
   print(f'scikit-learn MLPClassifier:    {sklearn_ups:12,.0f} updates/s', flush=True)
-  # the layout the trainer takes for these nets (train.layout=auto), and the other one beside it
-  layout = models_last.layout_for(ml_collections.ConfigDict(LAYOUT_SETTINGS), (WIDTH,))
+  layout = trainer_layout()
   other = 'models_first' if layout == 'models_last' else 'models_last'
   by_models, by_other = {}, {}
   for m in map(int, _MODELS.value):

@@ -22,3 +22,12 @@ def test_the_run_work_counts_every_model_of_a_group_for_every_epoch_it_ran(tmp_p
   # group's 4 models run both epochs, though only one trains in the second.
   assert updates == 8 * 3 * 200 + 4 * 2 * 200
   assert flops == 8 * 3 * (6 * 2 * 200 + 2 * 2 * 200) + 4 * 2 * (6 * 130 * 200 + 2 * 130 * 200)
+
+
+def test_it_times_the_layout_the_trainer_takes_first():
+  """On the CPU the hidden-units trainer's default config trains these 2-10-1 nets models-last."""
+  code = 'import sys; sys.argv = ["x"]; from benchmarks import toy_sgd; print(toy_sgd.trainer_layout())'
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, env=USER_ENV,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split()[-1] == 'models_last'
