@@ -125,7 +125,7 @@ def make_train_step(tx_for, mesh, *, activation, loss):
   vmap_sweep.make_epoch_fn's epoch program in place of its vmapped epoch (the same arguments and results, the
   model axis first and split over `mesh`'s 'models' axis at the edge). Each device trains its own models
   (shard_map). `tx_for(eta_0)`: the optax transformation of step size eta_0 (each model's data['learning_rate'],
-  or None)."""
+  or None). train.unroll, a speed setting of the vmapped step's loop, does not apply here."""
   f = activations.get(activation)
   loss_fn = losses.get_binary(loss)
   last = lambda a: jnp.moveaxis(a, 0, -1)

@@ -65,11 +65,6 @@ def masks_for(models, padded):
   return mlp.unit_masks_for(widths_MxL.T, padded)
 
 
-def _options(parallel_tasks):
-  """XLA:CPU's compile options of the sweep's programs: without the parallel task assigner unless asked."""
-  return None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
-
-
 def _per_model(tx):
   """`tx` as a function of a model's eta_0: itself if it is one, else the same transformation for every model."""
   return tx if callable(tx) else lambda eta0: tx
@@ -110,7 +105,7 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_
     loss_M, acc_M = jax.vmap(one)(params_M, data[f'x_{split}'], data[f'y_{split}'], data['masks'])
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
-  options = _options(parallel_tasks)
+  options = None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
 
   @functools.partial(jax.jit, donate_argnums=(0, 1), compiler_options=options)
   def epoch_fn(params_M, opt_M, examples, active_M, data):
@@ -137,8 +132,8 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_
 
 class Programs:
   """The jitted functions of one training set-up (tx, the model and training configs): `epoch`
-  and `measure` as make_epoch_fn makes them, `init_opt`, the vmapped optimiser init, and `epoch_for(padded)`, the
-  epoch of a group padded to those hidden widths on that mesh, in the layout train.layout picks for it (layout_for:
+  and `measure` as make_epoch_fn makes them, `init_opt`, the vmapped optimiser init, and `epoch_for(padded, mesh)`,
+  the epoch of a group padded to those hidden widths on that mesh, in the layout train.layout picks for it (layout_for:
   `epoch` itself, or the same epoch with the model axis last, the same bits). Passed to several train calls, their
   compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
 
