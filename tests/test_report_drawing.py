@@ -112,3 +112,19 @@ def test_what_draws_imports_no_jax_and_what_hands_figures_over_no_matplotlib():
   assert imported(figures.__name__, ('jax', 'jaxlib', 'flax')) == '[]'
   assert report.FIGURES == figures.__name__
   assert imported(report.__name__, ('matplotlib',)) == '[]'
+
+
+def test_a_run_that_fails_leaves_no_worker_socket_behind(tmp_path):
+  """cli.fail ends the process with os._exit, which skips multiprocessing's clean-up: the forkserver's socket
+  directory (pymp-*) would stay in the temporary directory after every stopped or failed run."""
+  code = ('import multiprocessing.util, sys\n'
+          'from experiments.reports import drawing\n'
+          'from trainnets.training import cli\n'
+          'pool = drawing.start(["matplotlib"], 2)\n'
+          'print(multiprocessing.util.get_temp_dir(), flush=True)\n'
+          'cli.fail("stopped")\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                        env={**os.environ, 'TMPDIR': str(tmp_path)})
+  assert proc.returncode == 2 and 'error: stopped' in proc.stderr, proc.stderr[-2000:]
+  made = proc.stdout.split()[-1]
+  assert made.startswith(str(tmp_path)) and not os.path.exists(made), os.listdir(tmp_path)

@@ -8,6 +8,7 @@ import difflib
 import importlib.util
 import math
 import os
+import shutil
 import sys
 
 from absl import app
@@ -31,9 +32,13 @@ def fail(message, status=EXIT_USER_ERROR, prefix='error: '):
   """Prints `message` as the last line on stderr and ends the process with `status`. It leaves with os._exit,
   after flushing: the libraries' threads (orbax's, tensorstore's) would otherwise print tracebacks about their
   closed event loops at interpreter exit, and a multi-process job would wait at JAX's shutdown barrier for
-  processes that may never reach it. The trainers finish their checkpoint writes before raising."""
+  processes that may never reach it. The trainers finish their checkpoint writes before raising. What os._exit
+  skips and would leave behind is removed first: multiprocessing's temporary directory (the figure workers'
+  forkserver keeps its socket there)."""
   sys.stdout.flush()
   print(f'{prefix}{message}', file=sys.stderr, flush=True)
+  if 'multiprocessing.util' in sys.modules:
+    shutil.rmtree(sys.modules['multiprocessing.util'].get_temp_dir(), ignore_errors=True)
   os._exit(status)
 
 
