@@ -64,10 +64,8 @@ N, WIDTH, ETA = 200, 10, 0.1
 def jax_updates_per_s(x, y, num_models, epochs, repeats, layout):
   tx = optax.sgd(ETA)
   mesh = sharding.model_mesh(jax.devices()[:num_models])  # as trainnets/training/vmap_sweep.py shards the model axis
-  step = None if layout == 'models_first' else models_last.make_train_step(lambda eta0: tx, mesh, activation='tanh',
-                                                                           loss='hinge')
   epoch_fn, _ = vmap_sweep.make_epoch_fn(tx, activation='tanh', loss='hinge', parallel_tasks=False,  # as the trainer
-                                         train_step=step)
+                                         models_last_mesh=mesh if layout == 'models_last' else None)
   models = [vmap_sweep.Model('corner', (WIDTH,), 'lecture', s) for s in range(num_models)]
   params = jax.vmap(lambda k: mlp.init(k, (2, WIDTH, 1)))(jax.random.split(jax.random.PRNGKey(0), num_models))
   examples = vmap_sweep.Examples(models, N, N, 1, 'uniform', epochs, mesh)  # draws `epochs` epochs at a time

@@ -121,9 +121,9 @@ dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def make_train_step(tx_for, mesh, *, activation, loss):
-  """train(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M): one epoch of per-example SGD, for
-  vmap_sweep.make_epoch_fn's epoch program in place of its vmapped epoch (the same arguments and results, the
-  model axis first and split over `mesh`'s 'models' axis at the edge). Each device trains its own models
+  """train(params_M, opt_M, (examples, k), data) -> (params_M, opt_M): one epoch of per-example SGD, for
+  vmap_sweep.make_epoch_fn's epoch program in place of its vmapped epoch (which keeps the stopped models' state as
+  before; the model axis first and split over `mesh`'s 'models' axis at the edge). Each device trains its own models
   (shard_map). `tx_for(eta_0)`: the optax transformation of step size eta_0 (each model's data['learning_rate'],
   or None). train.unroll, a speed setting of the vmapped step's loop, does not apply here."""
   f = activations.get(activation)
@@ -139,7 +139,7 @@ def make_train_step(tx_for, mesh, *, activation, loss):
         a = a * masks[l]
     return jnp.sum(loss_fn(dense(a, params['V'])[0] + params['V0'][0], y_M))
 
-  def local(params_M, opt_M, drawn, k, active_M, data):  # one device's models
+  def local(params_M, opt_M, drawn, k, data):  # one device's models
     idx_MxS = drawn[data['example_row'], k][:, :, 0]
     x_SxDxM = jnp.moveaxis(jnp.take_along_axis(data['x_train'], idx_MxS[:, :, None], axis=1), 0, -1)
     y_SxM = jnp.take_along_axis(data['y_train'], idx_MxS, axis=1).T
@@ -156,19 +156,15 @@ def make_train_step(tx_for, mesh, *, activation, loss):
 
     init = (jax.tree.map(last, params_M), jax.tree.map(last, opt_M), x_SxDxM[0], y_SxM[0])
     (params, opt_state, _, _), _ = jax.lax.scan(step, init, jnp.arange(final + 1))
-
-    def keep_if_stopped(new, old):  # a stopped model keeps its parameters and optimiser state
-      return jnp.where(active_M.reshape((-1,) + (1,) * (new.ndim - 1)), first(new), old)
-
-    return jax.tree.map(keep_if_stopped, params, params_M), jax.tree.map(keep_if_stopped, opt_state, opt_M)
+    return jax.tree.map(first, params), jax.tree.map(first, opt_state)
 
   models, whole = P('models'), P()
 
-  def train(params_M, opt_M, examples, active_M, data):
+  def train(params_M, opt_M, examples, data):
     drawn, k = examples
     data = {key: data[key] for key in ('example_row', 'x_train', 'y_train', 'masks', 'learning_rate') if key in data}
     with jax.numpy_rank_promotion('allow'):  # optax's per-model scalars ([M]) meet parameters [..., M]
-      return jax.shard_map(local, mesh=mesh, in_specs=(models, models, whole, whole, models, models),
-                           out_specs=(models, models))(params_M, opt_M, drawn, k, active_M, data)
+      return jax.shard_map(local, mesh=mesh, in_specs=(models, models, whole, whole, models),
+                           out_specs=(models, models))(params_M, opt_M, drawn, k, data)
 
   return train

@@ -70,7 +70,7 @@ def _per_model(tx):
   return tx if callable(tx) else lambda eta0: tx
 
 
-def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_step=None):
+def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, models_last_mesh=None):
   """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
   and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
 
@@ -79,9 +79,9 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_
   `tx`: one optax transformation for every model, or a function eta_0 -> transformation, called on each model's
   own step size data['learning_rate'][m] (a runtime value, so models of other step sizes share the program).
   `parallel_tasks=False`: on the CPU, both programs compiled without XLA's parallel task assigner (the same values;
-  faster with one JAX device per core, experiments/hidden_units.py's train.parallel_tasks). `train_step`: the
-  epoch's training in place of the vmapped one, train_step(params_M, opt_M, examples, active_M, data) ->
-  (params_M, opt_M) (models_last.make_train_step)."""
+  faster with one JAX device per core, experiments/hidden_units.py's train.parallel_tasks). `models_last_mesh`:
+  the mesh of the model axis, to train the epoch with the model axis last (models_last.make_train_step, the same
+  bits) in place of the vmapped step."""
   loss_fn = losses.get_binary(loss)
   tx_for = _per_model(tx)
 
@@ -106,16 +106,18 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, train_
     return {f'{split}_loss': loss_M, f'{split}_accuracy': acc_M}
 
   options = None if parallel_tasks or jax.default_backend() != 'cpu' else NO_PARALLEL_TASKS
+  train_step = None if models_last_mesh is None else models_last.make_train_step(
+      tx_for, models_last_mesh, activation=activation, loss=loss)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1), compiler_options=options)
   def epoch_fn(params_M, opt_M, examples, active_M, data):
     if train_step is not None:
-      params_M, opt_M = train_step(params_M, opt_M, examples, active_M, data)
-      return params_M, opt_M, evaluate_split(params_M, data, 'train')
-    drawn, k = examples
-    examples_M = drawn[data['example_row'], k]
-    new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
-                                                data['masks'], data.get('learning_rate'))
+      new_params, new_opt = train_step(params_M, opt_M, examples, data)
+    else:
+      drawn, k = examples
+      examples_M = drawn[data['example_row'], k]
+      new_params, new_opt = jax.vmap(model_epoch)(params_M, opt_M, examples_M, data['x_train'], data['y_train'],
+                                                  data['masks'], data.get('learning_rate'))
 
     def keep_if_stopped(new, old):  # a stopped model keeps its parameters and optimiser state
       return jnp.where(active_M.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
@@ -142,19 +144,16 @@ class Programs:
                                              unroll=train_cfg.unroll, parallel_tasks=train_cfg.parallel_tasks)
     tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
-    self._activation = model_cfg.activation
-    self._train_cfg, self._tx = train_cfg, tx
+    self._train_cfg = train_cfg
+    self._models_last = functools.partial(make_epoch_fn, tx, activation=model_cfg.activation, loss=train_cfg.loss,
+                                          parallel_tasks=train_cfg.parallel_tasks)
     self._epochs_models_last = {}  # mesh -> epoch
 
   def epoch_for(self, padded, mesh):
     if models_last.layout_for(self._train_cfg, padded) == 'models_first':
       return self.epoch
     if mesh not in self._epochs_models_last:
-      step = models_last.make_train_step(_per_model(self._tx), mesh, activation=self._activation,
-                                         loss=self._train_cfg.loss)
-      self._epochs_models_last[mesh] = make_epoch_fn(
-          self._tx, activation=self._activation, loss=self._train_cfg.loss,
-          parallel_tasks=self._train_cfg.parallel_tasks, train_step=step)[0]
+      self._epochs_models_last[mesh] = self._models_last(models_last_mesh=mesh)[0]
     return self._epochs_models_last[mesh]
 
 
