@@ -148,15 +148,10 @@ def test_unknown_experiment_argument(tmp_path):
   assert_one_line_error(train('--config=experiments/hidden_units.py:quik', f'--workdir={tmp_path}/w'), 'quik')
 
 
-def test_bad_keep_freed_memory_value(tmp_path):
-  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'KEEP_FREED_MEMORY': 'yes'})
-  assert_one_line_error(proc, "KEEP_FREED_MEMORY='yes'", 'set it to 0')
-  assert not os.path.exists(f'{tmp_path}/w')
-
-
-def test_bad_compilation_cache_value(tmp_path):
-  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, 'COMPILATION_CACHE': 'yes'})
-  assert_one_line_error(proc, "COMPILATION_CACHE='yes'", 'set it to 0')
+@pytest.mark.parametrize('switch', ['KEEP_FREED_MEMORY', 'COMPILATION_CACHE', 'FLAT_THREEFRY'])
+def test_bad_switch_value(tmp_path, switch):
+  proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, switch: 'yes'})
+  assert_one_line_error(proc, f"{switch}='yes'", 'set it to 0')
   assert not os.path.exists(f'{tmp_path}/w')
 
 

@@ -1,7 +1,7 @@
 """Setting up the process before JAX starts (JAX is imported only to configure it): XLA's CPU device count,
-glibc's malloc, the persistent compilation cache, and the filters that keep libraries' duplicate error reports
-out of the one-line errors. The entry points call
-`prepare_cpu` after importing their modules and before the first computation.
+glibc's malloc, the persistent compilation cache, how the random generator is compiled on the CPU, and the filters
+that keep libraries' duplicate error reports out of the one-line errors. The entry points call `prepare_cpu` after
+importing their modules and before the first computation.
 """
 import ctypes
 import importlib.util
@@ -17,6 +17,16 @@ COUNT_FLAG = '--xla_force_host_platform_device_count'
 # XLA:CPU's copy insertion, told to analyse a loop's live ranges by region, stops copying a loop's state (a sweep's
 # weights) at every step: the same values, with fewer copies (docs/performance.md).
 COPY_FLAG = '--xla_cpu_copy_insertion_use_region_analysis'
+
+
+def _switched_on(environ, name, what_0, what_1):
+  """Whether the environment variable `name` is 1 or unset (True) or 0 (False); any other value is a UserError
+  that says what 0 and 1 do."""
+  value = environ.get(name, '1')
+  if value not in ('0', '1'):
+    raise UserError(f'{name}={value!r} is not understood; set it to 0 ({what_0}) or 1 ({what_1}, the default), '
+                    'or unset it')
+  return value == '1'
 
 
 def xla_flags(environ=os.environ, cores=None):
@@ -58,12 +68,11 @@ def keep_freed_memory(environ=os.environ, find_spec=importlib.util.find_spec):
   (MALLOC_TOP_PAD_, GLIBC_TUNABLES, ...), whose choice wins; and KEEP_FREED_MEMORY=0, which keeps glibc's
   defaults.
   """
-  if environ.get(OPT_OUT, '1') not in ('0', '1'):
-    raise UserError(f'{OPT_OUT}={environ[OPT_OUT]!r} is not understood; set it to 0 (glibc\'s malloc defaults) '
-                    'or 1 (keep freed memory, the default), or unset it')
+  if not _switched_on(environ, OPT_OUT, "glibc's malloc defaults", 'keep freed memory'):
+    return False
   if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
     return False
-  if environ.get(OPT_OUT) == '0' or any(v in environ for v in _USER_MALLOC_VARIABLES):
+  if any(v in environ for v in _USER_MALLOC_VARIABLES):
     return False
   platforms = environ.get('JAX_PLATFORMS', '')
   if platforms.split(',')[0].strip() not in ('', 'cpu'):
@@ -84,13 +93,10 @@ def compilation_cache(environ=os.environ):
   where set); every program is cached unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says otherwise.
   COMPILATION_CACHE=0 turns it off. Returns the directory, or None when off. Call it before the first
   compilation."""
-  value = environ.get(CACHE_OPT_OUT, '1')
-  if value not in ('0', '1'):
-    raise UserError(f'{CACHE_OPT_OUT}={value!r} is not understood; set it to 0 (compile every program afresh) or 1 '
-                    '(cache compiled programs, the default), or unset it')
+  on = _switched_on(environ, CACHE_OPT_OUT, 'compile every program afresh', 'cache compiled programs')
   import jax  # noqa: PLC0415 (configuring it starts no backend)
 
-  if value == '0':
+  if not on:
     jax.config.update('jax_compilation_cache_dir', None)
     return None
   directory = environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(
@@ -101,11 +107,25 @@ def compilation_cache(environ=os.environ):
   return directory
 
 
+THREEFRY_OPT_OUT = 'FLAT_THREEFRY'  # =0: JAX's own lowering of its random generator on the CPU
+
+
+def flat_threefry(environ=os.environ):
+  """Lowers the random generator's hash over flat arrays on the CPU (trainnets/kernels/threefry.py: the same bits,
+  compiled faster) unless FLAT_THREEFRY=0. Returns whether it did. Call it before the first compilation."""
+  if not _switched_on(environ, THREEFRY_OPT_OUT, "JAX's own lowering", 'flat arrays'):
+    return False
+  from trainnets.kernels import threefry  # noqa: PLC0415 (imports JAX, which starts no backend)
+
+  return threefry.install()
+
+
 def prepare_cpu(cores=None, environ=os.environ):
   """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
-  XLA_FLAGS split the CPU into `cores` JAX devices (xla_flags; default one per core), and compiled
-  programs are cached (compilation_cache; on any platform). Returns whether freed memory is kept. CPU_CONV,
-  which once chose the CPU's convolutions, is refused: model.kernels does."""
+  XLA_FLAGS split the CPU into `cores` JAX devices (xla_flags; default one per core), compiled programs are cached
+  (compilation_cache; on any platform), and the random generator's hash is compiled over flat arrays
+  (flat_threefry). Returns whether freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is
+  refused: model.kernels does."""
   if 'CPU_CONV' in environ:
     raise ConfigError(f'CPU_CONV={environ["CPU_CONV"]!r} is no longer read; choose the convolution kernels with '
                       '--config.model.kernels (auto, none or names such as onednn_conv; see '
@@ -113,6 +133,7 @@ def prepare_cpu(cores=None, environ=os.environ):
   kept = keep_freed_memory(environ)
   environ['XLA_FLAGS'] = xla_flags(environ, cores)
   compilation_cache(environ)
+  flat_threefry(environ)
   return kept
 
 

@@ -1,0 +1,58 @@
+"""JAX's random generator compiled faster on the CPU: its threefry2x32 hash on flat arrays.
+
+Every draw of jax.random (a key's split or fold_in, the bits of uniform and normal) hashes counters with
+Threefry-2x32, which JAX lowers on the CPU to a loop of 5 steps over arrays of the draw's shape. XLA:CPU compiles
+such a loop over a multi-dimensional array slower than over a flat one, much slower for some shapes
+(docs/performance.md). `install` makes the CPU lower the hash over flat arrays: keys and
+counters broadcast to the draw's shape and flattened, hashed, and reshaped back. The hash is integer arithmetic,
+so every draw is the same bits (tests/test_threefry.py compares them with JAX's own lowering); only compilation is
+faster (docs/performance.md). process.prepare_cpu installs it unless FLAT_THREEFRY=0.
+"""
+from jax import lax
+from jax.interpreters import mlir
+import jax.numpy as jnp
+import numpy as np
+
+_ROTATIONS = (np.array([13, 15, 26, 6], np.uint32), np.array([17, 29, 16, 24], np.uint32))
+_PARITY = np.uint32(0x1BD11BDA)  # Threefry's key-schedule constant
+
+
+def _rotate_left(v, r):
+  return (v << r) | (v >> (np.uint32(32) - r))
+
+
+def threefry2x32(k1, k2, x1, x2):
+  """Threefry-2x32 (20 rounds) of counters (x1, x2) under keys (k1, k2), uint32 arrays that broadcast together,
+  computed over flat arrays: the values of JAX's threefry2x32."""
+  shape = jnp.broadcast_shapes(k1.shape, k2.shape, x1.shape, x2.shape)
+
+  def flat(a, keep_scalar=False):
+    return a if keep_scalar and a.ndim == 0 else jnp.broadcast_to(a, shape).reshape(-1)
+
+  k1, k2 = flat(k1, keep_scalar=True), flat(k2, keep_scalar=True)
+  keys = (k1, k2, k1 ^ k2 ^ _PARITY)
+
+  def five_rounds(i, carry):  # four rounds, then the key injection: Threefry's step i of 5
+    (a, b), keys, rotations, next_rotations = carry
+    for j in range(4):
+      a = a + b
+      b = _rotate_left(b, rotations[j]) ^ a
+    a = a + keys[1]
+    b = b + keys[2] + (i + 1).astype(np.uint32)
+    return (a, b), (keys[1], keys[2], keys[0]), next_rotations, rotations
+
+  start = (flat(x1) + keys[0], flat(x2) + keys[1])
+  (a, b), *_ = lax.fori_loop(0, 5, five_rounds, (start, keys, jnp.asarray(_ROTATIONS[0]),
+                                                 jnp.asarray(_ROTATIONS[1])))
+  return a.reshape(shape), b.reshape(shape)
+
+
+def install():
+  """Lowers JAX's threefry2x32 on the CPU with `threefry2x32`; other platforms keep JAX's. Returns whether it
+  could: False where this JAX has no public threefry2x32 primitive (jax.extend.random)."""
+  try:
+    from jax.extend.random import threefry2x32_p  # noqa: PLC0415
+  except ImportError:
+    return False
+  mlir.register_lowering(threefry2x32_p, mlir.lower_fun(threefry2x32, multiple_results=True), platform='cpu')
+  return True
