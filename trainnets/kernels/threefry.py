@@ -26,24 +26,22 @@ def threefry2x32(k1, k2, x1, x2):
   computed over flat arrays: the values of JAX's threefry2x32."""
   shape = jnp.broadcast_shapes(k1.shape, k2.shape, x1.shape, x2.shape)
 
-  def flat(a, keep_scalar=False):
-    return a if keep_scalar and a.ndim == 0 else jnp.broadcast_to(a, shape).reshape(-1)
+  def flat(a):  # a broadcast XLA fuses into its use: the keys are not written out at the counters' size
+    return jnp.broadcast_to(a, shape).reshape(-1)
 
-  k1, k2 = flat(k1, keep_scalar=True), flat(k2, keep_scalar=True)
   keys = (k1, k2, k1 ^ k2 ^ _PARITY)
 
-  def five_rounds(i, carry):  # four rounds, then the key injection: Threefry's step i of 5
-    (a, b), keys, rotations, next_rotations = carry
+  def five_rounds(i, ab):  # four rounds, then the key injection: Threefry's step i of 5
+    a, b = ab
+    rotations = lax.select_n(i % 2, *map(jnp.asarray, _ROTATIONS))
     for j in range(4):
       a = a + b
       b = _rotate_left(b, rotations[j]) ^ a
-    a = a + keys[1]
-    b = b + keys[2] + (i + 1).astype(np.uint32)
-    return (a, b), (keys[1], keys[2], keys[0]), next_rotations, rotations
+    a = a + flat(lax.select_n((i + 1) % 3, *keys))
+    b = b + flat(lax.select_n((i + 2) % 3, *keys)) + (i + 1).astype(np.uint32)
+    return a, b
 
-  start = (flat(x1) + keys[0], flat(x2) + keys[1])
-  (a, b), *_ = lax.fori_loop(0, 5, five_rounds, (start, keys, jnp.asarray(_ROTATIONS[0]),
-                                                 jnp.asarray(_ROTATIONS[1])))
+  a, b = lax.fori_loop(0, 5, five_rounds, (flat(x1) + flat(k1), flat(x2) + flat(k2)))
   return a.reshape(shape), b.reshape(shape)
 
 
