@@ -37,8 +37,9 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture(scope='session')
-def fashion_mnist_tfds(tmp_path_factory):
-  """A TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist."""
+def fashion_mnist_preparation(tmp_path_factory):
+  """(a TFDS data_dir holding fashion_mnist, prepared once per session from the real files where they exist, what
+  the preparation left in Python's temporary directory: a fresh one while it ran)."""
   from trainnets.data import fashion_mnist  # noqa: PLC0415
   from trainnets.errors import DataError  # noqa: PLC0415
 
@@ -46,6 +47,16 @@ def fashion_mnist_tfds(tmp_path_factory):
     fashion_mnist.find_sources()
   except DataError as e:
     pytest.skip(f'the Fashion-MNIST files are not on this machine ({e}); `make setup` installs them as root')
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  fashion_mnist.builder(data_dir)
-  return data_dir
+  data_dir, tmp = str(tmp_path_factory.mktemp('tfds')), str(tmp_path_factory.mktemp('tmp'))
+  saved, tempfile.tempdir = tempfile.tempdir, tmp
+  try:
+    fashion_mnist.builder(data_dir)
+  finally:
+    tempfile.tempdir = saved
+  return data_dir, os.listdir(tmp)
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist_tfds(fashion_mnist_preparation):
+  """A TFDS data_dir holding fashion_mnist (fashion_mnist_preparation)."""
+  return fashion_mnist_preparation[0]

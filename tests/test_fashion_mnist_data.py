@@ -3,6 +3,7 @@ import gzip
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -57,6 +58,20 @@ def test_without_local_files_tfds_downloads_and_prepares_it(tmp_path, monkeypatc
   assert b.is_prepared() and b.info.splits['train'].num_examples == 60_000
   assert sorted(os.path.basename(u) for u in asked) == sorted(n + '.gz' for n in fashion_mnist.IDX_SHA256)
   assert all(u.startswith(('http://', 'https://')) for u in asked), 'TFDS\'s registered URLs'
+
+
+def test_an_unprepared_builder_leaves_no_temporary_directory(tmp_path, monkeypatch):
+  """TFDS's builder of an unprepared dataset makes a directory in the temporary one and leaves it there, empty."""
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+  os.makedirs(tmp_path / 'tmp')
+  _, prepared = pipeline.tfds_builder(fashion_mnist.NAME, str(tmp_path / 'tfds'))
+  assert not prepared
+  assert os.listdir(tmp_path / 'tmp') == []
+  assert tempfile.gettempdir() == str(tmp_path / 'tmp')
+
+
+def test_preparing_leaves_no_temporary_files(fashion_mnist_preparation):
+  assert fashion_mnist_preparation[1] == []
 
 
 def test_offline_without_local_files_says_both_ways_in_one_line(tmp_path, monkeypatch):

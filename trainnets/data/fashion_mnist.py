@@ -130,7 +130,9 @@ def builder(data_dir, source_dir=''):
           del dl_manager
           return super()._split_generators(_LocalFiles(paths))
 
-    OfflineFashionMNIST(data_dir=data_dir).download_and_prepare()
+    with pipeline.temporary_files_removed():
+      offline = OfflineFashionMNIST(data_dir=data_dir)
+    offline.download_and_prepare()
   b = tfds.builder(NAME, data_dir=data_dir)
   if not b.is_prepared():
     raise DataError(f'preparing fashion_mnist in {data_dir} did not complete; remove {data_dir}/{NAME} and retry')

@@ -29,6 +29,20 @@ def as_written(fn):
   return tf().autograph.experimental.do_not_convert(fn)
 
 
+@contextlib.contextmanager
+def temporary_files_removed():
+  """Points Python's temporary directory at a fresh one for the block and removes it after. Construct TFDS's
+  builders of unprepared datasets in it: each makes a directory there to copy its metadata from GCS into, and
+  leaves it behind, empty, when there is none to copy (each preparation, and each test that prepares, added one to
+  /tmp). The builder reads what it copied before it returns."""
+  with tempfile.TemporaryDirectory(prefix='trainnets-tfds-') as private:
+    saved, tempfile.tempdir = tempfile.tempdir, private
+    try:
+      yield
+    finally:
+      tempfile.tempdir = saved
+
+
 def tfds_builder(name, data_dir):
   """(TFDS's builder of `name` in data_dir, whether it is prepared), without TFDS's warning that an unprepared
   directory has no dataset_info.json: the caller says what to do in one line instead. A data_dir that is not a
@@ -44,7 +58,8 @@ def tfds_builder(name, data_dir):
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:
-    b = tfds.builder(name, data_dir=data_dir)
+    with temporary_files_removed():
+      b = tfds.builder(name, data_dir=data_dir)
     prepared = b.is_prepared()
   except Exception as e:  # noqa: BLE001 (TFDS raises many types for a damaged dataset_info.json)
     raise DataError(f'the prepared {name} in {data_dir} cannot be read ({errors.one_line(e)}); {how}') from None
