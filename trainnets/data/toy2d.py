@@ -82,9 +82,10 @@ def sample(pattern_key, points_key, task, n, margin=0.05):
   return _select(_candidates(points_key, n), angle, task, n, margin)
 
 
-# Rejection sampling with a fixed budget: draw 8n candidates and keep the first n outside the margin band (the band
-# holds under 25% of the square for every task at margin <= 0.05, so 8n is never short in practice).
 def _candidates(points_key, n):
+  """Rejection sampling with a fixed budget: 8n candidates, of which _select keeps the first n outside the margin
+  band (the band holds under 25% of the square for every task at margin <= 0.05, so 8n is never short in
+  practice)."""
   return jax.random.uniform(points_key, (8 * n, 2), minval=-1.0, maxval=1.0)
 
 

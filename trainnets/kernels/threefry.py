@@ -2,11 +2,11 @@
 
 Every draw of jax.random (a key's split or fold_in, the bits of uniform and normal) hashes counters with
 Threefry-2x32, which JAX lowers on the CPU to a loop of 5 steps over arrays of the draw's shape. XLA:CPU compiles
-such a loop over a multi-dimensional array slower than over a flat one, much slower for some shapes
-(docs/performance.md). `install` makes the CPU lower the hash over flat arrays: keys and
-counters broadcast to the draw's shape and flattened, hashed, and reshaped back. The hash is integer arithmetic,
-so every draw is the same bits (tests/test_threefry.py compares them with JAX's own lowering); only compilation is
-faster (docs/performance.md). process.prepare_cpu installs it unless FLAT_THREEFRY=0.
+such a loop over a multi-dimensional array slower than over a flat one, much slower for some shapes. `install`
+makes the CPU lower the hash over flat arrays: the counters flattened, each key broadcast to them where it is
+added, and the result reshaped back. The hash is integer arithmetic, so every draw is the same bits
+(tests/test_threefry.py compares them with JAX's own lowering); only compilation is faster (docs/performance.md).
+process.prepare_cpu installs it unless FLAT_THREEFRY=0.
 """
 from jax import lax
 from jax.interpreters import mlir
