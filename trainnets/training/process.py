@@ -113,7 +113,8 @@ THREEFRY_OPT_OUT = 'FLAT_THREEFRY'  # =0: JAX's own lowering of its random gener
 def flat_threefry(environ=os.environ):
   """Lowers the random generator's hash over flat arrays on the CPU (trainnets/kernels/threefry.py: the same bits,
   compiled faster) unless FLAT_THREEFRY=0. Returns whether it did. Call it before the first compilation."""
-  if not _switched_on(environ, THREEFRY_OPT_OUT, "JAX's own lowering", 'flat arrays'):
+  if not _switched_on(environ, THREEFRY_OPT_OUT, "JAX's own lowering of its random generator",
+                      'the random generator compiled over flat arrays'):
     return False
   from trainnets.kernels import threefry  # noqa: PLC0415 (imports JAX, which starts no backend)
 
