@@ -48,11 +48,9 @@ def fashion_mnist_preparation(tmp_path_factory):
   except DataError as e:
     pytest.skip(f'the Fashion-MNIST files are not on this machine ({e}); `make setup` installs them as root')
   data_dir, tmp = str(tmp_path_factory.mktemp('tfds')), str(tmp_path_factory.mktemp('tmp'))
-  saved, tempfile.tempdir = tempfile.tempdir, tmp
-  try:
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tempfile, 'tempdir', tmp)
     fashion_mnist.builder(data_dir)
-  finally:
-    tempfile.tempdir = saved
   return data_dir, os.listdir(tmp)
 
 

@@ -140,20 +140,19 @@ class Programs:
   compilations are reused wherever the shapes agree (a sweep's runs of other step sizes or seeds)."""
 
   def __init__(self, tx, model_cfg, train_cfg):
-    self.epoch, self.measure = make_epoch_fn(tx, activation=model_cfg.activation, loss=train_cfg.loss,
-                                             unroll=train_cfg.unroll, parallel_tasks=train_cfg.parallel_tasks)
+    self._make = functools.partial(make_epoch_fn, tx, activation=model_cfg.activation, loss=train_cfg.loss,
+                                   parallel_tasks=train_cfg.parallel_tasks)
+    self.epoch, self.measure = self._make(unroll=train_cfg.unroll)
     tx_for = _per_model(tx)
     self.init_opt = jax.jit(jax.vmap(lambda p, eta0: tx_for(eta0).init(p)))
     self._train_cfg = train_cfg
-    self._models_last = functools.partial(make_epoch_fn, tx, activation=model_cfg.activation, loss=train_cfg.loss,
-                                          parallel_tasks=train_cfg.parallel_tasks)
     self._epochs_models_last = {}  # mesh -> epoch
 
   def epoch_for(self, padded, mesh):
     if models_last.layout_for(self._train_cfg, padded) == 'models_first':
       return self.epoch
     if mesh not in self._epochs_models_last:
-      self._epochs_models_last[mesh] = self._models_last(models_last_mesh=mesh)[0]
+      self._epochs_models_last[mesh] = self._make(models_last_mesh=mesh)[0]
     return self._epochs_models_last[mesh]
 
 
