@@ -14,6 +14,7 @@
 launcher), their nets that differ only in PER_NET_KEYS in shared programs; train_and_evaluate is it for one run.
 `evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
 """
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -428,7 +429,26 @@ def train_and_evaluate_many(runs, extend=False, written=None):
                for c, w in runs]
     stop = stack.enter_context(loop.StopRequests())
     stack.enter_context(progress)
-    for g in groups:
+    for key, (c, depth) in {(g['program'], g['depth']): (g['config'], g['depth']) for g in groups}.items():
+      compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_config_for_depth(c, depth))
+
+    def ready(g):  # the group's nets placed on the devices and its programs compiled
+      c, depth = g['config'], g['depth']
+      return vmap_sweep.Group(
+          [n.model for n in g['nets']], datasets, c.model, train_config_for_depth(c, depth),
+          functools.partial(tx, c, depth), snapshot_epochs=sorted({e for j, _ in g['users'] for e in snapshots[j]}),
+          initial=initial[g['init']], learning_rates=[n.eta0 for n in g['nets']],
+          dataset_keys=[n.draw for n in g['nets']], programs=compiled[(g['program'], depth)]).compile()
+
+    # each group made ready in another thread while the one before it trains: compiling beside training fills the
+    # cores that compiling alone leaves idle
+    ahead = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='next-group')
+    stack.callback(ahead.shutdown, wait=False, cancel_futures=True)  # an interrupted run waits for no compilation
+    following = ahead.submit(ready, groups[0])
+    for i, g in enumerate(groups):
+      group = following.result()
+      if i + 1 < len(groups):
+        following = ahead.submit(ready, groups[i + 1])
       c, depth, pad, users = g['config'], g['depth'], g['pad'], g['users']
       live = [(j, models) for j, models in users if j not in failed]
       if not live:  # every run holding this group has failed
@@ -438,9 +458,6 @@ def train_and_evaluate_many(runs, extend=False, written=None):
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(g["nets"])} models{runs_note}'
                                if depth else f'hidden units: linear, {len(g["nets"])} models{runs_note}')
       train_cfg = train_config_for_depth(c, depth)
-      key = (g['program'], depth)
-      if key not in compiled:
-        compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_cfg)
       sched = optim.schedule(train_cfg, epochs * steps, SCHEDULES)
       clock = {'t': time.time()}
 
@@ -470,11 +487,7 @@ def train_and_evaluate_many(runs, extend=False, written=None):
         progress.update(1, work=updates, epoch=f'{epoch}/{epochs}', loss=float(m['train_loss'].mean()), lr=lr)
 
       try:
-        result = vmap_sweep.train(
-            [n.model for n in g['nets']], datasets, c.model, train_cfg, functools.partial(tx, c, depth),
-            snapshot_epochs=sorted({e for j, _ in live for e in snapshots[j]}), on_epoch=on_epoch,
-            initial=initial[g['init']], learning_rates=[n.eta0 for n in g['nets']],
-            dataset_keys=[n.draw for n in g['nets']], programs=compiled[key])
+        result = group.train(on_epoch)
       except _GroupFailed:
         pass  # every run holding it has failed: nothing of this group is kept
       else:

@@ -276,9 +276,8 @@ class InitialParams:
     return params
 
 
-def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, mesh=None,
-          initial=None, learning_rates=None, dataset_keys=None, programs=None):
-  """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}.
+def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_epoch=None, **options):
+  """Trains `models` (all of one depth) on `datasets` {Model.dataset: ((x, y), (x_test, y_test))}: Group(...).train.
 
   Returns a dict of numpy arrays with leading axis M:
     curves      {train_loss, train_accuracy: [M, epochs + 1]}, entry 0 before training; a stopped model's values
@@ -287,7 +286,16 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
     epochs      [M] the epoch each model stopped at (zero training loss) or `train_cfg.epochs`
     params      final parameters; snapshots {epoch: parameters} for each of `snapshot_epochs` reached
     params0     initial parameters
-  `on_epoch(epoch, metrics, active)` is called after every epoch.
+  `on_epoch(epoch, metrics, active)` is called after every epoch. `options`: Group's.
+  """
+  return Group(models, datasets, model_cfg, train_cfg, tx, snapshot_epochs=snapshot_epochs, **options).train(on_epoch)
+
+
+class Group:
+  """A group of models (all of one depth) ready to train: its inputs placed on the devices and its programs chosen.
+  `compile()` compiles those programs without running them, so that a caller can make the next group ready in
+  another thread while this one trains (the same programs: the results do not change); `train(on_epoch)` trains it
+  (see train).
 
   The model axis is sharded over `mesh` (default: all devices); the model list is padded with copies of its
   last model to a multiple of the device count, and the copies are dropped from every output. `initial`: an
@@ -295,87 +303,112 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   `learning_rates`: each model's eta_0, with `tx` a function eta_0 -> transformation (make_epoch_fn), so that
   models of several step sizes train in one program; `dataset_keys`: each model's key in `datasets` (default
   Model.dataset), so that models of several data settings (a margin, say) train together. `programs`: the
-  Programs of this set-up, to reuse its compilations across calls; default: made here.
+  Programs of this set-up, to reuse its compilations across groups; default: made here.
   """
-  depths = {m.depth for m in models}
-  if len(depths) != 1:
-    raise ValueError(f'models of one depth per call, got depths {sorted(depths)}')
-  mesh = mesh or sharding.model_mesh()
-  num_models = len(models)
-  extra = sharding.padded_count(num_models, mesh) - num_models
-  models = list(models) + [models[-1]] * extra
-  if dataset_keys is None:
-    dataset_keys = [m.dataset for m in models]
-  else:
-    dataset_keys = [*dataset_keys, *[dataset_keys[-1]] * extra]
-  (depth,) = depths
-  padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
-  n_train = len(datasets[dataset_keys[0]][0][1])
-  steps = n_train // train_cfg.batch_size
-  keys = sorted(set(dataset_keys), key=repr)
-  task_of = np.asarray([keys.index(k) for k in dataset_keys])
-  splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
-            for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
-  examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, train_cfg.epochs, mesh)
-  data = {**splits, 'masks': masks_for(models, padded), 'example_row': examples.rows}
-  if learning_rates is not None:
-    data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
-  if initial is None:
-    initial = InitialParams(models, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
-  params0 = initial.of(models, padded)
-  params = sharding.shard_models(params0, mesh)
-  # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
-  # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
-  data = sharding.shard_models(data, mesh)
-  programs = programs or Programs(tx, model_cfg, train_cfg)
-  epoch_fn, measure = programs.epoch_for(padded, mesh), programs.measure
-  opt_state = sharding.shard_models(jax.device_get(programs.init_opt(params, data.get('learning_rate'))), mesh)
 
-  # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
-  # beside it: one compiled program for both, instead of one per split.
-  def measured(params, splits):
-    return jax.tree.map(np.asarray, measure(params, data, splits))
+  def __init__(self, models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), mesh=None, initial=None,
+               learning_rates=None, dataset_keys=None, programs=None):
+    depths = {m.depth for m in models}
+    if len(depths) != 1:
+      raise ValueError(f'models of one depth per call, got depths {sorted(depths)}')
+    mesh = mesh or sharding.model_mesh()
+    num_models = len(models)
+    extra = sharding.padded_count(num_models, mesh) - num_models
+    models = list(models) + [models[-1]] * extra
+    if dataset_keys is None:
+      dataset_keys = [m.dataset for m in models]
+    else:
+      dataset_keys = [*dataset_keys, *[dataset_keys[-1]] * extra]
+    (depth,) = depths
+    padded = tuple(max(m.hidden[l] for m in models) for l in range(depth))
+    n_train = len(datasets[dataset_keys[0]][0][1])
+    steps = n_train // train_cfg.batch_size
+    keys = sorted(set(dataset_keys), key=repr)
+    task_of = np.asarray([keys.index(k) for k in dataset_keys])
+    splits = {name: np.stack([np.asarray(datasets[k][s][a]) for k in keys])[task_of]
+              for name, s, a in (('x_train', 0, 0), ('y_train', 0, 1), ('x_test', 1, 0), ('y_test', 1, 1))}
+    self.examples = Examples(models, n_train, steps, train_cfg.batch_size, train_cfg.sampling, train_cfg.epochs,
+                             mesh)
+    data = {**splits, 'masks': masks_for(models, padded), 'example_row': self.examples.rows}
+    if learning_rates is not None:
+      data['learning_rate'] = np.asarray([*learning_rates, *[learning_rates[-1]] * extra], np.float32)
+    if initial is None:
+      initial = InitialParams(models, model_cfg.weight_std, model_cfg.offset_init, model_cfg.offset_std)
+    self.params0 = initial.of(models, padded)
+    self.params = sharding.shard_models(self.params0, mesh)
+    # placed like epoch_fn's outputs: an optimiser state that does not depend on the parameters (a step count) would
+    # otherwise come out of init unplaced, and the second epoch would compile epoch_fn again
+    self.data = sharding.shard_models(data, mesh)
+    programs = programs or Programs(tx, model_cfg, train_cfg)
+    self.epoch_fn, self.measure = programs.epoch_for(padded, mesh), programs.measure
+    self.opt_state = sharding.shard_models(
+        jax.device_get(programs.init_opt(self.params, self.data.get('learning_rate'))), mesh)
+    self.active = np.ones(len(models), bool)
+    self.active[num_models:] = False  # padding copies: computed alongside, never reported
+    self.active_on_devices = sharding.shard_models(self.active, mesh)  # placed again only when a model stops
+    self.snapshot_epochs, self.train_cfg, self.mesh = snapshot_epochs, train_cfg, mesh
+    self.num_models, self.padded = num_models, padded
 
-  def split(metrics, name):
-    return {k: v for k, v in metrics.items() if k.startswith(name + '_')}
+  def _measured_splits(self):
+    return [('train', 'test')] + ([] if 0 in self.snapshot_epochs else [('train',)])
 
-  first = measured(params, ('train', 'test') if 0 in snapshot_epochs else ('train',))
-  history = [split(first, 'train')]
-  test = {0: split(first, 'test')} if 0 in snapshot_epochs else {}
+  def compile(self):
+    """Compiles the group's programs (drawing its first epochs' examples), as its first epoch and evaluations
+    would, without training: their later calls find them compiled."""
+    self.epoch_fn.lower(self.params, self.opt_state, self.examples(1), self.active_on_devices, self.data).compile()
+    for splits in self._measured_splits():
+      self.measure.lower(self.params, self.data, splits).compile()
+    return self
 
-  def evaluate_test(epoch):
-    test[epoch] = split(measured(params, ('train', 'test')), 'test')
+  def train(self, on_epoch=None):
+    """Trains the group (once): train's results."""
+    train_cfg, snapshot_epochs, num_models = self.train_cfg, self.snapshot_epochs, self.num_models
+    params, opt_state, data, examples, epoch_fn = self.params, self.opt_state, self.data, self.examples, self.epoch_fn
+    active, active_on_devices, mesh = self.active, self.active_on_devices, self.mesh
+    self.params = self.opt_state = None  # donated to the first epoch
 
-  active = np.ones(len(models), bool)
-  active[num_models:] = False  # padding copies: computed alongside, never reported
-  stopped_at = np.full(len(models), train_cfg.epochs)
-  snapshots = {0: params0} if 0 in snapshot_epochs else {}
-  active_on_devices = sharding.shard_models(active, mesh)  # placed again only when a model stops
-  for epoch in range(1, train_cfg.epochs + 1):
-    params, opt_state, metrics = epoch_fn(params, opt_state, examples(epoch), active_on_devices, data)
-    metrics = jax.tree.map(np.asarray, metrics)
-    history.append(metrics)
-    if epoch in snapshot_epochs:
-      snapshots[epoch] = jax.tree.map(np.asarray, params)
-      evaluate_test(epoch)
-    if train_cfg.stop_at_zero_loss:
-      newly = active & (metrics['train_loss'] == 0)
-      stopped_at[newly] = epoch
-      active &= ~newly
-      if newly.any():
-        active_on_devices = sharding.shard_models(active, mesh)
-    if on_epoch is not None:
-      on_epoch(epoch, jax.tree.map(lambda a: a[:num_models], metrics), active[:num_models])
-    if not active.any():  # every model is stopped: the remaining epochs would change nothing
-      history += [metrics] * (train_cfg.epochs - epoch)
-      break
-  final = jax.tree.map(np.asarray, params)
-  evaluate_test(train_cfg.epochs)
-  for e in snapshot_epochs:  # epochs after an early stop hold the final (frozen) parameters
-    snapshots.setdefault(e, final)
-    test.setdefault(e, test[train_cfg.epochs])
-  curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
-  out = {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': params0,
-         'snapshots': snapshots}
-  out = jax.tree.map(lambda a: a[:num_models], out)  # drop the padding copies
-  return {**out, 'padded': padded}
+    # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
+    # beside it: one compiled program for both, instead of one per split.
+    def measured(params, splits):
+      return jax.tree.map(np.asarray, self.measure(params, data, splits))
+
+    def split(metrics, name):
+      return {k: v for k, v in metrics.items() if k.startswith(name + '_')}
+
+    first = measured(params, ('train', 'test') if 0 in snapshot_epochs else ('train',))
+    history = [split(first, 'train')]
+    test = {0: split(first, 'test')} if 0 in snapshot_epochs else {}
+
+    def evaluate_test(epoch):
+      test[epoch] = split(measured(params, ('train', 'test')), 'test')
+
+    stopped_at = np.full(len(active), train_cfg.epochs)
+    snapshots = {0: self.params0} if 0 in snapshot_epochs else {}
+    for epoch in range(1, train_cfg.epochs + 1):
+      params, opt_state, metrics = epoch_fn(params, opt_state, examples(epoch), active_on_devices, data)
+      metrics = jax.tree.map(np.asarray, metrics)
+      history.append(metrics)
+      if epoch in snapshot_epochs:
+        snapshots[epoch] = jax.tree.map(np.asarray, params)
+        evaluate_test(epoch)
+      if train_cfg.stop_at_zero_loss:
+        newly = active & (metrics['train_loss'] == 0)
+        stopped_at[newly] = epoch
+        active &= ~newly
+        if newly.any():
+          active_on_devices = sharding.shard_models(active, mesh)
+      if on_epoch is not None:
+        on_epoch(epoch, jax.tree.map(lambda a: a[:num_models], metrics), active[:num_models])
+      if not active.any():  # every model is stopped: the remaining epochs would change nothing
+        history += [metrics] * (train_cfg.epochs - epoch)
+        break
+    final = jax.tree.map(np.asarray, params)
+    evaluate_test(train_cfg.epochs)
+    for e in snapshot_epochs:  # epochs after an early stop hold the final (frozen) parameters
+      snapshots.setdefault(e, final)
+      test.setdefault(e, test[train_cfg.epochs])
+    curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
+    out = {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': self.params0,
+           'snapshots': snapshots}
+    out = jax.tree.map(lambda a: a[:num_models], out)  # drop the padding copies
+    return {**out, 'padded': self.padded}
