@@ -408,12 +408,15 @@ def train_and_evaluate_many(runs, extend=False, written=None):
   start = time.time()
   groups = _groups(configs)
   draws = {n.draw for g in groups for n in g['nets']}
-  datasets = toy2d.train_test_many(sorted(draws, key=repr))
-  # every group's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s)
+  # every group's initial parameters in one compiled draw per init scheme (a program per group compiled for 8 s),
+  # drawn in another thread while this one draws the data sets: either compiling alone leaves the cores idle
   by_init = {}
   for g in groups:
     by_init.setdefault(g['init'], []).extend(n.model for n in g['nets'])
-  initial = {k: vmap_sweep.InitialParams(models, *k) for k, models in by_init.items()}
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='initial-parameters') as beside:
+    initial = beside.submit(lambda: {k: vmap_sweep.InitialParams(models, *k) for k, models in by_init.items()})
+    datasets = toy2d.train_test_many(sorted(draws, key=repr))
+    initial = initial.result()
   snapshots = [(0, c.claims.at_epoch) for c in configs]
   order = [list(models_for(c)) for c in configs]  # each run's groups (depth, pad), in its own order
   compiled = {}  # (program_key, depth) -> vmap_sweep.Programs: groups of the same shapes reuse its compilations
