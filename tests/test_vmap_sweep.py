@@ -218,3 +218,32 @@ def test_epoch_programs_without_parallel_tasks_split_no_loop_and_train_the_same(
     trained[parallel] = jax.tree.map(np.asarray, compiled(*args)[0])
   assert split[True] >= 1 and split[False] == 0, split
   jax.tree.map(np.testing.assert_array_equal, trained[False], trained[True])
+
+
+@pytest.mark.parametrize('layout,snapshots', [('models_first', ()), ('models_last', (0, 2))])
+def test_a_group_made_ready_trains_without_compiling_and_the_same(data, layout, snapshots):
+  """Group.compile() (the hidden-units trainer calls it in another thread while the group before trains) compiles
+  every program the group's training calls, the evaluations of each snapshot's split included, and changes none of
+  its results. Control: the same group not made ready compiles while it trains."""
+  model, train, _ = cfgs(epochs=3, layout=layout)
+  tx = lambda eta0: optim.optimizer(train, total_steps=300, learning_rate=eta0)
+  models = [Model(t, (w,), 'lecture', s) for t in ('corner', 'stripes') for w in (3, 10) for s in range(2)]
+  compiles = []
+  listener = lambda event, seconds, **_: compiles.append(event) if event.endswith('backend_compile_duration') else None
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  cached = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)  # a program loaded from the disk cache compiles nothing
+  out = {}
+  try:
+    for ready in (True, False):
+      group = vmap_sweep.Group(models, data, model, train, tx, snapshot_epochs=snapshots,
+                               learning_rates=[0.5] * len(models))
+      if ready:
+        group.compile()
+      compiles.clear()
+      out[ready] = group.train()
+      assert bool(compiles) != ready, f'{len(compiles)} programs compiled while the group trained'
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+    jax.config.update('jax_enable_compilation_cache', cached)
+  jax.tree.map(np.testing.assert_array_equal, out[True], out[False])

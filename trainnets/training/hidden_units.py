@@ -432,8 +432,11 @@ def train_and_evaluate_many(runs, extend=False, written=None):
                for c, w in runs]
     stop = stack.enter_context(loop.StopRequests())
     stack.enter_context(progress)
-    for key, (c, depth) in {(g['program'], g['depth']): (g['config'], g['depth']) for g in groups}.items():
-      compiled[key] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model, train_config_for_depth(c, depth))
+    for g in groups:
+      c, depth = g['config'], g['depth']
+      if (g['program'], depth) not in compiled:
+        compiled[g['program'], depth] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model,
+                                                            train_config_for_depth(c, depth))
 
     def ready(g):  # the group's nets placed on the devices and its programs compiled
       c, depth = g['config'], g['depth']
