@@ -432,19 +432,17 @@ def train_and_evaluate_many(runs, extend=False, written=None):
                for c, w in runs]
     stop = stack.enter_context(loop.StopRequests())
     stack.enter_context(progress)
-    for g in groups:
-      c, depth = g['config'], g['depth']
-      if (g['program'], depth) not in compiled:
-        compiled[g['program'], depth] = vmap_sweep.Programs(functools.partial(tx, c, depth), c.model,
-                                                            train_config_for_depth(c, depth))
 
-    def ready(g):  # the group's nets placed on the devices and its programs compiled
+    def ready(g):  # the group's nets placed on the devices and its programs compiled (groups in training order)
       c, depth = g['config'], g['depth']
+      train_cfg, group_tx = train_config_for_depth(c, depth), functools.partial(tx, c, depth)
+      if (g['program'], depth) not in compiled:  # made by the first group of its program, reused by the others
+        compiled[g['program'], depth] = vmap_sweep.Programs(group_tx, c.model, train_cfg)
       return vmap_sweep.Group(
-          [n.model for n in g['nets']], datasets, c.model, train_config_for_depth(c, depth),
-          functools.partial(tx, c, depth), snapshot_epochs=sorted({e for j, _ in g['users'] for e in snapshots[j]}),
-          initial=initial[g['init']], learning_rates=[n.eta0 for n in g['nets']],
-          dataset_keys=[n.draw for n in g['nets']], programs=compiled[(g['program'], depth)]).compile()
+          [n.model for n in g['nets']], datasets, c.model, train_cfg, group_tx,
+          snapshot_epochs=sorted({e for j, _ in g['users'] for e in snapshots[j]}), initial=initial[g['init']],
+          learning_rates=[n.eta0 for n in g['nets']], dataset_keys=[n.draw for n in g['nets']],
+          programs=compiled[g['program'], depth]).compile()
 
     # each group made ready in another thread while the one before it trains: compiling beside training fills the
     # cores that compiling alone leaves idle
@@ -463,8 +461,7 @@ def train_and_evaluate_many(runs, extend=False, written=None):
       runs_note = f' of {len(users)} runs' if len(users) > 1 else ''
       progress.set_description(f'hidden units: depth {depth}, width <= {pad}, {len(g["nets"])} models{runs_note}'
                                if depth else f'hidden units: linear, {len(g["nets"])} models{runs_note}')
-      train_cfg = train_config_for_depth(c, depth)
-      sched = optim.schedule(train_cfg, epochs * steps, SCHEDULES)
+      sched = optim.schedule(group.train_cfg, epochs * steps, SCHEDULES)
       clock = {'t': time.time()}
 
       def on_epoch(epoch, m, active, depth=depth, pad=pad, live=live, sched=sched, clock=clock, steps=steps,

@@ -348,15 +348,15 @@ class Group:
     self.active_on_devices = sharding.shard_models(self.active, mesh)  # placed again only when a model stops
     self.snapshot_epochs, self.train_cfg, self.mesh = snapshot_epochs, train_cfg, mesh
     self.num_models, self.padded = num_models, padded
-
-  def _measured_splits(self):
-    return [('train', 'test')] + ([] if 0 in self.snapshot_epochs else [('train',)])
+    # the splits evaluated before training; the test split is evaluated only where it is reported (it costs 5x an
+    # epoch), always with the training split beside it: one compiled program for both, instead of one per split
+    self._first_splits = ('train', 'test') if 0 in snapshot_epochs else ('train',)
 
   def compile(self):
     """Compiles the group's programs (drawing its first epochs' examples), as its first epoch and evaluations
     would, without training: their later calls find them compiled."""
     self.epoch_fn.lower(self.params, self.opt_state, self.examples(1), self.active_on_devices, self.data).compile()
-    for splits in self._measured_splits():
+    for splits in {self._first_splits, ('train', 'test')}:
       self.measure.lower(self.params, self.data, splits).compile()
     return self
 
@@ -367,15 +367,13 @@ class Group:
     active, active_on_devices, mesh = self.active, self.active_on_devices, self.mesh
     self.params = self.opt_state = None  # donated to the first epoch
 
-    # The test split is evaluated only where it is reported (it costs 5x an epoch), always with the training split
-    # beside it: one compiled program for both, instead of one per split.
     def measured(params, splits):
       return jax.tree.map(np.asarray, self.measure(params, data, splits))
 
     def split(metrics, name):
       return {k: v for k, v in metrics.items() if k.startswith(name + '_')}
 
-    first = measured(params, ('train', 'test') if 0 in snapshot_epochs else ('train',))
+    first = measured(params, self._first_splits)
     history = [split(first, 'train')]
     test = {0: split(first, 'test')} if 0 in snapshot_epochs else {}
 
