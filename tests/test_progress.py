@@ -44,3 +44,47 @@ def test_tensorboard_events_are_written_without_tensorflow(tmp_path):
   scalars = [(e.step, v.tag, v.simple_value) for e in read for v in e.summary.value if v.tag == 'train/loss']
   assert scalars == [(1, 'train/loss', 0.5), (2, 'train/loss', 0.25)]
   assert any(v.tag == '_hparams_/session_start_info' for e in read for v in e.summary.value)
+
+
+def test_writes_behind_run_in_order_off_the_caller_and_raise_their_errors():
+  """WriteBehind: calls run in the order submitted, in another thread; a failed call's error comes back at the next
+  submit (or at close, after every call); leaving the block on an error waits for the calls and keeps that error."""
+  import threading  # noqa: PLC0415
+
+  import pytest  # noqa: PLC0415
+
+  done, threads = [], set()
+
+  def write(i, fail=False):
+    threads.add(threading.current_thread())
+    if fail:
+      raise OSError(f'disk full at {i}')
+    done.append(i)
+
+  with metrics.WriteBehind() as behind:
+    for i in range(50):
+      behind.submit(write, i)
+  assert done == list(range(50)) and threading.current_thread() not in threads
+
+  behind = metrics.WriteBehind()
+  behind.submit(write, 0, fail=True)
+  with pytest.raises(OSError, match='disk full at 0'):
+    for i in range(1, 1000):  # the failure surfaces at a later submit, once it has happened
+      behind.submit(write, i)
+      threading.Event().wait(0.001)
+  behind.close()
+
+  behind = metrics.WriteBehind()
+  behind.submit(write, 1000, fail=True)
+  with pytest.raises(OSError, match='disk full at 1000'):
+    behind.close()
+
+  done.clear()
+  go = threading.Event()
+  with pytest.raises(KeyboardInterrupt), metrics.WriteBehind() as behind:
+    behind.submit(go.wait)  # the calls below wait for it
+    behind.submit(write, 7, fail=True)
+    behind.submit(write, 8)
+    go.set()
+    raise KeyboardInterrupt
+  assert done == [8], 'the calls ran before the block was left'

@@ -430,6 +430,9 @@ def train_and_evaluate_many(runs, extend=False, written=None):
   with contextlib.ExitStack() as stack:
     writers = [stack.enter_context(metrics_lib.MetricsWriter(w, start_step=0, tensorboard=True, config=c))
                for c, w in runs]
+    # the metrics rows are written in another thread while the next epoch trains (each row opens and closes
+    # metrics.jsonl and the event file, as long as a small group's epoch takes)
+    behind = stack.enter_context(metrics_lib.WriteBehind())
     stop = stack.enter_context(loop.StopRequests())
     stack.enter_context(progress)
 
@@ -480,12 +483,11 @@ def train_and_evaluate_many(runs, extend=False, written=None):
         now, training = time.time(), int(active.sum())
         updates = training * steps
         lr = float(sched(epoch * steps - 1))  # the step size of the epoch's last update
+        row = dict(depth=depth, padded_width=pad, epoch=epoch, models_training=training,
+                   train_loss_mean=float(m['train_loss'].mean()), train_accuracy_mean=float(m['train_accuracy'].mean()),
+                   learning_rate=lr, model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
         for j, _ in live:
-          writers[j].write(order[j].index((depth, pad)) * epochs + epoch, depth=depth, padded_width=pad,
-                           epoch=epoch, models_training=training,
-                           train_loss_mean=float(m['train_loss'].mean()),
-                           train_accuracy_mean=float(m['train_accuracy'].mean()), learning_rate=lr,
-                           model_updates_per_s=round(updates / max(now - clock['t'], 1e-9)))
+          behind.submit(writers[j].write, order[j].index((depth, pad)) * epochs + epoch, **row)
         clock['t'] = now
         progress.update(1, work=updates, epoch=f'{epoch}/{epochs}', loss=float(m['train_loss'].mean()), lr=lr)
 

@@ -8,6 +8,7 @@ in seconds; CLU has no writer for metrics.jsonl, which is this project's record 
 ReportProgress's first rate and ETA include compilation, which Progress leaves out.
 """
 import collections
+import concurrent.futures
 import contextlib
 import datetime
 import io
@@ -139,6 +140,36 @@ class MetricsWriter(_Closes):
     pass  # every line and event is on disk when write returns
 
   close = flush
+
+
+class WriteBehind(_Closes):
+  """Calls run one at a time, in the order submitted, in another thread, while the caller goes on: a trainer's
+  metrics rows written while its next epoch runs. A call's error is raised in the caller at the next `submit`, or
+  at `close`, which waits for every call; leaving a `with` block on an error waits for them too, and keeps that
+  error."""
+
+  def __init__(self):
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='write-behind')
+    self._pending = collections.deque()
+
+  def submit(self, fn, *args, **kwargs):
+    while self._pending and self._pending[0].done():
+      self._pending.popleft().result()  # raises a finished call's error
+    self._pending.append(self._pool.submit(fn, *args, **kwargs))
+
+  def close(self):
+    try:
+      while self._pending:
+        self._pending.popleft().result()
+    finally:
+      self._pool.shutdown(wait=True)
+
+  def __exit__(self, exc_type, *exc):
+    if exc_type is None:
+      self.close()
+    else:
+      self._pool.shutdown(wait=True)
+    return False
 
 
 class NullWriter(_Closes):
