@@ -317,7 +317,7 @@ def records(runs, config):
   out = []
   for run in runs:
     depth = run['depth']
-    c, test = run['curves'], run['test'][config.train.epochs]
+    c, test = run['curves'], run['test']
     for i, m in enumerate(run['models']):
       out.append({
           'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,

@@ -72,7 +72,8 @@ def _per_model(tx):
 
 def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, models_last_mesh=None):
   """Jitted functions epoch_fn(params_M, opt_M, (examples, k), active_M, data) -> (params_M, opt_M, train metrics)
-  and measure(params_M, data, splits) -> the metrics of each of `splits` ('train', 'test'), all in one program.
+  and measure(params_M, data) -> the metrics of both splits, training and test, in one program (one compilation
+  for both).
 
   examples [S, K, steps, batch]: training example indices, step by step, of S seeds and K epochs (Examples); the
   epoch is the k-th, model m steps through row data['example_row'][m].
@@ -126,10 +127,10 @@ def make_epoch_fn(tx, *, activation, loss, unroll=1, parallel_tasks=True, models
     opt_M = jax.tree.map(keep_if_stopped, new_opt, opt_M)
     return params_M, opt_M, evaluate_split(params_M, data, 'train')
 
-  def measure(params_M, data, splits):
-    return {k: v for split in splits for k, v in evaluate_split(params_M, data, split).items()}
+  def measure(params_M, data):
+    return {**evaluate_split(params_M, data, 'train'), **evaluate_split(params_M, data, 'test')}
 
-  return epoch_fn, jax.jit(measure, static_argnums=2, compiler_options=options)
+  return epoch_fn, jax.jit(measure, compiler_options=options)
 
 
 class Programs:
@@ -282,7 +283,7 @@ def train(models, datasets, model_cfg, train_cfg, tx, *, snapshot_epochs=(), on_
   Returns a dict of numpy arrays with leading axis M:
     curves      {train_loss, train_accuracy: [M, epochs + 1]}, entry 0 before training; a stopped model's values
                 stay constant
-    test        {epoch: {test_loss, test_accuracy: [M]}} at each snapshot epoch and the last epoch
+    test        {test_loss, test_accuracy: [M]} after the last epoch
     epochs      [M] the epoch each model stopped at (zero training loss) or `train_cfg.epochs`
     params      final parameters; snapshots {epoch: parameters} for each of `snapshot_epochs` reached
     params0     initial parameters
@@ -348,16 +349,12 @@ class Group:
     self.active_on_devices = sharding.shard_models(self.active, mesh)  # placed again only when a model stops
     self.snapshot_epochs, self.train_cfg, self.mesh = snapshot_epochs, train_cfg, mesh
     self.num_models, self.padded = num_models, padded
-    # the splits evaluated before training; the test split is evaluated only where it is reported (it costs 5x an
-    # epoch), always with the training split beside it: one compiled program for both, instead of one per split
-    self._first_splits = ('train', 'test') if 0 in snapshot_epochs else ('train',)
 
   def compile(self):
     """Compiles the group's programs (drawing its first epochs' examples), as its first epoch and evaluations
     would, without training: their later calls find them compiled."""
     self.epoch_fn.lower(self.params, self.opt_state, self.examples(1), self.active_on_devices, self.data).compile()
-    for splits in {self._first_splits, ('train', 'test')}:
-      self.measure.lower(self.params, self.data, splits).compile()
+    self.measure.lower(self.params, self.data).compile()
     return self
 
   def train(self, on_epoch=None):
@@ -367,19 +364,10 @@ class Group:
     active, active_on_devices, mesh = self.active, self.active_on_devices, self.mesh
     self.params = self.opt_state = None  # donated to the first epoch
 
-    def measured(params, splits):
-      return jax.tree.map(np.asarray, self.measure(params, data, splits))
+    def measured(params, split):  # one program measures both splits
+      return {k: np.asarray(v) for k, v in self.measure(params, data).items() if k.startswith(split + '_')}
 
-    def split(metrics, name):
-      return {k: v for k, v in metrics.items() if k.startswith(name + '_')}
-
-    first = measured(params, self._first_splits)
-    history = [split(first, 'train')]
-    test = {0: split(first, 'test')} if 0 in snapshot_epochs else {}
-
-    def evaluate_test(epoch):
-      test[epoch] = split(measured(params, ('train', 'test')), 'test')
-
+    history = [measured(params, 'train')]
     stopped_at = np.full(len(active), train_cfg.epochs)
     snapshots = {0: self.params0} if 0 in snapshot_epochs else {}
     for epoch in range(1, train_cfg.epochs + 1):
@@ -388,7 +376,6 @@ class Group:
       history.append(metrics)
       if epoch in snapshot_epochs:
         snapshots[epoch] = jax.tree.map(np.asarray, params)
-        evaluate_test(epoch)
       if train_cfg.stop_at_zero_loss:
         newly = active & (metrics['train_loss'] == 0)
         stopped_at[newly] = epoch
@@ -401,10 +388,9 @@ class Group:
         history += [metrics] * (train_cfg.epochs - epoch)
         break
     final = jax.tree.map(np.asarray, params)
-    evaluate_test(train_cfg.epochs)
+    test = measured(params, 'test')
     for e in snapshot_epochs:  # epochs after an early stop hold the final (frozen) parameters
       snapshots.setdefault(e, final)
-      test.setdefault(e, test[train_cfg.epochs])
     curves = {k: np.stack([h[k] for h in history], axis=1) for k in history[0]}
     out = {'curves': curves, 'test': test, 'epochs': stopped_at, 'params': final, 'params0': self.params0,
            'snapshots': snapshots}
