@@ -45,6 +45,12 @@ def init(key, sizes, *, weight_init='lecture', offset_init='zeros', weight_std=N
   return params
 
 
+def structure(depth):
+  """The tree structure of init's parameters for `depth` hidden layers, known without tracing init: what
+  jax.tree.unflatten needs to rebuild saved parameters from their leaves."""
+  return jax.tree.structure({'layers': [{'W': 0, 'W0': 0} for _ in range(depth)], 'V': 0, 'V0': 0})
+
+
 def apply(params, x_BxD, *, activation='tanh', unit_masks=None):
   """Scores z_BxK of the net on inputs x_BxD."""
   f = activations.get(activation)

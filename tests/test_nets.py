@@ -23,6 +23,8 @@ def test_mlp_shapes_and_names(hidden):
   assert params['V'].shape == (sizes[-2], 1) and params['V0'].shape == (1,)
   assert mlp.apply(params, jnp.ones((7, 2))).shape == (7, 1)
   assert mlp.num_params(sizes) == sum(x.size for x in jax.tree.leaves(params))
+  assert mlp.structure(len(hidden)) == jax.tree.structure(params)
+  assert mlp.structure(len(hidden)) != jax.tree.structure(mlp.init(KEY, (2, *hidden, 5, 1)))
 
 
 def test_single_layer_net_is_linear():

@@ -175,13 +175,6 @@ def save_params(path, runs):
   workdir_lib.write_npz(path, compressed=True, **arrays)
 
 
-@functools.cache
-def _params_structure(padded):
-  """(leaf count, tree structure) of the parameters of an MLP of hidden widths `padded` (traced once per shape)."""
-  template = jax.eval_shape(functools.partial(mlp.init, jax.random.PRNGKey(0), (2, *padded, 1)))
-  return len(jax.tree.leaves(template)), jax.tree.structure(template)
-
-
 def load_params(path, snapshots=False):
   """[(models, padded widths, stacked params)] as save_params wrote them; with `snapshots`, a fourth item
   {epoch: stacked params} of the snapshots."""
@@ -190,7 +183,8 @@ def load_params(path, snapshots=False):
     while f'{k}/models' in f:
       models = [vmap_sweep.Model(**{**d, 'hidden': tuple(d['hidden'])}) for d in map(json.loads, f[f'{k}/models'])]
       padded = tuple(int(p) for p in f[f'{k}/padded'])
-      n, tree = _params_structure(padded)
+      tree = mlp.structure(len(padded))
+      n = tree.num_leaves
       run = (models, padded, jax.tree.unflatten(tree, [f[f'{k}/{i}'] for i in range(n)]))
       if snapshots:
         epochs = sorted({int(name.split('/')[1][5:]) for name in f.files if name.startswith(f'{k}/epoch')})
@@ -287,12 +281,11 @@ def evaluate_workdir(config, workdir, step=None, fresh_points=0):
   return out
 
 
-def _weights_moved(run, i):
-  """max |W - W_init| and |V - V_init| of model i (offsets excluded)."""
-  p, p0 = (jax.tree.map(lambda a: a[i], run[k]) for k in ('params', 'params0'))
-  diffs = [np.abs(p['V'] - p0['V']).max()]
-  diffs += [np.abs(l['W'] - l0['W']).max() for l, l0 in zip(p['layers'], p0['layers'])]
-  return float(max(diffs))
+def _weights_moved(run):
+  """[M]: each model's max |W - W_init| and |V - V_init| (offsets excluded)."""
+  p, p0 = run['params'], run['params0']
+  pairs = [(p['V'], p0['V'])] + [(l['W'], l0['W']) for l, l0 in zip(p['layers'], p0['layers'])]
+  return np.max([np.abs(w - w0).reshape(len(w), -1).max(axis=1) for w, w0 in pairs], axis=0)
 
 
 def check_finite(losses, models, epoch):
@@ -317,7 +310,7 @@ def records(runs, config):
   out = []
   for run in runs:
     depth = run['depth']
-    c, test = run['curves'], run['test']
+    c, test, moved = run['curves'], run['test'], _weights_moved(run)
     for i, m in enumerate(run['models']):
       out.append({
           'task': m.task, 'hidden_units': m.hidden[0] if m.hidden else 0, 'depth': depth, 'init': m.init,
@@ -325,7 +318,7 @@ def records(runs, config):
           'train_accuracy': float(c['train_accuracy'][i, -1]), 'test_accuracy': float(test['test_accuracy'][i]),
           'train_loss': float(c['train_loss'][i, -1]), 'test_loss': float(test['test_loss'][i]),
           f'train_accuracy_epoch{at}': float(c['train_accuracy'][i, at]),
-          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': _weights_moved(run, i)})
+          'num_params': mlp.num_params((2, *m.hidden, 1)), 'weights_moved': float(moved[i])})
   return out
 
 
