@@ -2,7 +2,9 @@
 
 The config names its trainer (config.trainer: a module of trainnets/training/) and so its report (experiments/reports/);
 the trainer writes config.json, metrics.jsonl and results.json into the workdir, then the report renders results.md
-and figures/ from them (experiments/report.py, which redraws a finished workdir alone).
+and figures/ from them (experiments/report.py, which redraws a finished workdir alone). A trainer of several runs at
+once (train_and_evaluate_many) hands each run over in memory as it is trained: its report starts from that, its
+figures drawn while its files are written.
 See README.md for every experiment's command. `python train.py --runs=FILE` trains several runs in one process
 where the trainer can (hidden units: docs/sweeps.md).
 """
@@ -63,19 +65,28 @@ def run_many(path):
   cli.check_backend()
   workdirs = [r['workdir'] for r in spec['runs']]
   print(f'{len(workdirs)} runs of {spec["config"]} trained together: {", ".join(workdirs)}', flush=True)
-  with report.drawing(configs[0]) as draw:  # figures drawn on every core, by processes started now
-    started = {}  # each run's report starts as its files are written, while the next run's are
+  train_together(trainer, list(zip(configs, workdirs)),
+                 lambda workdir, lines: print(f'{workdir}:\n' + textwrap.indent(lines, '  '), flush=True))
 
-    def written(config, workdir):
-      started[workdir] = report.start(config, workdir, draw)
+
+def train_together(trainer, runs, show, extend=False):
+  """Trains runs [(config, workdir)] with the trainer's train_and_evaluate_many, each run's report started as it
+  is trained, from what the trainer holds in memory, so that its figures are drawn (by processes started now, on
+  every core) while its files, and the next run's, are written; then `show(workdir, lines)` of each. Runs that
+  finished are reported even when another failed."""
+  with report.drawing(runs[0][0]) as draw:
+    started = {}  # workdir -> its report's finish, or None where starting it failed (it starts again from the files)
+
+    def trained(config, workdir, loaded):
+      started[workdir] = None
+      started[workdir] = report.start(config, workdir, draw, loaded)
 
     try:
-      trainer.train_and_evaluate_many(list(zip(configs, workdirs)), written=written)
-    finally:  # runs that finished are reported even when another failed
-      for c, workdir in zip(configs, workdirs):
-        if os.path.exists(os.path.join(workdir, 'results.json')):
-          lines = (started.get(workdir) or report.start(c, workdir, draw))()
-          print(f'{workdir}:\n' + textwrap.indent(lines, '  '), flush=True)
+      trainer.train_and_evaluate_many(runs, extend, trained=trained)
+    finally:
+      for c, workdir in runs:
+        if workdir in started and os.path.exists(os.path.join(workdir, 'results.json')):
+          show(workdir, (started[workdir] or report.start(c, workdir, draw))())
 
 
 def run(argv):
@@ -93,6 +104,9 @@ def run(argv):
   cli.start_distributed(_DISTRIBUTED, config)
   if distributed.is_main():  # the log says what ran (config.json in the workdir holds the same)
     print('config (resolved):\n' + textwrap.indent(str(config), '  '), end='', flush=True)
+  if hasattr(trainer, 'train_and_evaluate_many'):  # the report starts from the trained run in memory
+    train_together(trainer, [(config, _WORKDIR.value)], lambda _, lines: print(lines), extend=_EXTEND.value)
+    return
   with report.drawing(config) as draw:  # where the report hands its figures over, started now
     results = trainer.train_and_evaluate(config, _WORKDIR.value, extend=_EXTEND.value)
     if results is not None:  # process 0, and the run finished

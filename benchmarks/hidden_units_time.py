@@ -5,12 +5,13 @@ records, in one process on this machine.
 
 Phases: Python, JAX and the trainer starting (train.py's wall time less the trainer's), per compiled program (one
 per depth and padded width) its first epoch and its other epochs (metrics.jsonl's per-epoch rates), the trainer
-outside the epochs (drawing the data and initial parameters, waiting for a group's programs, writing the arrays and
-results), and the report (claims, tables, figures: the rest of the wall time). The trainer compiles each group's
-programs in another thread while the group before it trains, so compilation shows as that group's slower epochs,
-or as waiting outside the epochs where it takes longer than they do. Every program is compiled
-(COMPILATION_CACHE=0), as on a first run; --cached first runs it once, untimed, so that the persistent compilation
-cache holds every program, then times a run that loads them. The last line is one JSON object.
+outside the epochs (drawing the data and initial parameters, waiting for a group's programs, handing the trained
+run to the report, whose figures are then drawn while the arrays and results are written), and the report (claims,
+tables, the rest of the figures: the rest of the wall time). The trainer compiles each group's programs in another
+thread while the group before it trains, so compilation shows as that group's slower epochs, or as waiting outside
+the epochs where it takes longer than they do. Every program is compiled (COMPILATION_CACHE=0), as on a first run;
+--cached first runs it once, untimed, so that the persistent compilation cache holds every program, then times a
+run that loads them. The last line is one JSON object.
 
   python benchmarks/hidden_units_time.py --sweep=experiments/hidden_units_ablations.py[:quick] [--repeats=3]
 
@@ -127,7 +128,7 @@ def main():
   for name, g in out['groups'].items():
     print(f'  {name:24s} first epoch {g["first_epoch_s"]:6.2f} s, other epochs '
           f'{g["other_epochs_s"]:6.2f} s')
-  print(f'  trainer, outside the epochs (data, initial parameters, waiting for programs, writing): '
+  print(f'  trainer, outside the epochs (data, initial parameters, waiting for programs, handing over, writing): '
         f'{out["trainer_other_s"]} s')
   print(f'  start-up (Python, JAX, configs) and the report (claims, figures): {out["start_and_report_s"]} s')
   print(json.dumps(out))

@@ -29,16 +29,18 @@ def config_of(workdir):
   return ml_collections.ConfigDict(workdir_lib.read_json(path))
 
 
-def start(config, workdir, draw=None):
+def start(config, workdir, draw=None, trained=None):
   """render() up to the figures that `draw` (see drawing()) may still be drawing elsewhere; returns the function
   that waits for them, writes the rest of the report and returns the lines to print. A report that does not hand
-  its figures over draws them in that function."""
-  if not os.path.exists(os.path.join(workdir, 'results.json')):
+  its figures over draws them in that function. `trained`: what the trainer handed over in memory before writing
+  the workdir's files (the trainer's `trained` hook), which the report reads instead of them; the function is
+  called once they are written."""
+  if trained is None and not os.path.exists(os.path.join(workdir, 'results.json')):
     raise WorkdirError(f'{workdir} has no results.json: its run has not finished; run the same train.py command '
                        'to finish it')
   module = experiments.report_module(config)
   if hasattr(module, 'start_render'):
-    finish = module.start_render(config, workdir, draw)
+    finish = module.start_render(config, workdir, draw, trained)
   else:
     finish = functools.partial(module.render, config, workdir)
   return lambda: module.summary(finish())

@@ -107,18 +107,18 @@ def test_a_diverging_run_is_reported_and_the_others_are_written(tmp_path):
   assert (tmp_path / 'ok' / 'results.json').exists() and not (tmp_path / 'bad' / 'results.json').exists()
 
 
-def test_an_error_after_a_run_is_written_is_raised_once_every_run_is(tmp_path):
-  """What starts as each run is written (its report, under train.py --runs) cannot cost the other runs their
+def test_an_error_as_a_run_is_trained_is_raised_once_every_run_is_written(tmp_path):
+  """What starts as each run is trained (its report, under train.py) cannot cost it or the other runs their
   files: its first error is raised after the last run is written."""
   a, b = configs([{}, {'train.learning_rate': 3.0}], **{'train.epochs': 2, 'claims.at_epoch': 1})
   seen = []
 
-  def written(config, workdir):
+  def trained(config, workdir, loaded):
     seen.append(os.path.basename(workdir))
     raise RuntimeError(f'report of {os.path.basename(workdir)} failed')
 
   with pytest.raises(RuntimeError, match='report of a failed'):
-    hidden_units.train_and_evaluate_many([(a, tmp_path / 'a'), (b, tmp_path / 'b')], written=written)
+    hidden_units.train_and_evaluate_many([(a, tmp_path / 'a'), (b, tmp_path / 'b')], trained=trained)
   assert seen == ['a', 'b']
   assert (tmp_path / 'a' / 'results.json').exists() and (tmp_path / 'b' / 'results.json').exists()
 
@@ -192,16 +192,20 @@ def drawn_files(workdir):
 
 
 @pytest.mark.slow
-def test_reports_started_as_runs_are_written_and_drawn_by_workers_equal_each_drawn_alone(tmp_path):
-  """As train.py --runs reports: each run's report starts as its files are written, its figures drawn by worker
-  processes while the next run's files are written; each workdir's lines, results.md, claims and figures are byte
-  for byte what render() alone draws, here."""
+def test_reports_started_as_runs_are_trained_and_drawn_by_workers_equal_each_drawn_alone(tmp_path):
+  """As train.py reports: each run's report starts as it is trained, from what the trainer holds in memory, its
+  figures drawn by worker processes while its files and the next run's are written; each workdir's lines,
+  results.md, claims and figures are byte for byte what render() alone draws, here, from the files."""
   pairs = [(c, str(tmp_path / f'run{i}')) for i, c in enumerate(configs([{}, {'model.weight_init': 'he'},
                                                                            {'train.learning_rate': 3.0}]))]
   started = {}
   with drawing.Pool([hidden_units_report.FIGURES], workers=2) as pool:
-    hidden_units.train_and_evaluate_many(pairs, written=lambda c, w: started.setdefault(w, report.start(c, w, pool)))
-    assert list(started) == [w for _, w in pairs], 'each run started as it was written, in order'
+    def trained(c, w, loaded):
+      assert not os.path.exists(os.path.join(w, 'results.json')), 'started before the files are written'
+      started[w] = report.start(c, w, pool, loaded)
+
+    hidden_units.train_and_evaluate_many(pairs, trained=trained)
+    assert list(started) == [w for _, w in pairs], 'each run started as it was trained, in order'
     many = [started[w]() for _, w in pairs]
   drawn = {w: drawn_files(w) for _, w in pairs}
   assert len(drawn[pairs[0][1]]) == 7, 'results.md, claims.json and five figures'

@@ -40,18 +40,22 @@ def render(config, workdir, draw=None):
   return start_render(config, workdir, draw)()
 
 
-def start_render(config, workdir, draw=None):
+def start_render(config, workdir, draw=None, trained=None):
   """render up to its figures, which `draw` may still be drawing elsewhere (a drawing.Pool); returns the function
-  that waits for them, then writes claims.json and results.md and returns the results."""
+  that waits for them, then writes claims.json and results.md and returns the results. `trained`: the run's
+  (runs, datasets) as trainer.load_runs reads them, handed over by the trainer before it writes them, so that the
+  figures are drawn while the files are written; results.json is read when the function is called."""
   draw = draw or drawing.Here()
-  results = current(workdir_lib.read_json(os.path.join(workdir, 'results.json')), config)
-  runs, datasets = trainer.load_runs(config, workdir)
-  results['figures'], drawn = [], []
+  path = os.path.join(workdir, 'results.json')
+  saved = None if trained else workdir_lib.read_json(path)  # a finished workdir's, read first: damage costs no work
+  runs, datasets = trained or trainer.load_runs(config, workdir)
+  names, drawn = [], []
   for name, function, numbers in figures(runs, datasets, config):  # each handed over as soon as it is computed
     drawn.append(draw.draw(FIGURES, function, os.path.join(workdir, 'figures', name), **numbers))
-    results['figures'].append(name)
+    names.append(name)
 
   def finish():
+    results = {**current(saved or workdir_lib.read_json(path), config), 'figures': names}
     for figure in drawn:
       figure.result()
     workdir_lib.write_json(os.path.join(workdir, 'claims.json'), {'claims': results['claims']})

@@ -9,7 +9,8 @@
                progress bar or, in a log file, progress lines.
   5. results   one record per model (results.json), the curves (curves.npz), the final parameters and the
                snapshots the figures show (params.npz). experiments/report.py reads them back (load_runs) for the
-               claims, results.md and the figures.
+               claims, results.md and the figures; train.py's report starts from the same numbers in memory,
+               handed over (`trained`) just before they are written.
 `train_and_evaluate_many([(config, workdir), ...])` runs several sweeps in one process (train.py --runs, the sweep
 launcher), their nets that differ only in PER_NET_KEYS in shared programs; train_and_evaluate is it for one run.
 `evaluate_workdir(config, workdir, fresh_points=N)` re-evaluates the saved parameters (eval.py).
@@ -377,13 +378,14 @@ def train_and_evaluate(config, workdir, extend=False):
   return out
 
 
-def train_and_evaluate_many(runs, extend=False, written=None):
+def train_and_evaluate_many(runs, extend=False, trained=None):
   """Trains several runs [(config, workdir)] in this process and writes each workdir exactly as
   train_and_evaluate alone would, bit for bit. Runs that differ only in PER_NET_KEYS run their groups through the
   same compiled programs (a step size is each net's runtime value), and a group of nets that several runs hold is
-  trained once (_groups). Returns each run's results; `written(config, workdir)` is called as each run's files are
-  written (its report can start while the next run's are), and its first error is raised once every run is
-  written. A run whose nets diverge is reported (TrainingDiverged,
+  trained once (_groups). Returns each run's results. `trained(config, workdir, loaded)` is called as each run is
+  trained, just before its files are written, with `loaded` what load_runs would read back from them (its report
+  can start, and draw its figures, while they are written); its first error is raised once every run is written.
+  A run whose nets diverge is reported (TrainingDiverged,
   after the other runs are written); every run's config and workdir are checked before any is written."""
   configs = [c for c, _ in runs]
   for c in configs:
@@ -495,22 +497,29 @@ def train_and_evaluate_many(runs, extend=False, written=None):
       progress.update(epochs - (progress.done - done_epochs))  # epochs skipped by an early stop
       done_epochs += epochs
   train_time = time.time() - start
-  out, written_failed = [], None
+  out, hook_failed = [], None
   for j, (c, w) in enumerate(runs):
     if j not in failed:  # results[j] holds the run's groups in its own order: groups go by (depth, pad) too
-      out.append(_write(c, w, results[j], start, train_time))
-      if written:
+      if trained:
         try:
-          written(c, w)
-        except Exception as e:  # noqa: BLE001 (what follows a run's writing never stops the next run's)
-          written_failed = written_failed or e
+          trained(c, w, _as_loaded(c, results[j], datasets))
+        except Exception as e:  # noqa: BLE001 (what starts as a run is trained never stops its files or the next run's)
+          hook_failed = hook_failed or e
+      out.append(_write(c, w, results[j], start, train_time))
   if failed:
     named = '; '.join(f'{runs[j][1]}: {e}' for j, e in sorted(failed.items()))
     raise TrainingDiverged(f'{len(failed)} of {len(runs)} runs trained together diverged ({named}); the other runs '
                            'are written')
-  if written_failed:
-    raise written_failed
+  if hook_failed:
+    raise hook_failed
   return out
+
+
+def _as_loaded(config, runs, datasets):
+  """A trained run's (runs, datasets), as load_runs reads them back from the files _write writes."""
+  keys = ('models', 'padded', 'depth', 'params', 'snapshots', 'curves')
+  return ([{k: r[k] for k in keys} for r in runs],
+          {m.dataset: datasets[_draw_key(config, m)] for r in runs for m in r['models']})
 
 
 class _GroupFailed(Exception):
