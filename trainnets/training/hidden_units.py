@@ -219,10 +219,11 @@ def load_runs(config, workdir):
   return runs, _datasets(config, [m for models, *_ in saved for m in models])
 
 
-def _datasets(config, models):
-  """{dataset key: (train, test)} of every model's task and data seed, each drawn once."""
+def _datasets(config, models, drawn=None):
+  """{dataset key: (train, test)} of every model's task and data seed, each drawn once; `drawn`: the data sets
+  already drawn, {draw key (_draw_key): (train, test)}."""
   keys = {m.dataset: _draw_key(config, m) for m in models}
-  drawn = toy2d.train_test_many(keys.values())
+  drawn = drawn or toy2d.train_test_many(keys.values())
   return {key: drawn[draw] for key, draw in keys.items()}
 
 
@@ -518,8 +519,7 @@ def train_and_evaluate_many(runs, extend=False, trained=None):
 def _as_loaded(config, runs, datasets):
   """A trained run's (runs, datasets), as load_runs reads them back from the files _write writes."""
   keys = ('models', 'padded', 'depth', 'params', 'snapshots', 'curves')
-  return ([{k: r[k] for k in keys} for r in runs],
-          {m.dataset: datasets[_draw_key(config, m)] for r in runs for m in r['models']})
+  return [{k: r[k] for k in keys} for r in runs], _datasets(config, [m for r in runs for m in r['models']], datasets)
 
 
 class _GroupFailed(Exception):
