@@ -5,7 +5,8 @@
   any, belong in benchmarks/ or are marked and skipped here.
 - 8 simulated CPU devices (unless XLA_FLAGS already sets a count), so every test runs the sharded code paths
   that GPUs and TPUs run, and the entry points' other XLA flag (process.xla_flags); the subprocesses inherit it.
-- The random generator's hash lowered over flat arrays, as the entry points lower it (process.flat_threefry).
+- The random generator's hash lowered over flat arrays, and the programs that compute the same bits at LLVM's -O1
+  compiled at -O1, as the entry points compile them (process.flat_threefry, process.quick_compile).
 - Implicit rank promotion is an error, so a shape bug cannot hide behind broadcasting.
 - Compiled programs are cached in a directory of the system's temporary one, not the user's ~/.cache; the
   subprocesses share it (runs of the same shapes load what an earlier test compiled).
@@ -25,6 +26,7 @@ import jax
 jax.config.update('jax_platforms', 'cpu')  # also where jax was imported before this file (a plugin's entry point)
 jax.config.update('jax_numpy_rank_promotion', 'raise')
 process.flat_threefry()  # the random generator compiled as the entry points compile it
+process.quick_compile()  # the run-once programs compiled at LLVM's -O1, as the entry points compile them
 
 
 import pytest  # noqa: E402

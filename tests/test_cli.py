@@ -148,7 +148,7 @@ def test_unknown_experiment_argument(tmp_path):
   assert_one_line_error(train('--config=experiments/hidden_units.py:quik', f'--workdir={tmp_path}/w'), 'quik')
 
 
-@pytest.mark.parametrize('switch', ['KEEP_FREED_MEMORY', 'COMPILATION_CACHE', 'FLAT_THREEFRY'])
+@pytest.mark.parametrize('switch', ['KEEP_FREED_MEMORY', 'COMPILATION_CACHE', 'FLAT_THREEFRY', 'QUICK_COMPILE'])
 def test_bad_switch_value(tmp_path, switch):
   proc = train(f'--config={QUICK}', f'--workdir={tmp_path}/w', env={**os.environ, switch: 'yes'})
   assert_one_line_error(proc, f"{switch}='yes'", 'set it to 0')

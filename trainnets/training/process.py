@@ -1,7 +1,7 @@
 """Setting up the process before JAX starts (JAX is imported only to configure it): XLA's CPU device count,
-glibc's malloc, the persistent compilation cache, how the random generator is compiled on the CPU, and the filters
-that keep libraries' duplicate error reports out of the one-line errors. The entry points call `prepare_cpu` after
-importing their modules and before the first computation.
+glibc's malloc, the persistent compilation cache, how the random generator and the run-once programs are compiled
+on the CPU, and the filters that keep libraries' duplicate error reports out of the one-line errors. The entry
+points call `prepare_cpu` after importing their modules and before the first computation.
 """
 import ctypes
 import importlib.util
@@ -121,12 +121,27 @@ def flat_threefry(environ=os.environ):
   return threefry.install()
 
 
+QUICK_OPT_OUT = 'QUICK_COMPILE'  # =0: every program compiled at LLVM's default optimisation on the CPU
+
+
+def quick_compile(environ=os.environ):
+  """Compiles at LLVM's -O1 on the CPU the programs that compute the same bits there (trainnets/kernels/
+  quick_compile.py: the programs that run once, compiled faster), unless QUICK_COMPILE=0.
+  Returns whether it did. Call it before the first compilation."""
+  if not _switched_on(environ, QUICK_OPT_OUT, "every program compiled at LLVM's default optimisation",
+                      'the programs that compute the same bits at -O1 compiled at -O1'):
+    return False
+  from trainnets.kernels import quick_compile as quick  # noqa: PLC0415 (imports JAX, which starts no backend)
+
+  return quick.install()
+
+
 def prepare_cpu(cores=None, environ=os.environ):
   """What every entry point does before JAX starts: glibc's malloc keeps freed memory (keep_freed_memory),
   XLA_FLAGS split the CPU into `cores` JAX devices (xla_flags; default one per core), compiled programs are cached
-  (compilation_cache; on any platform), and the random generator's hash is compiled over flat arrays
-  (flat_threefry). Returns whether freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is
-  refused: model.kernels does."""
+  (compilation_cache; on any platform), the random generator's hash is compiled over flat arrays (flat_threefry),
+  and the programs that compute the same bits at LLVM's -O1 are compiled at -O1 (quick_compile). Returns whether
+  freed memory is kept. CPU_CONV, which once chose the CPU's convolutions, is refused: model.kernels does."""
   if 'CPU_CONV' in environ:
     raise ConfigError(f'CPU_CONV={environ["CPU_CONV"]!r} is no longer read; choose the convolution kernels with '
                       '--config.model.kernels (auto, none or names such as onednn_conv; see '
@@ -135,6 +150,7 @@ def prepare_cpu(cores=None, environ=os.environ):
   environ['XLA_FLAGS'] = xla_flags(environ, cores)
   compilation_cache(environ)
   flat_threefry(environ)
+  quick_compile(environ)
   return kept
 
 

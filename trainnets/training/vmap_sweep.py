@@ -23,6 +23,7 @@ import optax
 
 from nets import losses
 from nets import mlp
+from trainnets.kernels import quick_compile
 from trainnets.training import models_last
 from trainnets.training import sharding
 
@@ -157,7 +158,7 @@ class Programs:
     return self._epochs_models_last[mesh]
 
 
-@jax.jit
+@quick_compile.jit
 def _keys_of_seeds(seeds, stream):
   return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), stream))(seeds)
 
@@ -179,7 +180,7 @@ def _seed_keys(models, stream):
   return keys[row_of]
 
 
-@functools.partial(jax.jit, static_argnames=('epochs', 'n', 'steps', 'batch_size', 'sampling'))
+@quick_compile.jit(static_argnames=('epochs', 'n', 'steps', 'batch_size', 'sampling'))
 def _draw_examples(keys_Sx2, first, *, epochs, n, steps, batch_size, sampling):
   def one(key, epoch):
     key = jax.random.fold_in(key, epoch)
@@ -251,7 +252,8 @@ class InitialParams:
       idx = np.asarray([i for i, m in enumerate(distinct) if m.init == scheme])
       init = functools.partial(mlp.init, sizes=(2, *[width] * (depth + 1)), weight_init=scheme,
                                offset_init=offset_init, weight_std=weight_std, offset_std=offset_std)
-      stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))))(keys[idx], true_MxS[idx])
+      stacked = jax.jit(jax.vmap(lambda k, t, init=init: init(k, true_sizes=tuple(t))),
+                        compiler_options=quick_compile.options())(keys[idx], true_MxS[idx])
       layers = [(np.asarray(p['W']), np.asarray(p['W0'])) for p in stacked['layers']]
       layers.append((np.asarray(stacked['V']), np.asarray(stacked['V0'])))
       if self._drawn is None:
