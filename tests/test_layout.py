@@ -11,8 +11,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Each layer and the project modules it may import (entry points above all of them may import anything). Names are
 # as imported: trainnets.training, trainnets.errors, ... The shared modules of trainnets (config_keys, errors,
-# files, named, tf_host) import nothing of the project but trainnets.errors.
-SHARED = {f'trainnets.{m}' for m in ('config_keys', 'errors', 'files', 'named', 'tf_host')}
+# files, named, quick_compile, tf_host) import nothing of the project but trainnets.errors.
+SHARED = {f'trainnets.{m}' for m in ('config_keys', 'errors', 'files', 'named', 'quick_compile', 'tf_host')}
 MAY_IMPORT = {
     'experiments': {'experiments', 'trainnets.training', 'trainnets.data', 'nets', 'trainnets.kernels'} | SHARED,
     'trainnets.training': {'trainnets.training', 'trainnets.data', 'nets', 'trainnets.kernels'} | SHARED,

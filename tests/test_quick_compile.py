@@ -1,4 +1,4 @@
-"""The programs compiled at LLVM's -O1 (trainnets/kernels/quick_compile.py) compute the same bits as at XLA:CPU's
+"""The programs compiled at LLVM's -O1 (trainnets/quick_compile.py) compute the same bits as at XLA:CPU's
 default level, and at -O0 they would not. The initial parameters are checked by their own test against programs
 compiled the default way (tests/test_vmap_sweep.py, InitialParams against mlp.init, every scheme), as are the data
 sets (tests/test_toy2d.py, train_test_many against train_test); the seeds' keys and the examples' indices are
@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
+from trainnets import quick_compile
 from trainnets.data import toy2d
-from trainnets.kernels import quick_compile
 from trainnets.training import vmap_sweep
 from trainnets.training.vmap_sweep import Model
 

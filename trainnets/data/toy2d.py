@@ -20,7 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from trainnets.kernels import quick_compile
+from trainnets import quick_compile
 
 _RADIUS = (2.0 / jnp.pi) ** 0.5  # a disc of half the area of [-1, 1]^2
 

@@ -125,13 +125,13 @@ QUICK_OPT_OUT = 'QUICK_COMPILE'  # =0: every program compiled at LLVM's default 
 
 
 def quick_compile(environ=os.environ):
-  """Compiles at LLVM's -O1 on the CPU the programs that compute the same bits there (trainnets/kernels/
-  quick_compile.py: the programs that run once, compiled faster), unless QUICK_COMPILE=0.
-  Returns whether it did. Call it before the first compilation."""
+  """Compiles at LLVM's -O1 on the CPU the programs that compute the same bits there (trainnets/quick_compile.py:
+  the programs that run once, compiled faster), unless QUICK_COMPILE=0. Returns whether it did. Call it before the
+  first compilation."""
   if not _switched_on(environ, QUICK_OPT_OUT, "every program compiled at LLVM's default optimisation",
                       'the programs that compute the same bits at -O1 compiled at -O1'):
     return False
-  from trainnets.kernels import quick_compile as quick  # noqa: PLC0415 (imports JAX, which starts no backend)
+  from trainnets import quick_compile as quick  # noqa: PLC0415 (imports JAX, which starts no backend)
 
   return quick.install()
 

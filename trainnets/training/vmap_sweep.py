@@ -23,7 +23,7 @@ import optax
 
 from nets import losses
 from nets import mlp
-from trainnets.kernels import quick_compile
+from trainnets import quick_compile
 from trainnets.training import models_last
 from trainnets.training import sharding
 

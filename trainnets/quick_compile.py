@@ -9,6 +9,7 @@ with other bits, and the epoch programs of the hidden-units sweep, at -O1, train
 to other records, so they keep the default.
 
 process.prepare_cpu installs it unless QUICK_COMPILE=0; where JAX computes on another platform it changes nothing.
+Imports nothing of the project, so every layer may use it (the data sets' program, the trainers').
 """
 import functools
 import threading
