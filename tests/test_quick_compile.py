@@ -1,8 +1,8 @@
 """The programs compiled at LLVM's -O1 (trainnets/quick_compile.py) compute the same bits as at XLA:CPU's
-default level, and at -O0 they would not. The initial parameters are checked by their own test against programs
-compiled the default way (tests/test_vmap_sweep.py, InitialParams against mlp.init, every scheme), as are the data
-sets (tests/test_toy2d.py, train_test_many against train_test); the seeds' keys and the examples' indices are
-integer arithmetic."""
+default level. Their own tests compare them with programs compiled the default way too: the initial parameters of
+the lecture's, Glorot's and the all-zero schemes (tests/test_vmap_sweep.py, InitialParams against mlp.init) and
+the data sets (tests/test_toy2d.py, train_test_many against train_test); the seeds' keys and the examples' indices
+are integer arithmetic."""
 import jax
 import numpy as np
 import pytest
