@@ -223,7 +223,8 @@ def _datasets(config, models, drawn=None):
   """{dataset key: (train, test)} of every model's task and data seed, each drawn once; `drawn`: the data sets
   already drawn, {draw key (_draw_key): (train, test)}."""
   keys = {m.dataset: _draw_key(config, m) for m in models}
-  drawn = drawn or toy2d.train_test_many(keys.values())
+  if drawn is None:
+    drawn = toy2d.train_test_many(keys.values())
   return {key: drawn[draw] for key, draw in keys.items()}
 
 
